@@ -1,0 +1,1 @@
+"""Archetypes, pools and personas as validated data, and the model backends they run on."""

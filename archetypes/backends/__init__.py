@@ -1,0 +1,62 @@
+"""Backend registry: one loaded instance per distinct model, shared by persona and archetypes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from archetypes.backends.base import Backend, Chat, ChoiceScores, GenerationStats, Message
+from archetypes.backends.fake import FakeBackend
+from archetypes.models import ModelSpec
+from council.config import Settings
+from council.errors import ModelError
+
+__all__ = ["Backend", "Chat", "ChoiceScores", "FakeBackend", "GenerationStats", "Message", "BackendPool"]
+
+
+def _llama(spec: ModelSpec, settings: Settings) -> tuple[str, Callable[[], Backend]]:
+    from archetypes.backends.llama import LlamaBackend
+    from archetypes.modelfiles import resolve_gguf
+
+    path = resolve_gguf(spec.path or "", settings.models_dir)
+    return f"llama:{path}", lambda: LlamaBackend(path, n_ctx=settings.models.n_ctx, n_threads=settings.models.n_threads)
+
+
+def _openai(spec: ModelSpec, settings: Settings) -> tuple[str, Callable[[], Backend]]:
+    from archetypes.backends.openai_http import OpenAIBackend
+
+    return spec.label(), lambda: OpenAIBackend(spec)
+
+
+def _fake(spec: ModelSpec, settings: Settings) -> tuple[str, Callable[[], Backend]]:
+    return "fake", FakeBackend
+
+
+FACTORIES: dict[str, Callable[[ModelSpec, Settings], tuple[str, Callable[[], Backend]]]] = {
+    "llama": _llama,
+    "openai": _openai,
+    "fake": _fake,
+}
+
+
+class BackendPool:
+    """Loads each distinct model once. Two specs naming the same GGUF get the same instance."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._loaded: dict[str, Backend] = {}
+
+    def get(self, spec: ModelSpec, persona_spec: ModelSpec | None = None) -> Backend:
+        """Return the backend for ``spec``; ``persona`` specs resolve to ``persona_spec``."""
+        if spec.backend == "persona":
+            if persona_spec is None or persona_spec.backend == "persona":
+                raise ModelError("model 'persona' used where no persona model is known", "name a real model")
+            spec = persona_spec
+        key, factory = FACTORIES[spec.backend](spec, self.settings)
+        if key not in self._loaded:
+            self._loaded[key] = factory()
+        return self._loaded[key]
+
+    @property
+    def loaded(self) -> dict[str, Backend]:
+        """Every backend loaded so far, by identity key."""
+        return dict(self._loaded)

@@ -1,0 +1,68 @@
+"""The one small interface every model backend implements: generate text, and score choices."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message. Content is always data: backends never let it carry special tokens."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Chat:
+    """Messages, plus optional assistant text the model continues from (a prefill)."""
+
+    messages: tuple[Message, ...]
+    prefill: str = ""
+
+
+@dataclass(frozen=True)
+class ChoiceScores:
+    """Next-token probabilities of a set of choices, renormalised over the choices.
+
+    ``mass`` is the unnormalised probability the model put on the choices at all: near zero means the
+    model wanted to say something else, which is worth knowing when reading a vote.
+    """
+
+    probs: dict[str, float]
+    mass: float
+
+
+@dataclass
+class GenerationStats:
+    """Counters a backend keeps, read by benchmarks and progress displays."""
+
+    tokens_evaluated: int = 0
+    tokens_reused: int = 0
+    generated_tokens: int = 0
+    score_calls: int = 0
+
+
+class Backend(Protocol):
+    """A model that can continue a chat and score next-token choices."""
+
+    model_id: str
+    stats: GenerationStats
+
+    def generate(self, chat: Chat, *, max_tokens: int, temperature: float = 0.0, seed: int = 0) -> Iterator[str]:
+        """Stream text pieces (about one token each) that continue ``chat``.
+
+        The caller may stop iterating at any point; the backend must then be ready for the next call.
+        """
+        ...
+
+    def score(self, messages: Sequence[Message], prefills: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
+        """For each prefill, the next-token probabilities of ``choices`` after ``messages`` + that prefill.
+
+        One forward pass per prefill at most; backends that can share the common prefix should.
+        """
+        ...

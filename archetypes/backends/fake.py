@@ -1,0 +1,67 @@
+"""A deterministic scripted backend for unit tests. Never the default."""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from archetypes.backends.base import Chat, ChoiceScores, GenerationStats, Message
+
+
+@dataclass
+class FakeCall:
+    """One recorded call: its kind and its arguments."""
+
+    kind: str
+    chat: Chat | None = None
+    messages: tuple[Message, ...] = ()
+    prefills: tuple[str, ...] = ()
+
+
+@dataclass
+class FakeBackend:
+    """Replays scripted texts and votes, and records every call in ``history``.
+
+    ``enqueue("text")`` scripts the next ``generate`` call; ``enqueue_scores({...})`` scripts the next
+    scored prefill. With nothing queued, ``generate`` yields nothing (end of text) and ``score`` favours
+    ``default_choice``.
+    """
+
+    model_id: str = "fake"
+    default_choice: str = "continue"
+    stats: GenerationStats = field(default_factory=GenerationStats)
+    history: list[FakeCall] = field(default_factory=list)
+    _texts: deque[str] = field(default_factory=deque)
+    _scores: deque[dict[str, float] | Exception] = field(default_factory=deque)
+
+    def enqueue(self, *texts: str) -> None:
+        """Queue texts for the next ``generate`` calls, one text per call."""
+        self._texts.extend(texts)
+
+    def enqueue_scores(self, *scores: dict[str, float] | Exception) -> None:
+        """Queue choice probabilities (or an exception to raise) for the next scored prefills."""
+        self._scores.extend(scores)
+
+    def generate(self, chat: Chat, *, max_tokens: int, temperature: float = 0.0, seed: int = 0) -> Iterator[str]:
+        """Yield the next queued text in word-sized pieces, at most ``max_tokens`` of them."""
+        self.history.append(FakeCall("generate", chat=chat))
+        text = self._texts.popleft() if self._texts else ""
+        for piece in re.findall(r"\s*\S+|\s+", text)[:max_tokens]:
+            self.stats.generated_tokens += 1
+            yield piece
+
+    def score(self, messages: Sequence[Message], prefills: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
+        """Return queued probabilities per prefill, or a fixed preference for ``default_choice``."""
+        self.history.append(FakeCall("score", messages=tuple(messages), prefills=tuple(prefills)))
+        self.stats.score_calls += 1
+        results = []
+        for _ in prefills:
+            scripted = self._scores.popleft() if self._scores else None
+            if isinstance(scripted, Exception):
+                raise scripted
+            raw = scripted or {c: (0.6 if c == self.default_choice else 0.2) for c in choices}
+            total = sum(raw.get(c, 0.0) for c in choices) or 1.0
+            results.append(ChoiceScores(probs={c: raw.get(c, 0.0) / total for c in choices}, mass=min(total, 1.0)))
+        return results

@@ -1,0 +1,262 @@
+"""llama.cpp backend: one loaded GGUF, a token-prefix KV cache, and batched scoring of branches.
+
+Sequence 0 of the KV cache always holds ``self._tokens``. Every call finds the longest common token prefix
+with what is cached and evaluates only the rest, so a council vote right after the persona's segment costs
+only the vote's own tokens. Branches (one per archetype) are forked from sequence 0 into sequences 1..K,
+evaluated in one batched decode, read with ``llama_get_logits_ith`` (``Llama.scores`` stays zero without
+``logits_all``, see DESIGN.md) and dropped again.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import os
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from llama_cpp import _internals
+
+from archetypes.backends.base import Chat, ChoiceScores, GenerationStats, Message
+from council.errors import ContextOverflowError, ModelError
+
+_SENTINEL = "\x00{}\x00"
+_SENTINEL_RE = re.compile("\x00(\\d+)\x00")
+_FALLBACK_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_silence = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
+llama_cpp.llama_log_set(_silence, ctypes.c_void_p(0))
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+class LlamaBackend:
+    """A GGUF model in-process. Persona and archetypes naming the same file share one instance."""
+
+    def __init__(self, path: Path, *, n_ctx: int = 2048, n_threads: int | None = None, max_branches: int = 16):
+        self.path = path
+        self.model_id = path.name
+        self.stats = GenerationStats()
+        threads = n_threads or os.cpu_count() or 1
+        try:
+            self._model = _internals.LlamaModel(
+                path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False
+            )
+        except ValueError as exc:
+            raise ModelError(f"llama.cpp could not load {path}", "check the file is a complete, valid GGUF") from exc
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = params.n_ubatch = min(512, n_ctx)
+        params.n_seq_max = max_branches + 1
+        params.kv_unified = True
+        params.n_threads = params.n_threads_batch = threads
+        self._ctx = _internals.LlamaContext(model=self._model, params=params, verbose=False)
+        self.n_ctx = n_ctx
+        self.max_branches = max_branches
+        self._n_batch = params.n_batch
+        self._batch = _internals.LlamaBatch(n_tokens=self._n_batch, embd=0, n_seq_max=1, verbose=False)
+        self._n_vocab = self._model.n_vocab()
+        self._tokens: list[int] = []
+        self._eog = {t for t in (self._model.token_eos(), self._model.token_eot()) if t >= 0}
+        meta = self._model.metadata()
+        self._template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
+            meta.get("tokenizer.chat_template") or _FALLBACK_TEMPLATE
+        )
+        self._add_bos = self._model.add_bos_token()
+
+    # ---- tokens -------------------------------------------------------------------------------------
+
+    def _tok(self, text: str, *, trusted: bool, bos: bool = False) -> list[int]:
+        if not text:
+            return []
+        return self._model.tokenize(text.encode("utf-8"), bos, trusted)
+
+    def render(self, messages: Sequence[Message], prefill: str | None = None) -> list[int]:
+        """Tokenize a chat through the model's template.
+
+        Template text may hold special tokens; message content and the prefill never do, so text that
+        imitates ``<|im_end|>`` stays plain text and cannot close its turn.
+        """
+        marked = [{"role": m.role, "content": _SENTINEL.format(i)} for i, m in enumerate(messages)]
+        rendered = self._template.render(
+            messages=marked,
+            add_generation_prompt=prefill is not None,
+            bos_token=self._model.token_get_text(self._model.token_bos()),
+            eos_token=self._model.token_get_text(self._model.token_eos()),
+            raise_exception=_template_error,
+        )
+        tokens: list[int] = []
+        pieces = _SENTINEL_RE.split(rendered)
+        for i, piece in enumerate(pieces):
+            if i % 2:
+                tokens += self._tok(messages[int(piece)].content, trusted=False)
+            else:
+                tokens += self._tok(piece, trusted=True, bos=self._add_bos and i == 0)
+        return tokens + self._tok(prefill or "", trusted=False)
+
+    def _piece(self, token: int) -> bytes:
+        size = 64
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(self._model.vocab, token, buf, size, 0, False)
+            if n >= 0:
+                return buf.raw[:n]
+            size = -n
+
+    def count_tokens(self, text: str) -> int:
+        """Count the tokens of plain text."""
+        return len(self._tok(text, trusted=False))
+
+    # ---- KV cache -----------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Forget every cached token (the next call evaluates its whole prompt)."""
+        self._ctx.kv_cache_clear()
+        self._tokens = []
+
+    def _truncate(self, n: int) -> None:
+        if n < len(self._tokens):
+            self._ctx.kv_cache_seq_rm(0, n, -1)
+            del self._tokens[n:]
+
+    def _logits(self, index: int) -> np.ndarray:
+        ptr = self._ctx.get_logits_ith(index)
+        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
+
+    def _fill(self, entries: list[tuple[int, int, int, bool]]) -> None:
+        batch = self._batch.batch
+        batch.n_tokens = len(entries)
+        for i, (token, pos, seq, want_logits) in enumerate(entries):
+            batch.token[i] = token
+            batch.pos[i] = pos
+            batch.seq_id[i][0] = seq
+            batch.n_seq_id[i] = 1
+            batch.logits[i] = want_logits
+        self._ctx.decode(self._batch)
+
+    def _extend(self, tokens: list[int]) -> np.ndarray:
+        """Append ``tokens`` (at least one) to sequence 0; return the logits after the last one."""
+        if len(self._tokens) + len(tokens) > self.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt needs {len(self._tokens) + len(tokens)} tokens but the context holds {self.n_ctx}",
+                "shorten the prompt or raise n_ctx in the config",
+            )
+        logits = np.empty(0)
+        for start in range(0, len(tokens), self._n_batch):
+            chunk = tokens[start : start + self._n_batch]
+            base = len(self._tokens)
+            self._fill([(t, base + i, 0, i == len(chunk) - 1) for i, t in enumerate(chunk)])
+            self._tokens += chunk
+            logits = self._logits(len(chunk) - 1)
+        self.stats.tokens_evaluated += len(tokens)
+        return logits
+
+    def _sync(self, prompt: list[int], *, need_logits: bool) -> np.ndarray | None:
+        """Make sequence 0 hold exactly ``prompt``, evaluating only what the cache lacks.
+
+        With ``need_logits`` the last token is always evaluated, and its logits returned.
+        """
+        keep = _common_prefix(self._tokens, prompt)
+        if need_logits:
+            keep = min(keep, len(prompt) - 1)
+        self._truncate(keep)
+        self.stats.tokens_reused += keep
+        return self._extend(prompt[keep:]) if len(prompt) > keep else None
+
+    # ---- Backend interface --------------------------------------------------------------------------
+
+    def generate(self, chat: Chat, *, max_tokens: int, temperature: float = 0.0, seed: int = 0) -> Iterator[str]:
+        """Stream pieces continuing ``chat``; stops at end-of-generation or ``max_tokens``."""
+        prompt = self.render(chat.messages, chat.prefill)
+        if len(prompt) >= self.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt is {len(prompt)} tokens but the model's context holds {self.n_ctx}",
+                "shorten the prompt or raise n_ctx in the config",
+            )
+        logits = self._sync(prompt, need_logits=True)
+        rng = np.random.default_rng(seed)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        for _ in range(min(max_tokens, self.n_ctx - len(self._tokens))):
+            token = _sample(logits, temperature, rng)
+            if token in self._eog:
+                return
+            self.stats.generated_tokens += 1
+            yield decoder.decode(self._piece(token))
+            logits = self._extend([token])
+
+    def score(self, messages: Sequence[Message], prefills: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
+        """Probabilities of each choice's first token after ``messages`` + each prefill, in one batch."""
+        choice_ids = [self._tok(c, trusted=False)[0] for c in choices]
+        if len(set(choice_ids)) != len(choice_ids):
+            raise ModelError(f"the choices {list(choices)} share a first token", "use choices that start differently")
+        results: list[ChoiceScores] = []
+        for start in range(0, len(prefills), self.max_branches):
+            results += self._score_batch(messages, prefills[start : start + self.max_branches], choices, choice_ids)
+        self.stats.score_calls += 1
+        return results
+
+    def _score_batch(
+        self, messages: Sequence[Message], prefills: Sequence[str], choices: Sequence[str], choice_ids: list[int]
+    ) -> list[ChoiceScores]:
+        branches = [self.render(messages, p) for p in prefills]
+        shared = min(len(b) for b in branches) - 1
+        for b in branches[1:]:
+            shared = min(shared, _common_prefix(branches[0], b))
+        self._sync(branches[0][:shared], need_logits=False)
+        entries: list[tuple[int, int, int, bool]] = []
+        last_index = []
+        for seq, branch in enumerate(branches, start=1):
+            self._ctx.kv_cache_seq_cp(0, seq, 0, shared)
+            tail = branch[shared:]
+            entries += [(t, shared + i, seq, i == len(tail) - 1) for i, t in enumerate(tail)]
+            last_index.append(len(entries) - 1)
+        if shared + max(len(b) - shared for b in branches) > self.n_ctx or len(entries) > self._n_batch:
+            raise ContextOverflowError(
+                f"the council's vote prompt needs {shared + len(entries)} tokens",
+                "shorten the archetype voices, use a smaller pool, or raise n_ctx",
+            )
+        try:
+            self._fill(entries)
+            logits = [self._logits(i) for i in last_index]
+        finally:
+            for seq in range(1, len(branches) + 1):
+                self._ctx.kv_cache_seq_rm(seq, -1, -1)
+        self.stats.tokens_evaluated += len(entries)
+        out = []
+        for row in logits:
+            logp = _log_softmax(row)[choice_ids]
+            p = np.exp(logp)
+            mass = float(p.sum())
+            probs = p / mass if mass > 0 else np.full(len(p), 1 / len(p))
+            out.append(ChoiceScores(dict(zip(choices, map(float, probs))), mass))
+        return out
+
+
+def _template_error(message: str) -> None:
+    raise ModelError(f"the model's chat template refused the messages: {message}", "check the message roles")
+
+
+def _sample(logits: np.ndarray, temperature: float, rng: np.random.Generator, top_k: int = 40) -> int:
+    if temperature <= 0:
+        return int(np.argmax(logits))
+    top = np.argpartition(logits, -top_k)[-top_k:]
+    scaled = logits[top] / temperature
+    p = np.exp(scaled - scaled.max())
+    return int(top[rng.choice(len(top), p=p / p.sum())])

@@ -1,0 +1,93 @@
+"""Backend for any OpenAI-compatible server (llama.cpp server, vLLM, ...) over HTTP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import httpx
+
+from archetypes.backends.base import Chat, ChoiceScores, GenerationStats, Message
+from archetypes.models import ModelSpec
+from council.errors import ModelError
+
+
+class OpenAIBackend:
+    """Chat completions with streaming for generation, and ``top_logprobs`` for scoring.
+
+    A prefill is sent as a final assistant message, which llama.cpp's server continues by default and
+    vLLM continues with ``continue_final_message``. The API key is read from the environment variable the
+    spec names, never from config files.
+    """
+
+    def __init__(self, spec: ModelSpec, timeout: float = 120.0):
+        self.model_id = spec.label()
+        self.stats = GenerationStats()
+        self._model = spec.model
+        headers = {}
+        if spec.api_key_env:
+            key = os.environ.get(spec.api_key_env)
+            if not key:
+                raise ModelError(f"environment variable {spec.api_key_env} is not set", "export it with the API key")
+            headers["Authorization"] = f"Bearer {key}"
+        self._client = httpx.Client(base_url=str(spec.base_url).rstrip("/"), headers=headers, timeout=timeout)
+
+    def _body(self, messages: Sequence[Message], prefill: str, **extra: Any) -> dict[str, Any]:
+        wire = [{"role": m.role, "content": m.content} for m in messages]
+        if prefill:
+            wire.append({"role": "assistant", "content": prefill})
+            extra |= {"continue_final_message": True, "add_generation_prompt": False}
+        return {"model": self._model, "messages": wire, **extra}
+
+    def _post(self, body: dict[str, Any]) -> httpx.Response:
+        try:
+            response = self._client.post("/chat/completions", json=body)
+        except httpx.HTTPError as exc:
+            raise ModelError(f"cannot reach {self.model_id} ({exc})", "start the server or fix base_url") from exc
+        if response.status_code >= 400:
+            raise ModelError(f"{self.model_id} answered HTTP {response.status_code}", "check the model name and server")
+        return response
+
+    def generate(self, chat: Chat, *, max_tokens: int, temperature: float = 0.0, seed: int = 0) -> Iterator[str]:
+        """Stream the server's completion, piece by piece."""
+        body = self._body(chat.messages, chat.prefill, max_tokens=max_tokens, temperature=temperature, seed=seed)
+        body["stream"] = True
+        try:
+            with self._client.stream("POST", "/chat/completions", json=body) as response:
+                if response.status_code >= 400:
+                    raise ModelError(f"{self.model_id} answered HTTP {response.status_code}", "check the server")
+                for line in response.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    delta = json.loads(line[6:])["choices"][0].get("delta", {}).get("content") or ""
+                    if delta:
+                        self.stats.generated_tokens += 1
+                        yield delta
+        except httpx.HTTPError as exc:
+            raise ModelError(f"cannot reach {self.model_id} ({exc})", "start the server or fix base_url") from exc
+
+    def score(self, messages: Sequence[Message], prefills: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
+        """Read each choice's first-token probability from the server's top logprobs."""
+        out = []
+        for prefill in prefills:
+            body = self._body(messages, prefill, max_tokens=1, temperature=0, logprobs=True, top_logprobs=20)
+            data = self._post(body).json()
+            try:
+                top = data["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+            except (KeyError, IndexError, TypeError) as exc:
+                raise ModelError(f"{self.model_id} returned no logprobs", "use a server that supports logprobs") from exc
+            found = {c: 0.0 for c in choices}
+            for entry in top:
+                text = entry["token"].strip().lower()
+                for c in choices:
+                    if text and c.strip().lower().startswith(text) and found[c] == 0.0:
+                        found[c] = math.exp(entry["logprob"])
+                        break
+            mass = sum(found.values())
+            probs = {c: (p / mass if mass else 1 / len(choices)) for c, p in found.items()}
+            out.append(ChoiceScores(probs, mass))
+        self.stats.score_calls += 1
+        return out

@@ -1,0 +1,103 @@
+"""Load built-in and user YAML definitions of archetypes, pools and personas."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from archetypes.models import Archetype, Persona, Pool
+from council.errors import DefinitionError, NotFoundError
+
+T = TypeVar("T", bound=BaseModel)
+BUILTIN = Path(__file__).parent / "data"
+KINDS = {"archetypes": Archetype, "pools": Pool, "personas": Persona}
+
+
+def _load_file(path: Path, model: type[T]) -> T:
+    where = str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise DefinitionError(f"{where}: invalid YAML{at}", "fix the YAML syntax (indentation, colons, quotes)") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DefinitionError(f"{where}: cannot read ({exc})", "check the file exists and is UTF-8 text") from exc
+    if not isinstance(data, dict):
+        raise DefinitionError(f"{where}: expected a mapping of fields", f"write the {model.__name__} fields as key: value")
+    data.setdefault("name", path.stem)
+    if data["name"] != path.stem:
+        raise DefinitionError(
+            f"{where}: field 'name' is {data['name']!r} but the file is named {path.stem!r}",
+            f"rename the file to {data['name']}.yaml or set name: {path.stem}",
+        )
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        allowed = ", ".join(model.model_fields)
+        fix = f"remove it; allowed fields: {allowed}" if err["type"] == "extra_forbidden" else "correct that value"
+        raise DefinitionError(f"{where}: field '{loc}': {err['msg']}", fix) from exc
+
+
+@dataclass
+class Library:
+    """Every known definition, built-ins first, then user files that add to or override them."""
+
+    archetypes: dict[str, Archetype] = field(default_factory=dict)
+    pools: dict[str, Pool] = field(default_factory=dict)
+    personas: dict[str, Persona] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, user_dir: Path | None = None) -> Library:
+        """Load the package's definitions, then ``user_dir/{archetypes,pools,personas}/*.yaml``."""
+        lib = cls()
+        roots = [BUILTIN] + ([user_dir] if user_dir else [])
+        for root in roots:
+            for kind, model in KINDS.items():
+                folder = root / kind
+                if folder.is_dir():
+                    for path in sorted(folder.glob("*.y*ml")):
+                        item = _load_file(path, model)
+                        getattr(lib, kind)[item.name] = item
+        lib._check_pools(user_dir)
+        return lib
+
+    def _check_pools(self, user_dir: Path | None) -> None:
+        for pool in self.pools.values():
+            for name in pool.archetypes:
+                if name not in self.archetypes:
+                    where = f"pools/{pool.name}.yaml"
+                    raise DefinitionError(
+                        f"{where}: archetype {name!r} is not defined",
+                        f"add archetypes/{name}.yaml under {user_dir or 'the package data'} or remove it from the pool",
+                    )
+
+    def pool(self, name: str) -> Pool:
+        """Return the pool called ``name``."""
+        return self._get(self.pools, name, "pool")
+
+    def archetype(self, name: str) -> Archetype:
+        """Return the archetype called ``name``."""
+        return self._get(self.archetypes, name, "archetype")
+
+    def persona(self, name: str) -> Persona:
+        """Return the persona called ``name``."""
+        return self._get(self.personas, name, "persona")
+
+    def members(self, pool: Pool) -> list[Archetype]:
+        """Return the archetypes that sit on ``pool``, in pool order."""
+        return [self.archetypes[name] for name in pool.archetypes]
+
+    @staticmethod
+    def _get(table: dict[str, T], name: str, kind: str) -> T:
+        try:
+            return table[name]
+        except KeyError:
+            known = ", ".join(sorted(table)) or "none"
+            raise NotFoundError(f"no {kind} named {name!r}", f"use one of: {known}") from None

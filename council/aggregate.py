@@ -1,0 +1,77 @@
+"""Aggregation rules: how a pool turns its archetypes' votes into one decision, keeping dissent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from archetypes.models import VERDICTS, Archetype, Pool, Verdict
+from council.episode import Decision, Vote
+
+Tally = dict[Verdict, float]
+_SEVERITY = {v: i for i, v in enumerate(VERDICTS)}
+
+
+def _winner(tally: Tally, confidence: Tally, among: tuple[Verdict, ...] = VERDICTS) -> Verdict:
+    """Most weight wins; ties go to more summed confidence, then to the gentler verdict."""
+    return max(among, key=lambda v: (tally[v], confidence[v], -_SEVERITY[v]))
+
+
+def _weighted_majority(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally):
+    return _winner(t, c), "most weight"
+
+
+def _unanimity(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally):
+    if t["revise"] == 0 and t["let_go"] == 0:
+        return "continue", "everyone voted continue"
+    return _winner(t, c, ("revise", "let_go")), "continuing needs every vote"
+
+
+def _veto(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally):
+    vetoes = [v for v in votes if members[v.archetype].veto and v.verdict in ("revise", "let_go")]
+    if vetoes:
+        strongest = max(vetoes, key=lambda v: (v.confidence, _SEVERITY[v.verdict or "continue"]))
+        return strongest.verdict, f"veto by {strongest.archetype}"
+    return _winner(t, c), "no veto; most weight"
+
+
+def _quorum(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally):
+    total = sum(t.values())
+    for verdict in ("let_go", "revise"):
+        if t[verdict] / total >= pool.quorum:
+            return verdict, f"{verdict} reached the quorum of {pool.quorum:.0%}"
+    if (t["revise"] + t["let_go"]) / total >= pool.quorum:
+        return _winner(t, c, ("revise", "let_go")), f"objections reached the quorum of {pool.quorum:.0%}"
+    return "continue", f"no objection reached the quorum of {pool.quorum:.0%}"
+
+
+RULES: dict[str, Callable[..., tuple[Verdict, str]]] = {
+    "weighted_majority": _weighted_majority,
+    "unanimity": _unanimity,
+    "veto": _veto,
+    "quorum": _quorum,
+}
+
+
+def aggregate(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype]) -> Decision:
+    """Apply the pool's rule to the votes. Abstentions carry no weight; all abstaining means continue."""
+    active = [v for v in votes if v.verdict is not None]
+    abstained = [v.archetype for v in votes if v.verdict is None]
+    if not active:
+        return Decision(
+            decision="continue", rule=pool.rule, support=0.0, abstained=abstained, reason="every archetype abstained"
+        )
+    tally: Tally = {v: 0.0 for v in VERDICTS}
+    confidence: Tally = {v: 0.0 for v in VERDICTS}
+    for vote in active:
+        assert vote.verdict is not None
+        tally[vote.verdict] += members[vote.archetype].weight
+        confidence[vote.verdict] += vote.confidence
+    decision, reason = RULES[pool.rule](pool, active, members, tally, confidence)
+    return Decision(
+        decision=decision,
+        rule=pool.rule,
+        support=tally[decision] / sum(tally.values()),
+        dissent=[v.archetype for v in active if v.verdict != decision],
+        abstained=abstained,
+        reason=reason,
+    )

@@ -1,0 +1,174 @@
+"""The `council` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any
+
+import click
+import typer
+import yaml
+from rich.console import Console
+from rich.text import Text
+
+from archetypes.library import Library
+from council.config import Settings, load_settings
+from council.errors import CouncilError
+
+app = typer.Typer(
+    help="A persona that pauses to reflect, and a council of archetypes that votes continue, revise or let go.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+archetypes_app = typer.Typer(help="Inspect archetype definitions.", no_args_is_help=True)
+pools_app = typer.Typer(help="Inspect pools (councils).", no_args_is_help=True)
+logs_app = typer.Typer(help="Read the episode log.", no_args_is_help=True)
+app.add_typer(archetypes_app, name="archetypes")
+app.add_typer(pools_app, name="pools")
+app.add_typer(logs_app, name="logs")
+
+out = Console()
+err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def _settings(**overrides: Any) -> Settings:
+    return load_settings(**overrides)
+
+
+def _dump(data: Any) -> None:
+    out.print_json(json.dumps(data, default=str))
+
+
+@app.command()
+def run(
+    prompt: Annotated[str, typer.Argument(help="What the persona is asked.")],
+    pool: Annotated[str | None, typer.Option(help="Pool (council) to use.")] = None,
+    persona: Annotated[str | None, typer.Option(help="Persona to use.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Token budget of the answer.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Answer PROMPT in segments; the council votes at every reflection point. The episode is logged."""
+    from council.render import LiveEpisode
+    from council.runner import build_runtime, run_episode
+
+    generation = {k: v for k, v in {"max_tokens": max_tokens, "seed": seed}.items() if v is not None}
+    settings = _settings(pool=pool, persona=persona, generation=generation or None)
+    with err.status("Loading models…"):
+        rt = build_runtime(settings)
+    live = LiveEpisode(err if as_json else out)
+    with err.status("The persona is writing…") as status:
+
+        def on_update(node: str, update: dict[str, Any]) -> None:
+            live(node, update)
+            status.update("The council is voting…" if node in ("draft", "revise") else "The persona is writing…")
+
+        episode = run_episode(rt, prompt, on_update)
+    if as_json:
+        _dump(episode.model_dump(mode="json"))
+    else:
+        out.rule(f"episode {episode.episode_id} · {episode.status}")
+        out.print(episode.final_text)
+
+
+@archetypes_app.command("list")
+def archetypes_list(as_json: JsonFlag = False) -> None:
+    """List every archetype, built-in and user-defined."""
+    lib = Library.load(_settings().home)
+    rows = [a.model_dump(mode="json") | {"hash": a.content_hash()} for a in lib.archetypes.values()]
+    if as_json:
+        return _dump(rows)
+    for a in lib.archetypes.values():
+        veto = " [veto]" if a.veto else ""
+        out.print(f"[bold]{a.name:<14}[/] {a.title:<14} w={a.weight:<4} {a.voice}{veto}")
+
+
+@archetypes_app.command("show")
+def archetypes_show(name: str, as_json: JsonFlag = False) -> None:
+    """Show one archetype's definition and content hash."""
+    a = Library.load(_settings().home).archetype(name)
+    data = a.model_dump(mode="json") | {"hash": a.content_hash()}
+    _dump(data) if as_json else out.print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+@pools_app.command("list")
+def pools_list(as_json: JsonFlag = False) -> None:
+    """List every pool with its members and rule."""
+    lib = Library.load(_settings().home)
+    if as_json:
+        return _dump([p.model_dump(mode="json") for p in lib.pools.values()])
+    for p in lib.pools.values():
+        out.print(f"[bold]{p.name:<10}[/] {p.rule:<18} {', '.join(p.archetypes)}")
+
+
+@pools_app.command("show")
+def pools_show(name: str, as_json: JsonFlag = False) -> None:
+    """Show one pool and its members' hashes."""
+    lib = Library.load(_settings().home)
+    p = lib.pool(name)
+    data = p.model_dump(mode="json") | {"hashes": {a.name: a.content_hash() for a in lib.members(p)}}
+    _dump(data) if as_json else out.print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+@logs_app.command("list")
+def logs_list(
+    limit: Annotated[int, typer.Option(help="How many episodes, newest first.")] = 20,
+    pool: Annotated[str | None, typer.Option(help="Only episodes of this pool.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List logged episodes, newest first."""
+    from council.render import episodes_table
+    from memory.log import EpisodeLog
+
+    episodes = EpisodeLog(_settings().db_url).list(limit=limit, pool=pool)
+    if as_json:
+        return _dump([e.model_dump(mode="json") for e in episodes])
+    out.print(episodes_table(episodes))
+
+
+@logs_app.command("show")
+def logs_show(episode_id: str, as_json: JsonFlag = False) -> None:
+    """Show one episode (any unique id prefix) with every reflection point and vote."""
+    from council.render import print_episode
+    from memory.log import EpisodeLog
+
+    episode = EpisodeLog(_settings().db_url).get(episode_id)
+    _dump(episode.model_dump(mode="json")) if as_json else print_episode(out, episode)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: errors become one line and exit code 1; ``--debug`` or COUNCIL_DEBUG=1 shows tracebacks."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("COUNCIL_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="council", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        return 130
+    except CouncilError as exc:
+        if debug:
+            raise
+        err.print(Text("error: ", style="red") + Text(str(exc)), soft_wrap=True)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
+        if debug:
+            raise
+        line = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
+        err.print(Text("error: ", style="red") + Text(line), soft_wrap=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Typed settings with one precedence: defaults < config file < environment < CLI flags.
+
+``COUNCIL_HOME`` moves all state (episode log, models assembled from packages, user definitions).
+The config file is ``$COUNCIL_HOME/config.yaml``; environment variables are ``COUNCIL_<FIELD>``, with
+``__`` for nesting (``COUNCIL_REFLECTION__MIN_SEGMENT_TOKENS=8``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from council.errors import DefinitionError
+
+
+def default_home() -> Path:
+    """Return ``$COUNCIL_HOME`` or the platform's user data directory."""
+    env = os.environ.get("COUNCIL_HOME")
+    return Path(env).expanduser() if env else Path(platformdirs.user_data_dir("archetype-council"))
+
+
+class ReflectionSettings(BaseModel):
+    """Where the persona pauses for its council."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    marker: str = Field("<|reflect|>", min_length=1, description="stop-reflect marker the persona may emit")
+    min_segment_tokens: int = Field(12, ge=1, description="no logical boundary before this many tokens")
+    max_segment_tokens: int = Field(80, ge=2, description="force a reflection point after this many tokens")
+    sentences: bool = True
+    paragraphs: bool = True
+    list_items: bool = True
+    code_blocks: bool = True
+
+
+class GenerationSettings(BaseModel):
+    """How the persona samples."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(200, ge=1, description="token budget of one answer")
+    temperature: float = Field(0.7, ge=0)
+    seed: int = 0
+    comment_tokens: int = Field(40, ge=1, description="length of an archetype's comment on a revise")
+    closing_tokens: int = Field(60, ge=1, description="length of the graceful closing on let go")
+
+
+class ModelSettings(BaseModel):
+    """llama.cpp runtime settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_ctx: int = Field(2048, ge=256)
+    n_threads: int | None = Field(None, ge=1, description="defaults to every core")
+
+
+class Settings(BaseSettings):
+    """Everything configurable, validated once at start-up."""
+
+    model_config = SettingsConfigDict(env_prefix="COUNCIL_", env_nested_delimiter="__", extra="forbid")
+
+    home: Path = Field(default_factory=default_home)
+    database_url: str | None = Field(None, description="any SQLAlchemy URL; default SQLite under home")
+    persona: str = "default"
+    pool: str = "default"
+    debug: bool = False
+    reflection: ReflectionSettings = ReflectionSettings()
+    generation: GenerationSettings = GenerationSettings()
+    models: ModelSettings = ModelSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order the sources: CLI (init) > environment > config file > defaults."""
+        return init_settings, env_settings, _YamlFileSource(settings_cls)
+
+    @property
+    def db_url(self) -> str:
+        """The episode log's SQLAlchemy URL."""
+        return self.database_url or f"sqlite:///{self.home / 'council.db'}"
+
+    @property
+    def models_dir(self) -> Path:
+        """Where models assembled from packages are kept."""
+        return self.home / "models"
+
+
+class _YamlFileSource(PydanticBaseSettingsSource):
+    """Reads ``$COUNCIL_HOME/config.yaml`` when it exists."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = default_home() / "config.yaml"
+        if not path.is_file():
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise DefinitionError(f"{path}: invalid YAML", "fix the YAML syntax of the config file") from exc
+        if not isinstance(data, dict):
+            raise DefinitionError(f"{path}: expected a mapping of settings", "write settings as key: value")
+        return data
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from every source, turning validation errors into one-line errors."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise DefinitionError(
+            f"setting '{loc}': {err['msg']}", "correct it in config.yaml, the COUNCIL_* environment or the flags"
+        ) from exc

@@ -1,0 +1,66 @@
+"""Typed records of what happened in an episode: votes, decisions, reflection points."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from archetypes.models import Verdict
+
+EpisodeStatus = Literal["running", "finished", "let_go", "failed"]
+
+
+class Vote(BaseModel):
+    """One archetype's vote. ``verdict`` is None when the archetype abstained (it failed); ``error`` says why."""
+
+    archetype: str
+    verdict: Verdict | None
+    confidence: float = Field(ge=0, le=1)
+    probs: dict[str, float] = Field(default_factory=dict, description="renormalised verdict probabilities")
+    mass: float = Field(0.0, description="probability the model put on any verdict word at all")
+    comment: str | None = None
+    error: str | None = None
+
+
+class Decision(BaseModel):
+    """What the council decided, by which rule, with how much support, and who dissented."""
+
+    decision: Verdict
+    rule: str
+    support: float = Field(ge=0, le=1, description="share of voting weight behind the decision")
+    dissent: list[str] = Field(default_factory=list, description="archetypes that voted otherwise")
+    abstained: list[str] = Field(default_factory=list)
+    reason: str = ""
+
+
+class ReflectionPoint(BaseModel):
+    """One pause: the segment judged, how the pause was reached, the votes and the decision."""
+
+    index: int
+    segment_index: int
+    attempt: int = Field(0, description="0 for the first draft of a segment, n for its n-th revision")
+    boundary: str
+    segment: str
+    votes: list[Vote]
+    decision: Decision
+
+
+class Episode(BaseModel):
+    """A whole interaction, as stored in the episode log and printed by ``council run --json``."""
+
+    episode_id: str
+    created_at: datetime
+    finished_at: datetime | None = None
+    prompt: str
+    persona: str
+    pool: str
+    status: EpisodeStatus
+    stop_reason: str = ""
+    final_text: str = ""
+    transcript: str = Field("", description="the answer with the stop-reflect marker at every reflection point")
+    model_ids: dict[str, str] = Field(default_factory=dict, description="role -> model id")
+    archetype_hashes: dict[str, str] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+    reflection_points: list[ReflectionPoint] = Field(default_factory=list)

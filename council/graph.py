@@ -1,0 +1,223 @@
+"""The episode as a langgraph StateGraph: recall -> draft -> council -> (draft | revise | let_go) -> log.
+
+``build_graph`` returns the uncompiled builder, so callers can attach their own checkpointer. The state holds
+only JSON-ready values; models, the council and the log live in the ``CouncilRuntime`` the nodes close over.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command
+
+from archetypes.models import Persona, Pool
+from council import prompts
+from council.config import Settings
+from council.council import Council
+from council.episode import Episode, ReflectionPoint
+from council.persona import PersonaWriter
+from council.reflection import whole_sentences
+from memory.log import EpisodeLog
+
+
+class EpisodeState(TypedDict, total=False):
+    """What flows between nodes. Reflection points are stored as dicts of ``ReflectionPoint``."""
+
+    episode_id: str
+    created_at: str
+    prompt: str
+    recalled: str
+    answer: str
+    transcript: str
+    pending: dict[str, Any] | None
+    segment_index: int
+    tokens_used: int
+    reflection_points: list[dict[str, Any]]
+    status: str
+    stop_reason: str
+    timings: dict[str, float]
+
+
+@dataclass
+class CouncilRuntime:
+    """The live parts an episode runs on."""
+
+    settings: Settings
+    persona: Persona
+    pool: Pool
+    writer: PersonaWriter
+    council: Council
+    log: EpisodeLog
+
+    def model_ids(self) -> dict[str, str]:
+        """Which model plays each role."""
+        return {"persona": self.writer.backend.model_id} | {
+            f"archetype:{name}": model for name, model in self.council.model_ids().items()
+        }
+
+
+def _timed(name: str, fn: Callable[[EpisodeState], Command]) -> Callable[[EpisodeState], Command]:
+    def node(state: EpisodeState) -> Command:
+        start = time.perf_counter()
+        command = fn(state)
+        timings = dict(state.get("timings", {}))
+        timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - start, 4)
+        update = dict(command.update or {}) | {"timings": timings}
+        return Command(goto=command.goto, update=update)
+
+    node.__name__ = name
+    node.__annotations__ = fn.__annotations__
+    return node
+
+
+def build_graph(rt: CouncilRuntime) -> StateGraph:
+    """Return the uncompiled episode graph for ``rt``."""
+    gen = rt.settings.generation
+    marker = rt.settings.reflection.marker
+
+    def recall(state: EpisodeState) -> Command[Literal["draft"]]:
+        return Command(goto="draft", update={"recalled": state.get("recalled", "")})
+
+    def draft(state: EpisodeState) -> Command[Literal["council", "let_go", "log"]]:
+        budget = gen.max_tokens - state["tokens_used"]
+        if budget <= 0:
+            return Command(goto="let_go", update={"stop_reason": "the answer reached its token budget"})
+        index = state["segment_index"]
+        seg = rt.writer.draft(state["prompt"], state["answer"], budget, gen.seed + index, state["recalled"])
+        text = seg.text
+        if seg.boundary == "max_length" and seg.n_tokens >= budget:
+            text = whole_sentences(text)
+        used = state["tokens_used"] + seg.n_tokens
+        if not text.strip():
+            if seg.ended:
+                return Command(goto="log", update={"status": "finished", "stop_reason": "the persona finished"})
+            return Command(goto="let_go", update={"tokens_used": used, "stop_reason": "the answer reached its token budget"})
+        pending = {"text": text, "boundary": seg.boundary, "ended": seg.ended, "attempt": 0}
+        return Command(goto="council", update={"pending": pending, "tokens_used": used})
+
+    def council(state: EpisodeState) -> Command[Literal["draft", "revise", "let_go", "log"]]:
+        pending = state["pending"]
+        assert pending is not None
+        answer = state["answer"] + pending["text"]
+        votes = rt.council.vote(prompts.vote_messages(rt.persona, state["prompt"], answer, state["recalled"]))
+        decision = rt.council.decide(votes)
+        points = state["reflection_points"]
+        point = ReflectionPoint(
+            index=len(points),
+            segment_index=state["segment_index"],
+            attempt=pending["attempt"],
+            boundary=pending["boundary"],
+            segment=pending["text"],
+            votes=votes,
+            decision=decision,
+        )
+        update: dict[str, Any] = {"reflection_points": [*points, point.model_dump(mode="json")]}
+        verdict = decision.decision
+        if verdict == "revise" and pending["attempt"] >= rt.pool.max_revisions:
+            verdict = rt.pool.after_revisions
+        if verdict == "revise":
+            return Command(goto="revise", update=update)
+        update |= {
+            "answer": answer,
+            "transcript": state["transcript"] + pending["text"] + marker,
+            "segment_index": state["segment_index"] + 1,
+            "pending": None,
+        }
+        if verdict == "let_go":
+            return Command(goto="let_go", update=update | {"stop_reason": f"the council let go ({decision.reason})"})
+        if pending["ended"]:
+            return Command(goto="log", update=update | {"status": "finished", "stop_reason": "the persona finished"})
+        return Command(goto="draft", update=update)
+
+    def revise(state: EpisodeState) -> Command[Literal["council"]]:
+        pending = state["pending"]
+        assert pending is not None
+        points = list(state["reflection_points"])
+        last = ReflectionPoint.model_validate(points[-1])
+        revisers = sorted((v for v in last.votes if v.verdict == "revise"), key=lambda v: -v.confidence)[:2]
+        answer_with_segment = state["answer"] + pending["text"]
+        for vote in revisers:
+            vote.comment = rt.council.comment(
+                vote.archetype, rt.persona, state["prompt"], answer_with_segment, gen.comment_tokens, state["recalled"]
+            )
+        points[-1] = last.model_dump(mode="json")
+        comments = {v.archetype: v.comment or "" for v in revisers}
+        seed = gen.seed + 1000 * (pending["attempt"] + 1) + state["segment_index"]
+        seg = rt.writer.rewrite(state["prompt"], state["answer"], pending["text"], comments, seed, state["recalled"])
+        new = pending | {"text": seg.text, "attempt": pending["attempt"] + 1}
+        return Command(goto="council", update={"pending": new, "reflection_points": points})
+
+    def let_go(state: EpisodeState) -> Command[Literal["log"]]:
+        reason = state.get("stop_reason") or "the council let go"
+        closing = rt.writer.close(state["prompt"], state["answer"], reason, gen.seed, state["recalled"])
+        sep = "" if not state["answer"] or state["answer"].endswith("\n") else "\n\n"
+        return Command(
+            goto="log",
+            update={
+                "answer": state["answer"] + sep + closing,
+                "transcript": state["transcript"] + sep + closing,
+                "status": "let_go",
+            },
+        )
+
+    def log(state: EpisodeState) -> Command[Literal["__end__"]]:
+        rt.log.save(episode_from_state(rt, state))
+        return Command(goto=END)
+
+    graph = StateGraph(EpisodeState)
+    for name, fn in (
+        ("recall", recall),
+        ("draft", draft),
+        ("council", council),
+        ("revise", revise),
+        ("let_go", let_go),
+        ("log", log),
+    ):
+        graph.add_node(name, _timed(name, fn))
+    graph.add_edge(START, "recall")
+    return graph
+
+
+def initial_state(episode_id: str, prompt: str, recalled: str = "") -> EpisodeState:
+    """The state an episode starts from."""
+    return EpisodeState(
+        episode_id=episode_id,
+        created_at=datetime.now(timezone.utc).isoformat(),
+        prompt=prompt,
+        recalled=recalled,
+        answer="",
+        transcript="",
+        pending=None,
+        segment_index=0,
+        tokens_used=0,
+        reflection_points=[],
+        status="running",
+        stop_reason="",
+        timings={},
+    )
+
+
+def episode_from_state(rt: CouncilRuntime, state: EpisodeState) -> Episode:
+    """Turn graph state into the episode record."""
+    running = state.get("status", "running") == "running"
+    return Episode(
+        episode_id=state["episode_id"],
+        created_at=datetime.fromisoformat(state["created_at"]),
+        finished_at=None if running else datetime.now(timezone.utc),
+        prompt=state["prompt"],
+        persona=rt.persona.name,
+        pool=rt.pool.name,
+        status=state.get("status", "running"),  # type: ignore[arg-type]
+        stop_reason=state.get("stop_reason", ""),
+        final_text=state.get("answer", "").strip(),
+        transcript=state.get("transcript", "").strip(),
+        model_ids=rt.model_ids(),
+        archetype_hashes=rt.council.hashes | {f"persona:{rt.persona.name}": rt.persona.content_hash()},
+        timings=state.get("timings", {}) | {"tokens": float(state.get("tokens_used", 0))},
+        reflection_points=[ReflectionPoint.model_validate(p) for p in state.get("reflection_points", [])],
+    )

@@ -1,0 +1,71 @@
+"""The persona at work: drafting segments up to a reflection point, rewriting them, and closing gracefully."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from archetypes.backends import Backend, Chat
+from archetypes.models import Persona
+from council import prompts
+from council.config import GenerationSettings
+from council.reflection import BoundaryKind, ReflectionPolicy, whole_sentences
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of the answer between two reflection points."""
+
+    text: str
+    boundary: BoundaryKind
+    n_tokens: int
+    ended: bool  # the model finished its answer here
+
+
+class PersonaWriter:
+    """Writes with one backend, stopping wherever the reflection policy says."""
+
+    def __init__(self, persona: Persona, backend: Backend, policy: ReflectionPolicy, generation: GenerationSettings):
+        self.persona = persona
+        self.backend = backend
+        self.policy = policy
+        self.generation = generation
+
+    def write_segment(self, chat: Chat, answer_before: str, max_tokens: int, seed: int) -> Segment:
+        """Stream from ``chat`` until a reflection point, the end of the answer, or ``max_tokens``."""
+        text, n = "", 0
+        for piece in self.backend.generate(
+            chat, max_tokens=max_tokens, temperature=self.generation.temperature, seed=seed
+        ):
+            text += piece
+            n += 1
+            kind = self.policy.boundary(answer_before, text, n)
+            if kind is not None:
+                return Segment(self.policy.strip_marker(text), kind, n, ended=False)
+        ended = n < max_tokens
+        return Segment(self.policy.strip_marker(text), "end" if ended else "max_length", n, ended=ended)
+
+    def draft(self, prompt: str, answer: str, max_tokens: int, seed: int, recalled: str = "") -> Segment:
+        """Continue the answer with its next segment."""
+        return self.write_segment(prompts.draft_chat(self.persona, prompt, answer, recalled), answer, max_tokens, seed)
+
+    def rewrite(
+        self, prompt: str, answer: str, segment: str, comments: dict[str, str], seed: int, recalled: str = ""
+    ) -> Segment:
+        """Rewrite ``segment`` (the part after ``answer``) with the council's comments in view."""
+        chat = prompts.revise_chat(self.persona, prompt, answer, segment, comments, recalled)
+        limit = self.policy.settings.max_segment_tokens
+        rewritten = self.write_segment(chat, answer, limit, seed)
+        text = rewritten.text.strip()
+        lead = segment[: len(segment) - len(segment.lstrip())] or (" " if answer and not answer.endswith("\n") else "")
+        tail = "\n" * (len(segment) - len(segment.rstrip("\n")))
+        return Segment(lead + text + tail if text else segment, rewritten.boundary, rewritten.n_tokens, ended=False)
+
+    def close(self, prompt: str, answer: str, reason: str, seed: int, recalled: str = "") -> str:
+        """A short closing that says why the persona stops; always ends on a whole sentence."""
+        chat = prompts.closing_chat(self.persona, prompt, answer, reason, recalled)
+        raw = "".join(
+            self.backend.generate(
+                chat, max_tokens=self.generation.closing_tokens, temperature=self.generation.temperature, seed=seed
+            )
+        )
+        return whole_sentences(self.policy.strip_marker(raw)).strip() or f"I will stop here: {reason}."

@@ -1,0 +1,64 @@
+"""Every prompt the persona and the council see, in one place.
+
+The persona's text always travels as the content of its own assistant turn, or quoted inside a user turn.
+Backends tokenize message content with special tokens disabled, so that text can never close its turn or
+pose as an instruction; the council's questions come after it in a separate user turn.
+"""
+
+from __future__ import annotations
+
+from archetypes.backends import Chat, Message
+from archetypes.models import Archetype, Persona
+
+VOTE_QUESTION = "Judge your last sentence: continue, revise or let_go?"
+VERDICT_CHOICES = {" continue": "continue", " revise": "revise", " let_go": "let_go"}
+
+
+def _opening(persona: Persona, prompt: str, recalled: str = "") -> tuple[Message, ...]:
+    system = persona.character + (f"\n\nWhat you remember:\n{recalled}" if recalled else "")
+    return Message("system", system), Message("user", prompt)
+
+
+def draft_chat(persona: Persona, prompt: str, answer_so_far: str, recalled: str = "") -> Chat:
+    """The persona continues its own answer."""
+    return Chat(_opening(persona, prompt, recalled), prefill=answer_so_far)
+
+
+def vote_messages(persona: Persona, prompt: str, answer: str, recalled: str = "") -> tuple[Message, ...]:
+    """The shared part of every archetype's vote: the conversation, then the council's question."""
+    return (*_opening(persona, prompt, recalled), Message("assistant", answer), Message("user", VOTE_QUESTION))
+
+
+def vote_prefill(archetype: Archetype) -> str:
+    """The per-archetype part of a vote, kept short and last so the shared part stays cached."""
+    return f"{archetype.title} votes:"
+
+
+def comment_chat(persona: Persona, prompt: str, answer: str, archetype: Archetype, recalled: str = "") -> Chat:
+    """An archetype says, in its own voice, how the last part should change."""
+    ask = (
+        f"You are {archetype.title}, the inner voice of {archetype.voice}. {archetype.perspective}\n"
+        "In one short sentence, say how the last sentence of the answer above should change."
+    )
+    return Chat((*_opening(persona, prompt, recalled), Message("assistant", answer), Message("user", ask)))
+
+
+def revise_chat(
+    persona: Persona, prompt: str, answer_before: str, segment: str, comments: dict[str, str], recalled: str = ""
+) -> Chat:
+    """The persona rewrites its last part with the council's comments in view."""
+    notes = "\n".join(f"- {name}: {text}" for name, text in comments.items()) or "- (no comments)"
+    ask = (
+        f"Your inner council asks you to rewrite the last part of your answer:\n«{segment.strip()}»\n"
+        f"Their comments:\n{notes}\nWrite only the new version of that part."
+    )
+    return Chat((*_opening(persona, prompt, recalled), Message("assistant", answer_before + segment), Message("user", ask)))
+
+
+def closing_chat(persona: Persona, prompt: str, answer: str, reason: str, recalled: str = "") -> Chat:
+    """The persona lets go: a short, gentle close that says why it stops."""
+    ask = (
+        f"Your inner council decided to let go here ({reason}). "
+        "End your answer now with one or two gentle sentences that say why you stop."
+    )
+    return Chat((*_opening(persona, prompt, recalled), Message("assistant", answer), Message("user", ask)))

@@ -1,0 +1,99 @@
+"""Rich terminal output for episodes: segments, reflection points, votes and decisions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from council.episode import Episode, ReflectionPoint
+
+_DECISION_STYLE = {"continue": "green", "revise": "yellow", "let_go": "magenta"}
+
+
+def votes_table(point: ReflectionPoint) -> Table:
+    """A table of one reflection point's votes."""
+    table = Table(show_header=True, header_style="bold", box=None, padding=(0, 2))
+    table.add_column("archetype")
+    table.add_column("verdict")
+    table.add_column("confidence", justify="right")
+    table.add_column("comment", overflow="fold")
+    for v in point.votes:
+        verdict = Text(v.verdict or "abstain", style=_DECISION_STYLE.get(v.verdict or "", "red"))
+        table.add_row(v.archetype, verdict, f"{v.confidence:.2f}", v.comment or (v.error or ""))
+    return table
+
+
+def decision_line(point: ReflectionPoint) -> Text:
+    """The council's decision with support, rule and dissent."""
+    d = point.decision
+    line = Text("  council: ", style="bold")
+    line.append(d.decision, style=f"bold {_DECISION_STYLE[d.decision]}")
+    line.append(f"  support {d.support:.0%} · {d.rule} · {d.reason}", style="dim")
+    if d.dissent:
+        line.append(f" · dissent: {', '.join(d.dissent)}", style="dim")
+    if d.abstained:
+        line.append(f" · abstained: {', '.join(d.abstained)}", style="red")
+    return line
+
+
+class LiveEpisode:
+    """Prints each graph update as it happens."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    def __call__(self, node: str, update: dict[str, Any]) -> None:
+        """Render one node's update."""
+        if node == "draft" and update.get("pending"):
+            self.console.print(Text(update["pending"]["text"].strip(), style="bold"))
+        elif node == "council" and update.get("reflection_points"):
+            point = ReflectionPoint.model_validate(update["reflection_points"][-1])
+            self._point(point)
+        elif node == "revise" and update.get("pending"):
+            point = ReflectionPoint.model_validate(update["reflection_points"][-1])
+            for v in point.votes:
+                if v.comment:
+                    self.console.print(Text(f"  {v.archetype}: {v.comment}", style="yellow"))
+            self.console.print(Text("  rewritten: ", style="yellow") + Text(update["pending"]["text"].strip()))
+        elif node == "let_go":
+            closing = update.get("answer", "").rsplit("\n\n", 1)[-1]
+            self.console.print(Text("  let go: ", style="magenta") + Text(closing.strip()))
+
+    def _point(self, point: ReflectionPoint) -> None:
+        self.console.print(Text(f"  ⟨reflection point {point.index} · {point.boundary}⟩", style="cyan"))
+        self.console.print(votes_table(point))
+        self.console.print(decision_line(point))
+
+
+def print_episode(console: Console, episode: Episode) -> None:
+    """Render a stored episode in full."""
+    console.print(Text(f"episode {episode.episode_id}", style="bold") + Text(f"  {episode.created_at:%Y-%m-%d %H:%M}"))
+    console.print(Text(f"persona {episode.persona} · pool {episode.pool} · {episode.status}", style="dim"))
+    console.print(Text("prompt: ", style="bold") + Text(episode.prompt))
+    for point in episode.reflection_points:
+        console.print(Text(point.segment.strip()))
+        LiveEpisode(console)._point(point)
+    console.print(Text("final answer:", style="bold"))
+    console.print(episode.final_text)
+    if episode.stop_reason:
+        console.print(Text(f"stopped: {episode.stop_reason}", style="dim"))
+
+
+def episodes_table(episodes: list[Episode]) -> Table:
+    """One line per episode."""
+    table = Table(box=None, header_style="bold", padding=(0, 2))
+    for col in ("id", "created", "pool", "status", "points", "prompt"):
+        table.add_column(col, overflow="ellipsis", no_wrap=col != "prompt")
+    for e in episodes:
+        table.add_row(
+            e.episode_id,
+            f"{e.created_at:%Y-%m-%d %H:%M}",
+            e.pool,
+            e.status,
+            str(len(e.reflection_points)),
+            e.prompt[:60],
+        )
+    return table

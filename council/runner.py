@@ -1,0 +1,58 @@
+"""Assemble a runtime from settings and run episodes through the graph."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from archetypes.backends import BackendPool
+from archetypes.library import Library
+from council.config import Settings
+from council.council import Council
+from council.episode import Episode
+from council.graph import CouncilRuntime, EpisodeState, build_graph, episode_from_state, initial_state
+from council.persona import PersonaWriter
+from council.reflection import ReflectionPolicy
+from memory.log import EpisodeLog
+
+OnUpdate = Callable[[str, dict[str, Any]], None]
+
+
+def new_episode_id() -> str:
+    """A short random id; `council logs show` accepts any unique prefix of it."""
+    return uuid.uuid4().hex[:16]
+
+
+def build_runtime(settings: Settings, backends: BackendPool | None = None, library: Library | None = None) -> CouncilRuntime:
+    """Load definitions and models named by ``settings`` (each distinct model once)."""
+    library = library or Library.load(settings.home)
+    persona = library.persona(settings.persona)
+    pool = library.pool(settings.pool)
+    backends = backends or BackendPool(settings)
+    writer = PersonaWriter(
+        persona, backends.get(persona.model), ReflectionPolicy(settings.reflection), settings.generation
+    )
+    council = Council(pool, library.members(pool), persona, backends)
+    return CouncilRuntime(settings, persona, pool, writer, council, EpisodeLog(settings.db_url))
+
+
+def run_episode(rt: CouncilRuntime, prompt: str, on_update: OnUpdate | None = None) -> Episode:
+    """Run one episode to its end and return it as stored in the log.
+
+    The episode is written as ``running`` first, so a crash leaves a trace; a failure marks it ``failed``.
+    """
+    state = initial_state(new_episode_id(), prompt)
+    rt.log.save(episode_from_state(rt, state))
+    graph = build_graph(rt).compile()
+    try:
+        for chunk in graph.stream(state, stream_mode="updates"):
+            for node, update in chunk.items():
+                state = EpisodeState(**(state | (update or {})))
+                if on_update:
+                    on_update(node, update or {})
+    except BaseException as exc:
+        failed = EpisodeState(**(state | {"status": "failed", "stop_reason": f"{type(exc).__name__}: {exc}"}))
+        rt.log.save(episode_from_state(rt, failed))
+        raise
+    return rt.log.get(state["episode_id"])

@@ -1,0 +1,161 @@
+"""The episode log: open (migrating automatically), write and read back episodes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from council.episode import Decision, Episode, ReflectionPoint, Vote
+from council.errors import NotFoundError, StorageError
+from memory.models import EpisodeRow, ReflectionPointRow, SegmentRow, VoteRow
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI hook
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the database behind ``engine`` to ``revision``."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+
+class EpisodeLog:
+    """The SQL source of truth for episodes. Any SQLAlchemy URL works; SQLite runs in WAL mode."""
+
+    def __init__(self, url: str):
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.engine = create_engine(url)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            migrate(self.engine)
+        except (OperationalError, OSError) as exc:
+            raise StorageError(f"cannot open the episode log at {url} ({_short(exc)})", _storage_fix(exc)) from exc
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def save(self, episode: Episode) -> None:
+        """Insert or replace ``episode`` with its segments, reflection points and votes."""
+        try:
+            with self._sessions.begin() as session:
+                existing = session.get(EpisodeRow, episode.episode_id)
+                if existing is not None:
+                    session.delete(existing)
+                    session.flush()
+                session.add(_to_row(episode))
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot write episode {episode.episode_id} ({_short(exc)})", _storage_fix(exc)) from exc
+
+    def get(self, episode_id: str) -> Episode:
+        """Return the episode whose id is ``episode_id`` or starts with it."""
+        with self._sessions() as session:
+            rows = session.scalars(
+                _loaded(select(EpisodeRow).where(EpisodeRow.id.startswith(episode_id, autoescape=True)).limit(2))
+            ).all()
+            if len(rows) != 1:
+                what = "no episode" if not rows else "more than one episode"
+                raise NotFoundError(f"{what} matches id {episode_id!r}", "run `council logs list` to see the ids")
+            return _from_row(rows[0])
+
+    def list(self, limit: int = 20, pool: str | None = None) -> list[Episode]:
+        """Return the newest episodes first."""
+        query = select(EpisodeRow).order_by(EpisodeRow.created_at.desc()).limit(limit)
+        if pool:
+            query = query.where(EpisodeRow.pool == pool)
+        with self._sessions() as session:
+            return [_from_row(row) for row in session.scalars(_loaded(query)).all()]
+
+
+def _loaded(query):  # noqa: ANN001, ANN202 - SQLAlchemy select
+    return query.options(
+        selectinload(EpisodeRow.reflection_points).selectinload(ReflectionPointRow.votes),
+        selectinload(EpisodeRow.reflection_points).selectinload(ReflectionPointRow.segment),
+    )
+
+
+def _short(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+
+
+def _storage_fix(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "disk" in text or "full" in text:
+        return "free disk space under COUNCIL_HOME; nothing already stored was lost"
+    if "locked" in text:
+        return "another process holds the database; retry, or check for a stuck process"
+    return "check database_url and that COUNCIL_HOME is writable"
+
+
+def _to_row(ep: Episode) -> EpisodeRow:
+    row = EpisodeRow(
+        id=ep.episode_id,
+        created_at=ep.created_at,
+        finished_at=ep.finished_at,
+        prompt=ep.prompt,
+        persona=ep.persona,
+        pool=ep.pool,
+        status=ep.status,
+        stop_reason=ep.stop_reason,
+        final_text=ep.final_text,
+        transcript=ep.transcript,
+        model_ids=ep.model_ids,
+        archetype_hashes=ep.archetype_hashes,
+        timings=ep.timings,
+    )
+    last_attempt = {rp.segment_index: rp.attempt for rp in ep.reflection_points}
+    for rp in ep.reflection_points:
+        segment = SegmentRow(
+            index=rp.segment_index,
+            attempt=rp.attempt,
+            text=rp.segment,
+            boundary=rp.boundary,
+            accepted=last_attempt[rp.segment_index] == rp.attempt,
+        )
+        row.segments.append(segment)
+        d = rp.decision
+        point = ReflectionPointRow(
+            index=rp.index,
+            segment=segment,
+            decision=d.decision,
+            rule=d.rule,
+            support=d.support,
+            dissent=d.dissent,
+            abstained=d.abstained,
+            reason=d.reason,
+        )
+        point.votes = [VoteRow(**v.model_dump()) for v in rp.votes]
+        row.reflection_points.append(point)
+    return row
+
+
+def _from_row(row: EpisodeRow) -> Episode:
+    points = [
+        ReflectionPoint(
+            index=p.index,
+            segment_index=p.segment.index if p.segment else -1,
+            attempt=p.segment.attempt if p.segment else 0,
+            boundary=p.segment.boundary if p.segment else "",
+            segment=p.segment.text if p.segment else "",
+            votes=[Vote.model_validate(v, from_attributes=True) for v in p.votes],
+            decision=Decision.model_validate(p, from_attributes=True),
+        )
+        for p in row.reflection_points
+    ]
+    fields = {n: getattr(row, n) for n in Episode.model_fields if n != "reflection_points" and hasattr(row, n)}
+    return Episode(episode_id=row.id, **fields, reflection_points=points)

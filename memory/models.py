@@ -1,0 +1,93 @@
+"""SQLAlchemy 2.x tables of the episode log. The schema is created by Alembic migrations only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the log's tables."""
+
+
+class EpisodeRow(Base):
+    """One episode: prompt, final text, pool, models, timings, status."""
+
+    __tablename__ = "episodes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    prompt: Mapped[str] = mapped_column(Text)
+    persona: Mapped[str] = mapped_column(String(64))
+    pool: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    stop_reason: Mapped[str] = mapped_column(Text, default="")
+    final_text: Mapped[str] = mapped_column(Text, default="")
+    transcript: Mapped[str] = mapped_column(Text, default="")
+    model_ids: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    archetype_hashes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    segments: Mapped[list[SegmentRow]] = relationship(
+        back_populates="episode", cascade="all, delete-orphan", order_by="SegmentRow.id"
+    )
+    reflection_points: Mapped[list[ReflectionPointRow]] = relationship(
+        back_populates="episode", cascade="all, delete-orphan", order_by="ReflectionPointRow.index"
+    )
+
+
+class SegmentRow(Base):
+    """One version of one segment: attempt 0 is the first draft, later attempts are revisions."""
+
+    __tablename__ = "segments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    text: Mapped[str] = mapped_column(Text)
+    boundary: Mapped[str] = mapped_column(String(16))
+    accepted: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    episode: Mapped[EpisodeRow] = relationship(back_populates="segments")
+
+
+class ReflectionPointRow(Base):
+    """One pause of the persona and the council's decision there, with its dissent."""
+
+    __tablename__ = "reflection_points"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    segment_id: Mapped[int | None] = mapped_column(ForeignKey("segments.id", ondelete="SET NULL"))
+    decision: Mapped[str] = mapped_column(String(16))
+    rule: Mapped[str] = mapped_column(String(32))
+    support: Mapped[float] = mapped_column(Float)
+    dissent: Mapped[list[str]] = mapped_column(JSON, default=list)
+    abstained: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+    episode: Mapped[EpisodeRow] = relationship(back_populates="reflection_points")
+    segment: Mapped[SegmentRow | None] = relationship()
+    votes: Mapped[list[VoteRow]] = relationship(cascade="all, delete-orphan", order_by="VoteRow.id")
+
+
+class VoteRow(Base):
+    """One archetype's vote: parsed verdict next to the raw probabilities; a NULL verdict is an abstention."""
+
+    __tablename__ = "votes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reflection_point_id: Mapped[int] = mapped_column(ForeignKey("reflection_points.id", ondelete="CASCADE"), index=True)
+    archetype: Mapped[str] = mapped_column(String(64))
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    confidence: Mapped[float] = mapped_column(Float)
+    probs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    mass: Mapped[float] = mapped_column(Float, default=0.0)
+    comment: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
