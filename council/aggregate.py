@@ -58,7 +58,11 @@ def aggregate(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype]) -
     abstained = [v.archetype for v in votes if v.verdict is None]
     if not active:
         return Decision(
-            decision="continue", rule=pool.rule, support=0.0, abstained=abstained, reason="every archetype abstained"
+            decision="continue",
+            rule=pool.rule,
+            support=0.0,
+            abstained=abstained,
+            reason="every archetype abstained",
         )
     tally: Tally = {v: 0.0 for v in VERDICTS}
     confidence: Tally = {v: 0.0 for v in VERDICTS}

@@ -124,5 +124,6 @@ def load_settings(**overrides: Any) -> Settings:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
         raise DefinitionError(
-            f"setting '{loc}': {err['msg']}", "correct it in config.yaml, the COUNCIL_* environment or the flags"
+            f"setting '{loc}': {err['msg']}",
+            "correct it in config.yaml, the COUNCIL_* environment or the flags",
         ) from exc

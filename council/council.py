@@ -59,7 +59,11 @@ class Council:
             probs = {prompts.VERDICT_CHOICES[c]: p for c, p in score.probs.items()}
             verdict = max(probs, key=lambda v: probs[v])
             votes[name] = Vote(
-                archetype=name, verdict=verdict, confidence=probs[verdict], probs=probs, mass=score.mass  # type: ignore[arg-type]
+                archetype=name,
+                verdict=verdict,
+                confidence=probs[verdict],
+                probs=probs,
+                mass=score.mass,  # type: ignore[arg-type]
             )
         return votes
 
@@ -67,7 +71,9 @@ class Council:
         """Aggregate votes with the pool's rule."""
         return aggregate(self.pool, votes, self.members)
 
-    def comment(self, name: str, persona: Persona, prompt: str, answer: str, max_tokens: int, recalled: str = "") -> str:
+    def comment(
+        self, name: str, persona: Persona, prompt: str, answer: str, max_tokens: int, recalled: str = ""
+    ) -> str:
         """Ask one archetype, in its own voice, how the last part should change (used on revise)."""
         chat = prompts.comment_chat(persona, prompt, answer, self.members[name], recalled)
         backend: Backend = self._backend_of[name]

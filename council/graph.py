@@ -96,7 +96,10 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
         if not text.strip():
             if seg.ended:
                 return Command(goto="log", update={"status": "finished", "stop_reason": "the persona finished"})
-            return Command(goto="let_go", update={"tokens_used": used, "stop_reason": "the answer reached its token budget"})
+            return Command(
+                goto="let_go",
+                update={"tokens_used": used, "stop_reason": "the answer reached its token budget"},
+            )
         pending = {"text": text, "boundary": seg.boundary, "ended": seg.ended, "attempt": 0}
         return Command(goto="council", update={"pending": pending, "tokens_used": used})
 
@@ -143,7 +146,12 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
         answer_with_segment = state["answer"] + pending["text"]
         for vote in revisers:
             vote.comment = rt.council.comment(
-                vote.archetype, rt.persona, state["prompt"], answer_with_segment, gen.comment_tokens, state["recalled"]
+                vote.archetype,
+                rt.persona,
+                state["prompt"],
+                answer_with_segment,
+                gen.comment_tokens,
+                state["recalled"],
             )
         points[-1] = last.model_dump(mode="json")
         comments = {v.archetype: v.comment or "" for v in revisers}

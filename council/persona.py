@@ -65,7 +65,10 @@ class PersonaWriter:
         chat = prompts.closing_chat(self.persona, prompt, answer, reason, recalled)
         raw = "".join(
             self.backend.generate(
-                chat, max_tokens=self.generation.closing_tokens, temperature=self.generation.temperature, seed=seed
+                chat,
+                max_tokens=self.generation.closing_tokens,
+                temperature=self.generation.temperature,
+                seed=seed,
             )
         )
         return whole_sentences(self.policy.strip_marker(raw)).strip() or f"I will stop here: {reason}."

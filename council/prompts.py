@@ -26,7 +26,11 @@ def draft_chat(persona: Persona, prompt: str, answer_so_far: str, recalled: str 
 
 def vote_messages(persona: Persona, prompt: str, answer: str, recalled: str = "") -> tuple[Message, ...]:
     """The shared part of every archetype's vote: the conversation, then the council's question."""
-    return (*_opening(persona, prompt, recalled), Message("assistant", answer), Message("user", VOTE_QUESTION))
+    return (
+        *_opening(persona, prompt, recalled),
+        Message("assistant", answer),
+        Message("user", VOTE_QUESTION),
+    )
 
 
 def vote_prefill(archetype: Archetype) -> str:
@@ -44,7 +48,12 @@ def comment_chat(persona: Persona, prompt: str, answer: str, archetype: Archetyp
 
 
 def revise_chat(
-    persona: Persona, prompt: str, answer_before: str, segment: str, comments: dict[str, str], recalled: str = ""
+    persona: Persona,
+    prompt: str,
+    answer_before: str,
+    segment: str,
+    comments: dict[str, str],
+    recalled: str = "",
 ) -> Chat:
     """The persona rewrites its last part with the council's comments in view."""
     notes = "\n".join(f"- {name}: {text}" for name, text in comments.items()) or "- (no comments)"
@@ -52,7 +61,13 @@ def revise_chat(
         f"Your inner council asks you to rewrite the last part of your answer:\n«{segment.strip()}»\n"
         f"Their comments:\n{notes}\nWrite only the new version of that part."
     )
-    return Chat((*_opening(persona, prompt, recalled), Message("assistant", answer_before + segment), Message("user", ask)))
+    return Chat(
+        (
+            *_opening(persona, prompt, recalled),
+            Message("assistant", answer_before + segment),
+            Message("user", ask),
+        )
+    )
 
 
 def closing_chat(persona: Persona, prompt: str, answer: str, reason: str, recalled: str = "") -> Chat:

@@ -24,7 +24,9 @@ def new_episode_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def build_runtime(settings: Settings, backends: BackendPool | None = None, library: Library | None = None) -> CouncilRuntime:
+def build_runtime(
+    settings: Settings, backends: BackendPool | None = None, library: Library | None = None
+) -> CouncilRuntime:
     """Load definitions and models named by ``settings`` (each distinct model once)."""
     library = library or Library.load(settings.home)
     persona = library.persona(settings.persona)

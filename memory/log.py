@@ -9,7 +9,7 @@ from alembic.config import Config
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import selectinload, sessionmaker
 
 from council.episode import Decision, Episode, ReflectionPoint, Vote
 from council.errors import NotFoundError, StorageError
@@ -39,9 +39,9 @@ class EpisodeLog:
     """The SQL source of truth for episodes. Any SQLAlchemy URL works; SQLite runs in WAL mode."""
 
     def __init__(self, url: str):
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(url)
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)

@@ -35,6 +35,8 @@ class FakeBackend:
     history: list[FakeCall] = field(default_factory=list)
     _texts: deque[str] = field(default_factory=deque)
     _scores: deque[dict[str, float] | Exception] = field(default_factory=deque)
+    _emitted: str = ""
+    _rest: list[str] = field(default_factory=list)
 
     def enqueue(self, *texts: str) -> None:
         """Queue texts for the next ``generate`` calls, one text per call."""
@@ -45,10 +47,20 @@ class FakeBackend:
         self._scores.extend(scores)
 
     def generate(self, chat: Chat, *, max_tokens: int, temperature: float = 0.0, seed: int = 0) -> Iterator[str]:
-        """Yield the next queued text in word-sized pieces, at most ``max_tokens`` of them."""
+        """Yield a queued text in word-sized pieces, at most ``max_tokens`` of them.
+
+        Like a real model, a call whose prefill ends with what an interrupted call emitted resumes that text;
+        any other call starts the next queued text.
+        """
         self.history.append(FakeCall("generate", chat=chat))
-        text = self._texts.popleft() if self._texts else ""
-        for piece in re.findall(r"\s*\S+|\s+", text)[:max_tokens]:
+        if not (self._rest and chat.prefill and chat.prefill.endswith(self._emitted)):
+            text = self._texts.popleft() if self._texts else ""
+            self._emitted, self._rest = "", re.findall(r"\s*\S+|\s+", text)
+        for _ in range(max_tokens):
+            if not self._rest:
+                return
+            piece = self._rest.pop(0)
+            self._emitted += piece
             self.stats.generated_tokens += 1
             yield piece
 

@@ -213,7 +213,11 @@ class LlamaBackend:
         return results
 
     def _score_batch(
-        self, messages: Sequence[Message], prefills: Sequence[str], choices: Sequence[str], choice_ids: list[int]
+        self,
+        messages: Sequence[Message],
+        prefills: Sequence[str],
+        choices: Sequence[str],
+        choice_ids: list[int],
     ) -> list[ChoiceScores]:
         branches = [self.render(messages, p) for p in prefills]
         shared = min(len(b) for b in branches) - 1

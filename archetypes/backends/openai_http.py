@@ -78,7 +78,9 @@ class OpenAIBackend:
             try:
                 top = data["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
             except (KeyError, IndexError, TypeError) as exc:
-                raise ModelError(f"{self.model_id} returned no logprobs", "use a server that supports logprobs") from exc
+                raise ModelError(
+                    f"{self.model_id} returned no logprobs", "use a server that supports logprobs"
+                ) from exc
             found = {c: 0.0 for c in choices}
             for entry in top:
                 text = entry["token"].strip().lower()

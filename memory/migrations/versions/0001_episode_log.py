@@ -63,7 +63,10 @@ def upgrade() -> None:
         "votes",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column(
-            "reflection_point_id", sa.Integer, sa.ForeignKey("reflection_points.id", ondelete="CASCADE"), nullable=False
+            "reflection_point_id",
+            sa.Integer,
+            sa.ForeignKey("reflection_points.id", ondelete="CASCADE"),
+            nullable=False,
         ),
         sa.Column("archetype", sa.String(64), nullable=False),
         sa.Column("verdict", sa.String(16)),

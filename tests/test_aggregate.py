@@ -1,0 +1,77 @@
+import pytest
+
+from archetypes.models import Archetype, Pool
+from council.aggregate import aggregate
+from council.episode import Vote
+
+
+def arch(name, weight=1.0, veto=False):
+    return Archetype(name=name, title=name.title(), voice="v", perspective="p", weight=weight, veto=veto)
+
+
+def vote(name, verdict, confidence=0.8):
+    return Vote(archetype=name, verdict=verdict, confidence=confidence)
+
+
+MEMBERS = {a.name: a for a in [arch("a"), arch("b"), arch("c", weight=2.5), arch("d", veto=True)]}
+
+
+def pool(rule, **kw):
+    return Pool(name="p", archetypes=list(MEMBERS), rule=rule, **kw)
+
+
+def test_weighted_majority_follows_weight_not_headcount():
+    votes = [vote("a", "continue"), vote("b", "continue"), vote("c", "revise"), vote("d", "let_go")]
+    d = aggregate(pool("weighted_majority"), votes, MEMBERS)
+    assert d.decision == "revise"
+    assert d.support == pytest.approx(2.5 / 5.5)
+    assert d.dissent == ["a", "b", "d"]
+
+
+def test_weighted_majority_tie_goes_to_confidence_then_gentler_verdict():
+    votes = [vote("a", "continue", 0.6), vote("b", "revise", 0.9)]
+    assert aggregate(pool("weighted_majority"), votes, MEMBERS).decision == "revise"
+    votes = [vote("a", "continue", 0.7), vote("b", "let_go", 0.7)]
+    assert aggregate(pool("weighted_majority"), votes, MEMBERS).decision == "continue"
+
+
+def test_unanimity_needs_every_vote_to_continue():
+    votes = [vote("a", "continue"), vote("b", "continue"), vote("c", "continue"), vote("d", "let_go")]
+    d = aggregate(pool("unanimity"), votes, MEMBERS)
+    assert d.decision == "let_go"
+    assert set(d.dissent) == {"a", "b", "c"}
+    all_continue = [vote(n, "continue") for n in MEMBERS]
+    assert aggregate(pool("unanimity"), all_continue, MEMBERS).decision == "continue"
+
+
+def test_veto_holder_overrides_the_majority():
+    votes = [vote("a", "continue"), vote("b", "continue"), vote("c", "continue"), vote("d", "let_go", 0.4)]
+    d = aggregate(pool("veto"), votes, MEMBERS)
+    assert d.decision == "let_go"
+    assert "veto by d" in d.reason
+    votes[-1] = vote("d", "continue")
+    votes[0] = vote("a", "revise")
+    assert aggregate(pool("veto"), votes, MEMBERS).decision == "continue"
+
+
+def test_quorum_rule_counts_objections_together():
+    votes = [vote("a", "revise"), vote("b", "let_go"), vote("c", "continue"), vote("d", "continue")]
+    assert aggregate(pool("quorum", quorum=0.6), votes, MEMBERS).decision == "continue"
+    votes = [vote("a", "revise"), vote("b", "let_go"), vote("c", "revise"), vote("d", "continue")]
+    d = aggregate(pool("quorum", quorum=0.6), votes, MEMBERS)
+    assert d.decision == "revise"
+    assert "quorum" in d.reason
+
+
+def test_abstentions_carry_no_weight_and_are_recorded():
+    votes = [
+        Vote(archetype="c", verdict=None, confidence=0, error="boom"),
+        vote("a", "revise"),
+        vote("b", "continue", 0.5),
+    ]
+    d = aggregate(pool("weighted_majority"), votes, MEMBERS)
+    assert d.abstained == ["c"]
+    assert d.decision == "revise"
+    everyone_failed = [Vote(archetype=n, verdict=None, confidence=0) for n in MEMBERS]
+    d = aggregate(pool("veto"), everyone_failed, MEMBERS)
+    assert (d.decision, d.support, d.abstained) == ("continue", 0.0, list(MEMBERS))

@@ -1,0 +1,73 @@
+import json
+
+import pytest
+
+from council.cli import main
+from council.errors import DefinitionError
+from tests.conftest import write_yaml
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_malformed_user_archetype_is_one_line_and_exit_1(council_home, capsys):
+    path = write_yaml(council_home, "archetypes", "broken", "title: X\nvoice: v\nperspective: p\nmood: grumpy\n")
+    code, out, err = run_cli(capsys, "archetypes", "list")
+    assert code == 1
+    assert str(path) in err and "mood" in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_debug_flag_shows_the_real_exception(council_home, capsys):
+    write_yaml(council_home, "archetypes", "broken", "title: [\n")
+    with pytest.raises(DefinitionError):
+        main(["--debug", "pools", "list"])
+
+
+def test_run_with_fake_persona_is_logged_and_listed(council_home, capsys):
+    write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
+    code, out, _ = run_cli(capsys, "run", "hello", "--pool", "soldier", "--json")
+    assert code == 0
+    episode = json.loads(out)
+    assert episode["pool"] == "soldier" and episode["status"] == "finished"
+    code, out, _ = run_cli(capsys, "logs", "list", "--json")
+    assert [e["episode_id"] for e in json.loads(out)] == [episode["episode_id"]]
+    code, out, _ = run_cli(capsys, "logs", "show", episode["episode_id"][:6], "--json")
+    assert json.loads(out)["prompt"] == "hello"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "does not exist"),
+        (b"not a model at all", "is not a GGUF file"),
+        (b"GGUF" + b"\0" * 64, "could not load"),
+    ],
+)
+def test_missing_or_corrupt_model_file_names_the_file(council_home, tmp_path, capsys, content, expected):
+    model = tmp_path / "model.gguf"
+    if content is not None:
+        model.write_bytes(content)
+    write_yaml(council_home, "personas", "default", f"character: test\nmodel: {model}\n")
+    code, _, err = run_cli(capsys, "run", "hello")
+    assert code == 1
+    assert str(model) in err and expected in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_unknown_pool_lists_the_known_ones(capsys):
+    code, _, err = run_cli(capsys, "pools", "show", "nope")
+    assert code == 1 and "default" in err and "soldier" in err
+
+
+def test_lists_show_builtins(capsys):
+    code, out, _ = run_cli(capsys, "pools", "list", "--json")
+    assert code == 0
+    pools = {p["name"]: p for p in json.loads(out)}
+    assert pools["mother"]["rule"] == "veto"
+    code, out, _ = run_cli(capsys, "archetypes", "show", "libido", "--json")
+    assert "love of life" in json.loads(out)["voice"]

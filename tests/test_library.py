@@ -1,0 +1,68 @@
+import pytest
+
+from archetypes.library import Library
+from archetypes.models import ModelSpec
+from council.errors import DefinitionError, NotFoundError
+from tests.conftest import write_yaml
+
+
+def test_builtin_definitions_cover_the_essay_and_the_other_pools():
+    lib = Library.load()
+    assert lib.pool("default").archetypes == ["reason", "libido", "loving_child", "empathy"]
+    assert {"soldier", "pupil", "mother", "default"} <= set(lib.pools)
+    others = {"sage", "mother", "father", "shadow", "fool", "soldier", "pupil", "caregiver"}
+    assert len(others & set(lib.archetypes)) >= 6
+    assert lib.persona("default").model == ModelSpec(backend="llama", path="smollm2-135m")
+
+
+def test_user_files_add_and_override(council_home):
+    write_yaml(council_home, "archetypes", "reason", "title: Cold Reason\nvoice: v\nperspective: p\nweight: 3\n")
+    write_yaml(council_home, "pools", "duo", "archetypes: [reason, sage]\nrule: veto\n")
+    lib = Library.load(council_home)
+    assert lib.archetype("reason").title == "Cold Reason"
+    assert lib.archetype("reason").content_hash() != Library.load().archetype("reason").content_hash()
+    assert lib.pool("duo").rule == "veto"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("title: [unclosed\n", "invalid YAML at line"),
+        ("title: X\nvoice: v\nperspective: p\ncolour: red\n", "field 'colour'"),
+        ("title: X\nvoice: v\nperspective: p\nweight: -1\n", "field 'weight'"),
+        ("- just\n- a list\n", "expected a mapping"),
+    ],
+)
+def test_malformed_archetype_names_file_and_field(council_home, text, expected):
+    path = write_yaml(council_home, "archetypes", "broken", text)
+    with pytest.raises(DefinitionError) as info:
+        Library.load(council_home)
+    message = str(info.value)
+    assert str(path) in message and expected in message and "Fix:" in message
+    assert "\n" not in message
+
+
+def test_pool_with_unknown_archetype_is_rejected(council_home):
+    path = write_yaml(council_home, "pools", "odd", "archetypes: [reason, ghost]\n")
+    with pytest.raises(DefinitionError, match="ghost") as info:
+        Library.load(council_home)
+    assert str(path) in str(info.value)
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(NotFoundError, match="mother"):
+        Library.load().pool("nope")
+
+
+@pytest.mark.parametrize(
+    ("value", "backend", "field", "expected"),
+    [
+        ("persona", "persona", "path", None),
+        ("/m/x.gguf", "llama", "path", "/m/x.gguf"),
+        ("openai:qwen@http://127.0.0.1:8080/v1", "openai", "model", "qwen"),
+    ],
+)
+def test_model_spec_shorthands(value, backend, field, expected):
+    spec = ModelSpec.model_validate(value)
+    assert spec.backend == backend
+    assert getattr(spec, field) == expected

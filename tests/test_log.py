@@ -1,0 +1,104 @@
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from council.episode import Decision, Episode, ReflectionPoint, Vote
+from council.errors import NotFoundError, StorageError
+from memory.log import EpisodeLog, migrate
+
+
+def episode(eid="abc123", pool="default"):
+    votes = [
+        Vote(
+            archetype="reason",
+            verdict="revise",
+            confidence=0.7,
+            probs={"continue": 0.2, "revise": 0.7, "let_go": 0.1},
+        ),
+        Vote(archetype="libido", verdict=None, confidence=0.0, error="boom"),
+    ]
+    points = [
+        ReflectionPoint(
+            index=0,
+            segment_index=0,
+            attempt=0,
+            boundary="sentence",
+            segment="Bad.",
+            votes=votes,
+            decision=Decision(decision="revise", rule="weighted_majority", support=1.0, abstained=["libido"]),
+        ),
+        ReflectionPoint(
+            index=1,
+            segment_index=0,
+            attempt=1,
+            boundary="sentence",
+            segment="Good.",
+            votes=votes[:1],
+            decision=Decision(decision="continue", rule="weighted_majority", support=1.0, dissent=["reason"]),
+        ),
+    ]
+    return Episode(
+        episode_id=eid,
+        created_at=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        prompt="p",
+        persona="default",
+        pool=pool,
+        status="finished",
+        final_text="Good.",
+        transcript="Good.<|reflect|>",
+        model_ids={"persona": "m"},
+        archetype_hashes={"reason": "h"},
+        reflection_points=points,
+    )
+
+
+def test_round_trip_keeps_every_vote_and_revision(tmp_path):
+    log = EpisodeLog(f"sqlite:///{tmp_path}/log.db")
+    log.save(episode())
+    back = log.get("abc")
+    assert back.model_dump(exclude={"created_at", "finished_at"}) == episode().model_dump(
+        exclude={"created_at", "finished_at"}
+    )
+    with log.engine.connect() as c:
+        rows = c.execute(text("select attempt, accepted from segments order by attempt")).all()
+    assert [tuple(r) for r in rows] == [(0, False), (1, True)]
+
+
+def test_saving_again_replaces_not_duplicates(tmp_path):
+    log = EpisodeLog(f"sqlite:///{tmp_path}/log.db")
+    log.save(episode())
+    log.save(episode().model_copy(update={"status": "let_go"}))
+    assert [e.status for e in log.list()] == ["let_go"]
+    with log.engine.connect() as c:
+        assert c.execute(text("select count(*) from votes")).scalar() == 3
+
+
+def test_list_filters_by_pool_and_get_needs_a_unique_prefix(tmp_path):
+    log = EpisodeLog(f"sqlite:///{tmp_path}/log.db")
+    log.save(episode("aa1"))
+    log.save(episode("aa2", pool="soldier"))
+    assert [e.episode_id for e in log.list(pool="soldier")] == ["aa2"]
+    with pytest.raises(NotFoundError, match="more than one"):
+        log.get("aa")
+    with pytest.raises(NotFoundError, match="no episode"):
+        log.get("zz")
+
+
+def test_migrations_build_the_schema_from_a_blank_database(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path}/blank.db")
+    migrate(engine)
+    inspector = inspect(engine)
+    assert {"episodes", "segments", "reflection_points", "votes", "alembic_version"} <= set(inspector.get_table_names())
+    with engine.connect() as c:
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0001_episode_log"
+    migrate(engine)  # idempotent: a second upgrade is a no-op
+    with engine.connect() as c:
+        assert c.execute(text("select count(*) from alembic_version")).scalar() == 1
+
+
+def test_unwritable_location_is_a_storage_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StorageError, match="episode log"):
+        EpisodeLog(f"sqlite:///{blocker}/sub/log.db")
