@@ -28,7 +28,9 @@ pools_app = typer.Typer(help="Inspect pools (councils).", no_args_is_help=True)
 logs_app = typer.Typer(help="Read the episode log.", no_args_is_help=True)
 app.add_typer(archetypes_app, name="archetypes")
 app.add_typer(pools_app, name="pools")
+bench_app = typer.Typer(help="Benchmarks; with no subcommand, the council's overhead over plain generation.")
 app.add_typer(logs_app, name="logs")
+app.add_typer(bench_app, name="bench")
 
 out = Console()
 err = Console(stderr=True)
@@ -139,6 +141,28 @@ def logs_show(episode_id: str, as_json: JsonFlag = False) -> None:
 
     episode = EpisodeLog(_settings().db_url).get(episode_id)
     _dump(episode.model_dump(mode="json")) if as_json else print_episode(out, episode)
+
+
+@bench_app.callback(invoke_without_command=True)
+def bench(
+    ctx: typer.Context,
+    repeats: Annotated[int, typer.Option(min=1, help="Repeats per path; the median is reported.")] = 3,
+    tokens: Annotated[int, typer.Option(min=10, help="Tokens generated per prompt.")] = 200,
+    as_json: JsonFlag = False,
+) -> None:
+    """Measure plain generation, the fast council and a naive council on the default model, in one process."""
+    if ctx.invoked_subcommand:
+        return
+    from council.bench import Bench
+    from council.runner import build_runtime
+
+    with err.status("Loading models…") as status:
+        report = Bench(build_runtime(_settings()), tokens=tokens).run(repeats, progress=status.update)
+    data = report.as_dict()
+    if as_json:
+        return _dump(data)
+    for key, value in data.items():
+        out.print(f"{key:<38} {value}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,222 @@
+"""`council bench`: what reflection costs, measured against plain generation in the same process.
+
+Three paths over the same prompts, each the median of several repeats:
+
+(a) plain: the persona generates ``tokens`` tokens in one go;
+(b) council: the persona drafts segment by segment with the project's fast council voting at every reflection
+    point (verdicts from next-token probabilities, shared KV cache, branches batched);
+(c) naive: the same drafting, but at every reflection point each archetype gets its own chat completion over
+    the full context (empty cache) and writes a short verdict that is parsed; the persona then re-reads its
+    context, as it would after any other tool used the model.
+
+Times are per generated token, so the ratios compare equal amounts of text. Verdict agreement runs the naive
+council on exactly the drafts that (b) voted on.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from archetypes.backends import Chat, Message
+from council import prompts
+from council.graph import CouncilRuntime
+
+PROMPTS = (
+    "My friend keeps cancelling plans at the last minute. How do I tell them it hurts?",
+    "Explain to a ten-year-old why the sky is blue.",
+    "Give me three tips for sleeping better, and say why each one works.",
+    "How should I prepare for my first job interview?",
+    "Write a short, kind note to a neighbour whose dog barks all night.",
+)
+_VERDICT_IN_TEXT = re.compile(r"continue|revise|let[ _]?go", re.I)
+
+
+def _vm(field_name: str) -> int:
+    """Return a /proc/self/status memory field in KiB (0 where unavailable)."""
+    status = Path("/proc/self/status")
+    if not status.exists():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss if field_name == "VmHWM" else 0
+    for line in status.read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _reset_peak_rss() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+@dataclass
+class PathResult:
+    """One path's measurements, summed over prompts, for one repeat."""
+
+    seconds: float = 0.0
+    tokens: int = 0
+    reflection_points: int = 0
+    tokens_evaluated: int = 0
+    peak_rss_kib: int = 0
+    verdicts: list[list[str]] = field(default_factory=list)
+    snapshots: list[tuple[Message, ...]] = field(default_factory=list)
+
+    @property
+    def seconds_per_token(self) -> float:
+        """Time per generated token."""
+        return self.seconds / max(self.tokens, 1)
+
+
+@dataclass
+class BenchReport:
+    """Figures printed by `council bench` (and its --json object)."""
+
+    overhead_ratio: float
+    naive_ratio: float
+    rss_ratio: float
+    verdict_agreement: float
+    plain_ms_per_token: float
+    council_ms_per_token: float
+    naive_ms_per_token: float
+    council_tokens_per_reflection_point: float
+    naive_tokens_per_reflection_point: float
+    reflection_points: int
+    tokens: int
+    peak_rss_plain_mib: float
+    peak_rss_council_mib: float
+    prompts: int
+    repeats: int
+    model: str
+    pool: str
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        """The report as a plain dict."""
+        return asdict(self)
+
+
+class Bench:
+    """Runs the three paths on one runtime (one loaded model)."""
+
+    def __init__(self, rt: CouncilRuntime, tokens: int = 200):
+        self.rt = rt
+        self.tokens = tokens
+        self.backend = rt.writer.backend
+        self.members = list(rt.council.members.values())
+        self.seed = rt.settings.generation.seed
+
+    def plain(self, prompt: str) -> PathResult:
+        """(a) Generate ``tokens`` tokens in one call."""
+        chat = prompts.draft_chat(self.rt.persona, prompt, "")
+        start = time.perf_counter()
+        n = sum(1 for _ in self.backend.generate(chat, max_tokens=self.tokens, temperature=0.7, seed=self.seed))
+        return PathResult(seconds=time.perf_counter() - start, tokens=n)
+
+    def drafted(self, prompt: str, vote: Callable[[tuple[Message, ...]], list[str]]) -> PathResult:
+        """(b) or (c): draft to each reflection point, let ``vote`` judge, always continue."""
+        result = PathResult()
+        answer = ""
+        start = time.perf_counter()
+        while result.tokens < self.tokens:
+            seg = self.rt.writer.draft(
+                prompt, answer, self.tokens - result.tokens, self.seed + result.reflection_points
+            )
+            result.tokens += seg.n_tokens
+            if not seg.text.strip():
+                break
+            answer += seg.text
+            messages = prompts.vote_messages(self.rt.persona, prompt, answer)
+            result.verdicts.append(vote(messages))
+            result.snapshots.append(messages)
+            result.reflection_points += 1
+            if seg.ended:
+                break
+        result.seconds = time.perf_counter() - start
+        return result
+
+    def fast_vote(self, messages: tuple[Message, ...]) -> list[str]:
+        """The project's council: one batched scoring call."""
+        return [v.verdict or "abstain" for v in self.rt.council.vote(messages)]
+
+    def naive_vote(self, messages: tuple[Message, ...]) -> list[str]:
+        """Each archetype: its own completion over the full context, free text, parsed."""
+        verdicts = []
+        for archetype in self.members:
+            reset = getattr(self.backend, "reset", None)
+            if reset:
+                reset()
+            chat = Chat(messages, prefill=prompts.vote_prefill(archetype))
+            text = "".join(self.backend.generate(chat, max_tokens=8, temperature=0.0))
+            found = _VERDICT_IN_TEXT.search(text)
+            verdicts.append(found.group(0).lower().replace(" ", "_").replace("letgo", "let_go") if found else "none")
+        if reset := getattr(self.backend, "reset", None):
+            reset()
+        return verdicts
+
+    def run_path(self, path: str) -> PathResult:
+        """Run one path over every prompt; return the summed result."""
+        total = PathResult()
+        _reset_peak_rss()
+        evaluated = self.backend.stats.tokens_evaluated
+        for prompt in PROMPTS:
+            getattr(self.backend, "reset", lambda: None)()
+            r = self.plain(prompt) if path == "plain" else self.drafted(prompt, getattr(self, f"{path}_vote"))
+            total.seconds += r.seconds
+            total.tokens += r.tokens
+            total.reflection_points += r.reflection_points
+            total.verdicts += r.verdicts
+            total.snapshots += r.snapshots
+        total.peak_rss_kib = _vm("VmHWM")
+        total.tokens_evaluated = self.backend.stats.tokens_evaluated - evaluated
+        return total
+
+    def run(self, repeats: int = 3, progress: Callable[[str], None] | None = None) -> BenchReport:
+        """Measure every path ``repeats`` times (interleaved) and build the report."""
+        runs: dict[str, list[PathResult]] = {"plain": [], "fast": [], "naive": []}
+        self.run_path("plain")  # warm-up: page the model in
+        for i in range(repeats):
+            for path in runs:
+                if progress:
+                    progress(f"repeat {i + 1}/{repeats}: {path}")
+                runs[path].append(self.run_path(path))
+        med = {p: statistics.median(r.seconds_per_token for r in rs) for p, rs in runs.items()}
+        plain, fast, naive = runs["plain"][0], runs["fast"][0], runs["naive"][0]
+        prompt_tokens = plain.tokens_evaluated - plain.tokens
+
+        def per_point(r: PathResult) -> float:
+            """Tokens evaluated beyond the prompt and the generated text, per reflection point."""
+            return round((r.tokens_evaluated - r.tokens - prompt_tokens) / max(r.reflection_points, 1), 1)
+
+        if progress:
+            progress("verdict agreement")
+        agree = total = 0
+        for messages, verdicts in zip(fast.snapshots, fast.verdicts):
+            for a, b in zip(verdicts, self.naive_vote(messages)):
+                agree += a == b
+                total += 1
+        rss_plain = statistics.median(r.peak_rss_kib for r in runs["plain"])
+        rss_fast = statistics.median(r.peak_rss_kib for r in runs["fast"])
+        return BenchReport(
+            overhead_ratio=round(med["fast"] / med["plain"], 3),
+            naive_ratio=round(med["naive"] / med["plain"], 3),
+            rss_ratio=round(rss_fast / rss_plain, 3),
+            verdict_agreement=round(agree / max(total, 1), 3),
+            plain_ms_per_token=round(1000 * med["plain"], 2),
+            council_ms_per_token=round(1000 * med["fast"], 2),
+            naive_ms_per_token=round(1000 * med["naive"], 2),
+            council_tokens_per_reflection_point=per_point(fast),
+            naive_tokens_per_reflection_point=per_point(naive),
+            reflection_points=fast.reflection_points,
+            tokens=fast.tokens,
+            peak_rss_plain_mib=round(rss_plain / 1024, 1),
+            peak_rss_council_mib=round(rss_fast / 1024, 1),
+            prompts=len(PROMPTS),
+            repeats=repeats,
+            model=self.backend.model_id,
+            pool=self.rt.pool.name,
+        )
