@@ -53,10 +53,10 @@ class Council:
     def _score(self, names: list[str], messages: Sequence[Message]) -> dict[str, Vote]:
         backend = self._backend_of[names[0]]
         prefills = [prompts.vote_prefill(self.members[n]) for n in names]
-        scores = backend.score(messages, prefills, list(prompts.VERDICT_CHOICES))
+        scores = backend.score(messages, prefills, prompts.VERDICT_CHOICES)
         votes = {}
         for name, score in zip(names, scores, strict=True):
-            probs = {prompts.VERDICT_CHOICES[c]: p for c, p in score.probs.items()}
+            probs = score.probs
             verdict = max(probs, key=lambda v: probs[v])
             votes[name] = Vote(
                 archetype=name,

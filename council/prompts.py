@@ -11,7 +11,11 @@ from archetypes.backends import Chat, Message
 from archetypes.models import Archetype, Persona
 
 VOTE_QUESTION = "Judge your last sentence: continue, revise or let_go?"
-VERDICT_CHOICES = {" continue": "continue", " revise": "revise", " let_go": "let_go"}
+VERDICT_CHOICES = {
+    "continue": (" continue", " Continue", "continue", "Continue"),
+    "revise": (" revise", " Revise", "revise", "Revise"),
+    "let_go": (" let_go", " Let", "let_go", "Let"),
+}
 
 
 def _opening(persona: Persona, prompt: str, recalled: str = "") -> tuple[Message, ...]:

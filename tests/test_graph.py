@@ -3,9 +3,9 @@
 from council.prompts import VOTE_QUESTION
 from council.runner import run_episode
 
-CONT = {" continue": 0.8, " revise": 0.1, " let_go": 0.1}
-REV = {" continue": 0.1, " revise": 0.8, " let_go": 0.1}
-GO = {" continue": 0.1, " revise": 0.1, " let_go": 0.8}
+CONT = {"continue": 0.8, "revise": 0.1, "let_go": 0.1}
+REV = {"continue": 0.1, "revise": 0.8, "let_go": 0.1}
+GO = {"continue": 0.1, "revise": 0.1, "let_go": 0.8}
 
 
 def test_continue_path_reflects_at_every_sentence(fake_setup):

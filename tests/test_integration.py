@@ -16,7 +16,7 @@ from archetypes.modelfiles import resolve_gguf
 from council import prompts
 
 pytestmark = pytest.mark.integration
-CHOICES = list(prompts.VERDICT_CHOICES)
+CHOICES = prompts.VERDICT_CHOICES
 PROMPT = "My friend keeps cancelling plans at the last minute. How do I tell them it hurts?"
 
 
@@ -77,7 +77,7 @@ def test_confidences_vary_with_the_input(llama):
     table = []
     for answer in answers:
         messages, cues = vote_setup(answer)
-        table.append([s.probs[" continue"] for s in llama.score(messages, cues, CHOICES)])
+        table.append([s.probs["continue"] for s in llama.score(messages, cues, CHOICES)])
     table = np.array(table)
     assert table.std(axis=0).max() > 0.01  # the same archetype judges different answers differently
     assert table.std(axis=1).max() > 0.01  # different archetypes judge the same answer differently

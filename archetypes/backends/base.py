@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -27,7 +27,7 @@ class Chat:
 
 @dataclass(frozen=True)
 class ChoiceScores:
-    """Next-token probabilities of a set of choices, renormalised over the choices.
+    """Next-token probabilities of a set of choices (by label), renormalised over the choices.
 
     ``mass`` is the unnormalised probability the model put on the choices at all: near zero means the
     model wanted to say something else, which is worth knowing when reading a vote.
@@ -60,9 +60,13 @@ class Backend(Protocol):
         """
         ...
 
-    def score(self, messages: Sequence[Message], prefills: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
-        """For each prefill, the next-token probabilities of ``choices`` after ``messages`` + that prefill.
+    def score(
+        self, messages: Sequence[Message], prefills: Sequence[str], choices: Mapping[str, Sequence[str]]
+    ) -> list[ChoiceScores]:
+        """For each prefill, the next-token probability of each choice after ``messages`` + that prefill.
 
-        One forward pass per prefill at most; backends that can share the common prefix should.
+        ``choices`` maps a label to its surface forms (" continue", " Continue", ...); a label's probability
+        is the sum over the distinct first tokens of its forms. One forward pass per prefill at most;
+        backends that can share the common prefix should.
         """
         ...

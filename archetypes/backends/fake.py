@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from archetypes.backends.base import Chat, ChoiceScores, GenerationStats, Message
@@ -64,7 +64,9 @@ class FakeBackend:
             self.stats.generated_tokens += 1
             yield piece
 
-    def score(self, messages: Sequence[Message], prefills: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
+    def score(
+        self, messages: Sequence[Message], prefills: Sequence[str], choices: Mapping[str, Sequence[str]]
+    ) -> list[ChoiceScores]:
         """Return queued probabilities per prefill, or a fixed preference for ``default_choice``."""
         self.history.append(FakeCall("score", messages=tuple(messages), prefills=tuple(prefills)))
         self.stats.score_calls += 1

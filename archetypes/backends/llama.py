@@ -13,7 +13,7 @@ import codecs
 import ctypes
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import llama_cpp
@@ -71,9 +71,10 @@ class LlamaBackend:
         self.n_ctx = n_ctx
         self.max_branches = max_branches
         self._n_batch = params.n_batch
-        self._batch = _internals.LlamaBatch(n_tokens=self._n_batch, embd=0, n_seq_max=1, verbose=False)
+        self._batch = _internals.LlamaBatch(n_tokens=self._n_batch, embd=0, n_seq_max=max_branches + 1, verbose=False)
         self._n_vocab = self._model.n_vocab()
         self._tokens: list[int] = []
+        self._memo: tuple[int, np.ndarray] | None = None  # (position, logits predicting it)
         self._eog = {t for t in (self._model.token_eos(), self._model.token_eot()) if t >= 0}
         meta = self._model.metadata()
         self._template = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(
@@ -130,67 +131,73 @@ class LlamaBackend:
         """Forget every cached token (the next call evaluates its whole prompt)."""
         self._ctx.kv_cache_clear()
         self._tokens = []
+        self._memo = None
 
     def _truncate(self, n: int) -> None:
         if n < len(self._tokens):
             self._ctx.kv_cache_seq_rm(0, n, -1)
             del self._tokens[n:]
+        if self._memo and self._memo[0] > n:
+            self._memo = None
 
     def _logits(self, index: int) -> np.ndarray:
         ptr = self._ctx.get_logits_ith(index)
         return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
 
-    def _fill(self, entries: list[tuple[int, int, int, bool]]) -> None:
+    def _decode(self, entries: list[tuple[int, int, Sequence[int], bool]]) -> None:
+        """Decode (token, position, sequence ids, want logits) entries as one batch."""
+        if len(entries) > self._n_batch:
+            raise ContextOverflowError(
+                f"one evaluation needs {len(entries)} tokens at once but the batch holds {self._n_batch}",
+                "use a smaller pool or shorter archetype titles",
+            )
         batch = self._batch.batch
         batch.n_tokens = len(entries)
-        for i, (token, pos, seq, want_logits) in enumerate(entries):
+        for i, (token, pos, seqs, want_logits) in enumerate(entries):
             batch.token[i] = token
             batch.pos[i] = pos
-            batch.seq_id[i][0] = seq
-            batch.n_seq_id[i] = 1
+            for j, seq in enumerate(seqs):
+                batch.seq_id[i][j] = seq
+            batch.n_seq_id[i] = len(seqs)
             batch.logits[i] = want_logits
         self._ctx.decode(self._batch)
+        self.stats.tokens_evaluated += len(entries)
+
+    def _check_room(self, n_tokens: int) -> None:
+        if n_tokens > self.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt needs {n_tokens} tokens but the model's context holds {self.n_ctx}",
+                "shorten the prompt or raise n_ctx in the config",
+            )
 
     def _extend(self, tokens: list[int]) -> np.ndarray:
         """Append ``tokens`` (at least one) to sequence 0; return the logits after the last one."""
-        if len(self._tokens) + len(tokens) > self.n_ctx:
-            raise ContextOverflowError(
-                f"the prompt needs {len(self._tokens) + len(tokens)} tokens but the context holds {self.n_ctx}",
-                "shorten the prompt or raise n_ctx in the config",
-            )
-        logits = np.empty(0)
+        self._check_room(len(self._tokens) + len(tokens))
         for start in range(0, len(tokens), self._n_batch):
             chunk = tokens[start : start + self._n_batch]
             base = len(self._tokens)
-            self._fill([(t, base + i, 0, i == len(chunk) - 1) for i, t in enumerate(chunk)])
+            self._decode([(t, base + i, (0,), i == len(chunk) - 1) for i, t in enumerate(chunk)])
             self._tokens += chunk
-            logits = self._logits(len(chunk) - 1)
-        self.stats.tokens_evaluated += len(tokens)
-        return logits
+        return self._logits(len(chunk) - 1)
 
-    def _sync(self, prompt: list[int], *, need_logits: bool) -> np.ndarray | None:
-        """Make sequence 0 hold exactly ``prompt``, evaluating only what the cache lacks.
-
-        With ``need_logits`` the last token is always evaluated, and its logits returned.
-        """
+    def _sync(self, prompt: list[int]) -> np.ndarray:
+        """Make sequence 0 hold exactly ``prompt``, evaluating only what the cache lacks; return its last logits."""
         keep = _common_prefix(self._tokens, prompt)
-        if need_logits:
-            keep = min(keep, len(prompt) - 1)
-        self._truncate(keep)
         self.stats.tokens_reused += keep
-        return self._extend(prompt[keep:]) if len(prompt) > keep else None
+        if keep == len(prompt) and self._memo and self._memo[0] == keep:
+            self._truncate(keep)
+            return self._memo[1]
+        keep = min(keep, len(prompt) - 1)
+        self._truncate(keep)
+        return self._extend(prompt[keep:])
 
     # ---- Backend interface --------------------------------------------------------------------------
 
     def generate(self, chat: Chat, *, max_tokens: int, temperature: float = 0.0, seed: int = 0) -> Iterator[str]:
         """Stream pieces continuing ``chat``; stops at end-of-generation or ``max_tokens``."""
         prompt = self.render(chat.messages, chat.prefill)
-        if len(prompt) >= self.n_ctx:
-            raise ContextOverflowError(
-                f"the prompt is {len(prompt)} tokens but the model's context holds {self.n_ctx}",
-                "shorten the prompt or raise n_ctx in the config",
-            )
-        logits = self._sync(prompt, need_logits=True)
+        self._check_room(len(prompt) + 1)
+        logits = self._sync(prompt)
         rng = np.random.default_rng(seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         for _ in range(min(max_tokens, self.n_ctx - len(self._tokens))):
@@ -201,56 +208,69 @@ class LlamaBackend:
             yield decoder.decode(self._piece(token))
             logits = self._extend([token])
 
-    def score(self, messages: Sequence[Message], prefills: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
-        """Probabilities of each choice's first token after ``messages`` + each prefill, in one batch."""
-        choice_ids = [self._tok(c, trusted=False)[0] for c in choices]
-        if len(set(choice_ids)) != len(choice_ids):
-            raise ModelError(f"the choices {list(choices)} share a first token", "use choices that start differently")
+    def score(
+        self, messages: Sequence[Message], prefills: Sequence[str], choices: Mapping[str, Sequence[str]]
+    ) -> list[ChoiceScores]:
+        """Each choice's next-token probability after ``messages`` + each prefill, all prefills in one decode."""
+        ids = {label: sorted({self._tok(s, trusted=False)[0] for s in forms}) for label, forms in choices.items()}
+        flat = [t for group in ids.values() for t in group]
+        if len(set(flat)) != len(flat):
+            raise ModelError(f"the choices {dict(choices)} share a first token", "use choices that start differently")
         results: list[ChoiceScores] = []
         for start in range(0, len(prefills), self.max_branches):
-            results += self._score_batch(messages, prefills[start : start + self.max_branches], choices, choice_ids)
+            rows = self._branch_logits(messages, prefills[start : start + self.max_branches])
+            for row in rows:
+                p = np.exp(_log_softmax(row))
+                raw = {label: float(p[group].sum()) for label, group in ids.items()}
+                mass = sum(raw.values())
+                probs = {label: (v / mass if mass > 0 else 1 / len(raw)) for label, v in raw.items()}
+                results.append(ChoiceScores(probs, mass))
         self.stats.score_calls += 1
         return results
 
-    def _score_batch(
-        self,
-        messages: Sequence[Message],
-        prefills: Sequence[str],
-        choices: Sequence[str],
-        choice_ids: list[int],
-    ) -> list[ChoiceScores]:
+    def _branch_logits(self, messages: Sequence[Message], prefills: Sequence[str]) -> list[np.ndarray]:
+        """Next-token logits after each prefill, in one decode.
+
+        The branches' common prefix goes to sequence 0 (reusing the cache) and, in the same batch, to every
+        branch's sequence; each branch's own tail goes only to its sequence. When the conversation ends with
+        an assistant turn followed by another turn, the logits at the end of that assistant text are kept, so
+        the assistant can continue its answer afterwards without re-evaluating anything.
+        """
         branches = [self.render(messages, p) for p in prefills]
         shared = min(len(b) for b in branches) - 1
         for b in branches[1:]:
             shared = min(shared, _common_prefix(branches[0], b))
-        self._sync(branches[0][:shared], need_logits=False)
-        entries: list[tuple[int, int, int, bool]] = []
+        self._check_room(max(len(b) for b in branches))
+        keep = min(_common_prefix(self._tokens, branches[0]), shared)
+        self.stats.tokens_reused += keep
+        self._truncate(keep)
+        continue_at = self._continuation_point(messages, branches[0])
+        seqs = tuple(range(len(branches) + 1))
+        entries = [(t, i, seqs, i == continue_at - 1) for i, t in enumerate(branches[0][keep:shared], start=keep)]
         last_index = []
         for seq, branch in enumerate(branches, start=1):
-            self._ctx.kv_cache_seq_cp(0, seq, 0, shared)
-            tail = branch[shared:]
-            entries += [(t, shared + i, seq, i == len(tail) - 1) for i, t in enumerate(tail)]
+            self._ctx.kv_cache_seq_cp(0, seq, 0, keep)
+            entries += [(t, i, (seq,), i == len(branch) - 1) for i, t in enumerate(branch[shared:], start=shared)]
             last_index.append(len(entries) - 1)
-        if shared + max(len(b) - shared for b in branches) > self.n_ctx or len(entries) > self._n_batch:
-            raise ContextOverflowError(
-                f"the council's vote prompt needs {shared + len(entries)} tokens",
-                "shorten the archetype voices, use a smaller pool, or raise n_ctx",
-            )
         try:
-            self._fill(entries)
-            logits = [self._logits(i) for i in last_index]
+            self._decode(entries)
+        except Exception:
+            self.reset()
+            raise
         finally:
-            for seq in range(1, len(branches) + 1):
+            for seq in seqs[1:]:
                 self._ctx.kv_cache_seq_rm(seq, -1, -1)
-        self.stats.tokens_evaluated += len(entries)
-        out = []
-        for row in logits:
-            logp = _log_softmax(row)[choice_ids]
-            p = np.exp(logp)
-            mass = float(p.sum())
-            probs = p / mass if mass > 0 else np.full(len(p), 1 / len(p))
-            out.append(ChoiceScores(dict(zip(choices, map(float, probs))), mass))
-        return out
+        self._tokens = branches[0][:shared]
+        if keep < continue_at <= shared:
+            self._memo = (continue_at, self._logits(continue_at - 1 - keep))
+        return [self._logits(i) for i in last_index]
+
+    def _continuation_point(self, messages: Sequence[Message], tokens: list[int]) -> int:
+        """Where the last assistant message ends inside ``tokens``, if the rest of the chat follows it."""
+        if len(messages) < 2 or messages[-2].role != "assistant":
+            return -1
+        head = self.render(messages[:-2], messages[-2].content)
+        return len(head) if tokens[: len(head)] == head else -1
 
 
 def _template_error(message: str) -> None:

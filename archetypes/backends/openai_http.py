@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -69,7 +69,9 @@ class OpenAIBackend:
         except httpx.HTTPError as exc:
             raise ModelError(f"cannot reach {self.model_id} ({exc})", "start the server or fix base_url") from exc
 
-    def score(self, messages: Sequence[Message], prefills: Sequence[str], choices: Sequence[str]) -> list[ChoiceScores]:
+    def score(
+        self, messages: Sequence[Message], prefills: Sequence[str], choices: Mapping[str, Sequence[str]]
+    ) -> list[ChoiceScores]:
         """Read each choice's first-token probability from the server's top logprobs."""
         out = []
         for prefill in prefills:
@@ -81,12 +83,12 @@ class OpenAIBackend:
                 raise ModelError(
                     f"{self.model_id} returned no logprobs", "use a server that supports logprobs"
                 ) from exc
-            found = {c: 0.0 for c in choices}
+            found = {label: 0.0 for label in choices}
             for entry in top:
-                text = entry["token"].strip().lower()
-                for c in choices:
-                    if text and c.strip().lower().startswith(text) and found[c] == 0.0:
-                        found[c] = math.exp(entry["logprob"])
+                text = entry["token"]
+                for label, forms in choices.items():
+                    if text.strip() and any(form.startswith(text) for form in forms):
+                        found[label] += math.exp(entry["logprob"])
                         break
             mass = sum(found.values())
             probs = {c: (p / mass if mass else 1 / len(choices)) for c, p in found.items()}
