@@ -141,3 +141,17 @@ def test_other_pools_run_and_are_stored(council_home, pool):
     assert episode["pool"] == pool
     members = Library.load().pool(pool).archetypes
     assert [v["archetype"] for v in episode["reflection_points"][0]["votes"]] == members
+
+
+def test_continuing_after_a_vote_reuses_the_memo_and_matches_a_fresh_read(llama):
+    answer = "Tell your friend honestly that it hurts."
+    messages, cues = vote_setup(answer)
+    draft = Chat(messages[:2], prefill=answer)
+    llama.reset()
+    llama.score(messages, cues, CHOICES)
+    before = llama.stats.tokens_evaluated
+    continued = next(llama.generate(draft, max_tokens=5, temperature=0.0))
+    assert llama.stats.tokens_evaluated == before  # nothing re-read: the vote's batch kept these logits
+    llama.reset()
+    fresh = next(llama.generate(draft, max_tokens=5, temperature=0.0))
+    assert continued == fresh
