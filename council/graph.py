@@ -109,6 +109,9 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
         answer = state["answer"] + pending["text"]
         votes = rt.council.vote(prompts.vote_messages(rt.persona, state["prompt"], answer, state["recalled"]))
         decision = rt.council.decide(votes)
+        exhausted = decision.decision == "revise" and pending["attempt"] >= rt.pool.max_revisions
+        if exhausted:
+            decision.reason += f"; revisions used up, the pool says {rt.pool.after_revisions}"
         points = state["reflection_points"]
         point = ReflectionPoint(
             index=len(points),
@@ -120,9 +123,7 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
             decision=decision,
         )
         update: dict[str, Any] = {"reflection_points": [*points, point.model_dump(mode="json")]}
-        verdict = decision.decision
-        if verdict == "revise" and pending["attempt"] >= rt.pool.max_revisions:
-            verdict = rt.pool.after_revisions
+        verdict = rt.pool.after_revisions if exhausted else decision.decision
         if verdict == "revise":
             return Command(goto="revise", update=update)
         update |= {

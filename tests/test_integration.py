@@ -155,3 +155,17 @@ def test_continuing_after_a_vote_reuses_the_memo_and_matches_a_fresh_read(llama)
     llama.reset()
     fresh = next(llama.generate(draft, max_tokens=5, temperature=0.0))
     assert continued == fresh
+
+
+def test_prompt_longer_than_the_context_is_one_clear_line_and_is_logged(council_home):
+    long_prompt = "Please consider this. " * 400
+    env_home = council_home
+    env = dict(os.environ, COUNCIL_HOME=str(env_home), COUNCIL_MODELS__N_CTX="256")
+    result = subprocess.run(
+        [sys.executable, "-m", "council.cli", "run", long_prompt], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 1
+    assert "context holds 256" in result.stderr and "n_ctx" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    listed = json.loads(council("logs", "list", "--json", home=env_home).stdout)
+    assert listed[0]["status"] == "failed" and listed[0]["prompt"] == long_prompt

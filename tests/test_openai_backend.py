@@ -1,0 +1,73 @@
+"""The OpenAI-compatible backend against a scripted HTTP transport (no network)."""
+
+import json
+
+import httpx
+import pytest
+
+from archetypes.backends import Chat, Message
+from archetypes.backends.openai_http import OpenAIBackend
+from archetypes.models import ModelSpec
+from council.errors import ModelError
+from council.prompts import VERDICT_CHOICES
+
+SPEC = ModelSpec.model_validate(
+    {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "K"}
+)
+
+
+def backend(monkeypatch, handler):
+    monkeypatch.setenv("K", "secret")
+    b = OpenAIBackend(SPEC)
+    b._client = httpx.Client(
+        base_url="http://127.0.0.1:9/v1", transport=httpx.MockTransport(handler), headers=b._client.headers
+    )
+    return b
+
+
+def test_generate_streams_sse_and_sends_the_prefill_as_a_final_assistant_turn(monkeypatch):
+    seen = {}
+
+    def handler(request):
+        seen["body"] = json.loads(request.content)
+        seen["auth"] = request.headers["authorization"]
+        chunks = [{"choices": [{"delta": {"content": t}}]} for t in ("Hel", "lo.")]
+        text = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return httpx.Response(200, text=text)
+
+    b = backend(monkeypatch, handler)
+    pieces = list(b.generate(Chat((Message("user", "hi"),), prefill="So"), max_tokens=5))
+    assert pieces == ["Hel", "lo."]
+    assert seen["auth"] == "Bearer secret"
+    assert seen["body"]["messages"][-1] == {"role": "assistant", "content": "So"}
+    assert seen["body"]["continue_final_message"] is True and seen["body"]["stream"] is True
+
+
+def test_score_sums_surface_forms_from_top_logprobs(monkeypatch):
+    top = [
+        {"token": " Continue", "logprob": -1.0},
+        {"token": " continue", "logprob": -2.0},
+        {"token": " revise", "logprob": -3.0},
+        {"token": " I", "logprob": -0.5},
+    ]
+
+    def handler(request):
+        assert json.loads(request.content)["top_logprobs"] == 20
+        return httpx.Response(200, json={"choices": [{"logprobs": {"content": [{"top_logprobs": top}]}}]})
+
+    [scores] = backend(monkeypatch, handler).score((Message("user", "q"),), ["Reason votes:"], VERDICT_CHOICES)
+    import math
+
+    mass = math.exp(-1) + math.exp(-2) + math.exp(-3)
+    assert scores.mass == pytest.approx(mass)
+    assert scores.probs["continue"] == pytest.approx((math.exp(-1) + math.exp(-2)) / mass)
+    assert scores.probs["let_go"] == 0.0
+
+
+def test_http_errors_and_missing_keys_are_model_errors(monkeypatch):
+    b = backend(monkeypatch, lambda request: httpx.Response(404, json={"error": "no such model"}))
+    with pytest.raises(ModelError, match="HTTP 404"):
+        b.score((Message("user", "q"),), ["x"], VERDICT_CHOICES)
+    monkeypatch.delenv("K")
+    with pytest.raises(ModelError, match="K is not set"):
+        OpenAIBackend(SPEC)
