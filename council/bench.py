@@ -147,16 +147,17 @@ class Bench:
         """Each archetype: its own completion over the full context, free text, parsed."""
         verdicts = []
         for archetype in self.members:
-            reset = getattr(self.backend, "reset", None)
-            if reset:
-                reset()
+            self._forget()
             chat = Chat(messages, prefill=prompts.vote_prefill(archetype))
             text = "".join(self.backend.generate(chat, max_tokens=8, temperature=0.0))
             found = _VERDICT_IN_TEXT.search(text)
             verdicts.append(found.group(0).lower().replace(" ", "_").replace("letgo", "let_go") if found else "none")
-        if reset := getattr(self.backend, "reset", None):
-            reset()
+        self._forget()
         return verdicts
+
+    def _forget(self) -> None:
+        """Empty the model's cache, as a separate request to a server without prompt caching would."""
+        getattr(self.backend, "reset", lambda: None)()
 
     def run_path(self, path: str) -> PathResult:
         """Run one path over every prompt; return the summed result."""
@@ -164,7 +165,7 @@ class Bench:
         _reset_peak_rss()
         evaluated = self.backend.stats.tokens_evaluated
         for prompt in PROMPTS:
-            getattr(self.backend, "reset", lambda: None)()
+            self._forget()
             r = self.plain(prompt) if path == "plain" else self.drafted(prompt, getattr(self, f"{path}_vote"))
             total.seconds += r.seconds
             total.tokens += r.tokens

@@ -69,7 +69,6 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="any SQLAlchemy URL; default SQLite under home")
     persona: str = "default"
     pool: str = "default"
-    debug: bool = False
     reflection: ReflectionSettings = ReflectionSettings()
     generation: GenerationSettings = GenerationSettings()
     models: ModelSettings = ModelSettings()

@@ -55,8 +55,3 @@ class BackendPool:
         if key not in self._loaded:
             self._loaded[key] = factory()
         return self._loaded[key]
-
-    @property
-    def loaded(self) -> dict[str, Backend]:
-        """Every backend loaded so far, by identity key."""
-        return dict(self._loaded)

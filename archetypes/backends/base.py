@@ -44,7 +44,6 @@ class GenerationStats:
     tokens_evaluated: int = 0
     tokens_reused: int = 0
     generated_tokens: int = 0
-    score_calls: int = 0
 
 
 class Backend(Protocol):

@@ -69,7 +69,6 @@ class FakeBackend:
     ) -> list[ChoiceScores]:
         """Return queued probabilities per prefill, or a fixed preference for ``default_choice``."""
         self.history.append(FakeCall("score", messages=tuple(messages), prefills=tuple(prefills)))
-        self.stats.score_calls += 1
         results = []
         for _ in prefills:
             scripted = self._scores.popleft() if self._scores else None

@@ -121,10 +121,6 @@ class LlamaBackend:
                 return buf.raw[:n]
             size = -n
 
-    def count_tokens(self, text: str) -> int:
-        """Count the tokens of plain text."""
-        return len(self._tok(text, trusted=False))
-
     # ---- KV cache -----------------------------------------------------------------------------------
 
     def reset(self) -> None:
@@ -225,7 +221,6 @@ class LlamaBackend:
                 mass = sum(raw.values())
                 probs = {label: (v / mass if mass > 0 else 1 / len(raw)) for label, v in raw.items()}
                 results.append(ChoiceScores(probs, mass))
-        self.stats.score_calls += 1
         return results
 
     def _branch_logits(self, messages: Sequence[Message], prefills: Sequence[str]) -> list[np.ndarray]:

@@ -93,5 +93,4 @@ class OpenAIBackend:
             mass = sum(found.values())
             probs = {c: (p / mass if mass else 1 / len(choices)) for c, p in found.items()}
             out.append(ChoiceScores(probs, mass))
-        self.stats.score_calls += 1
         return out
