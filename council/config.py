@@ -60,6 +60,20 @@ class ModelSettings(BaseModel):
     n_threads: int | None = Field(None, ge=1, description="defaults to every core")
 
 
+class MemorySettings(BaseModel):
+    """Vector memory (chromadb) and what the persona recalls from it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    recall: bool = Field(True, description="put a digest of relevant past episodes into the persona's context")
+    top_k: int = Field(3, ge=1, le=50, description="memories recalled per episode at most")
+    min_score: float = Field(0.35, ge=-1, le=1, description="cosine similarity below which nothing is recalled")
+    budget_tokens: int = Field(160, ge=16, description="token budget of the recall digest")
+    embedder: str = Field("all-minilm-l6-v2", description="packaged embedding model, or a model directory")
+    url: str | None = Field(None, description="Chroma server URL (http://host:port); default embedded under home")
+    collection: str = Field("council_memory", min_length=3)
+
+
 class Settings(BaseSettings):
     """Everything configurable, validated once at start-up."""
 
@@ -72,6 +86,7 @@ class Settings(BaseSettings):
     reflection: ReflectionSettings = ReflectionSettings()
     generation: GenerationSettings = GenerationSettings()
     models: ModelSettings = ModelSettings()
+    memory: MemorySettings = MemorySettings()
 
     @classmethod
     def settings_customise_sources(
@@ -89,6 +104,11 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         """The episode log's SQLAlchemy URL."""
         return self.database_url or f"sqlite:///{self.home / 'council.db'}"
+
+    @property
+    def chroma_dir(self) -> Path:
+        """Where the embedded vector memory lives."""
+        return self.home / "chroma"
 
     @property
     def models_dir(self) -> Path:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from archetypes.models import Verdict
 
 EpisodeStatus = Literal["running", "finished", "let_go", "failed"]
+MemoryKind = Literal["episode", "reflection"]
 
 
 class Vote(BaseModel):
@@ -47,6 +48,16 @@ class ReflectionPoint(BaseModel):
     decision: Decision
 
 
+class Recollection(BaseModel):
+    """One memory recalled into an episode: which item, from which episode, how similar, and its text."""
+
+    memory_id: str
+    episode_id: str
+    kind: MemoryKind
+    score: float = Field(description="cosine similarity to the prompt")
+    text: str
+
+
 class Episode(BaseModel):
     """A whole interaction, as stored in the episode log and printed by ``council run --json``."""
 
@@ -64,3 +75,5 @@ class Episode(BaseModel):
     archetype_hashes: dict[str, str] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
     reflection_points: list[ReflectionPoint] = Field(default_factory=list)
+    recalled: str = Field("", description="the memory digest the persona saw")
+    recollections: list[Recollection] = Field(default_factory=list)

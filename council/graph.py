@@ -6,6 +6,7 @@ only JSON-ready values; models, the council and the log live in the ``CouncilRun
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +20,15 @@ from archetypes.models import Persona, Pool
 from council import prompts
 from council.config import Settings
 from council.council import Council
-from council.episode import Episode, ReflectionPoint
+from council.episode import Episode, Recollection, ReflectionPoint
+from council.errors import StorageError
 from council.persona import PersonaWriter
 from council.reflection import whole_sentences
 from memory.log import EpisodeLog
+from memory.recall import digest
+from memory.vector import VectorMemory
+
+logger = logging.getLogger(__name__)
 
 
 class EpisodeState(TypedDict, total=False):
@@ -32,6 +38,7 @@ class EpisodeState(TypedDict, total=False):
     created_at: str
     prompt: str
     recalled: str
+    recollections: list[dict[str, Any]]
     answer: str
     transcript: str
     pending: dict[str, Any] | None
@@ -53,6 +60,7 @@ class CouncilRuntime:
     writer: PersonaWriter
     council: Council
     log: EpisodeLog
+    memory: VectorMemory | None = None
 
     def model_ids(self) -> dict[str, str]:
         """Which model plays each role."""
@@ -81,7 +89,16 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
     marker = rt.settings.reflection.marker
 
     def recall(state: EpisodeState) -> Command[Literal["draft"]]:
-        return Command(goto="draft", update={"recalled": state.get("recalled", "")})
+        settings = rt.settings.memory
+        if rt.memory is None or not settings.recall:
+            return Command(goto="draft", update={"recalled": "", "recollections": []})
+        try:
+            hits = rt.memory.search(state["prompt"], settings.top_k, settings.min_score)
+        except StorageError as exc:
+            logger.warning("recall skipped: %s", exc)
+            hits = []
+        text, kept = digest(hits, rt.writer.backend.count_tokens, settings.budget_tokens)
+        return Command(goto="draft", update={"recalled": text, "recollections": [h.model_dump() for h in kept]})
 
     def draft(state: EpisodeState) -> Command[Literal["council", "let_go", "log"]]:
         budget = gen.max_tokens - state["tokens_used"]
@@ -175,7 +192,13 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
         )
 
     def log(state: EpisodeState) -> Command[Literal["__end__"]]:
-        rt.log.save(episode_from_state(rt, state))
+        episode = episode_from_state(rt, state)
+        rt.log.save(episode)
+        if rt.memory is not None:
+            try:
+                rt.memory.remember(episode)
+            except StorageError as exc:
+                logger.warning("episode %s is logged but not yet in memory: %s", episode.episode_id, exc)
         return Command(goto=END)
 
     graph = StateGraph(EpisodeState)
@@ -192,13 +215,14 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
     return graph
 
 
-def initial_state(episode_id: str, prompt: str, recalled: str = "") -> EpisodeState:
+def initial_state(episode_id: str, prompt: str) -> EpisodeState:
     """The state an episode starts from."""
     return EpisodeState(
         episode_id=episode_id,
         created_at=datetime.now(timezone.utc).isoformat(),
         prompt=prompt,
-        recalled=recalled,
+        recalled="",
+        recollections=[],
         answer="",
         transcript="",
         pending=None,
@@ -229,4 +253,6 @@ def episode_from_state(rt: CouncilRuntime, state: EpisodeState) -> Episode:
         archetype_hashes=rt.council.hashes | {f"persona:{rt.persona.name}": rt.persona.content_hash()},
         timings=state.get("timings", {}) | {"tokens": float(state.get("tokens_used", 0))},
         reflection_points=[ReflectionPoint.model_validate(p) for p in state.get("reflection_points", [])],
+        recalled=state.get("recalled", ""),
+        recollections=[Recollection.model_validate(r) for r in state.get("recollections", [])],
     )

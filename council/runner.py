@@ -15,6 +15,7 @@ from council.graph import CouncilRuntime, EpisodeState, build_graph, episode_fro
 from council.persona import PersonaWriter
 from council.reflection import ReflectionPolicy
 from memory.log import EpisodeLog
+from memory.vector import VectorMemory
 
 OnUpdate = Callable[[str, dict[str, Any]], None]
 
@@ -36,7 +37,8 @@ def build_runtime(
         persona, backends.get(persona.model), ReflectionPolicy(settings.reflection), settings.generation
     )
     council = Council(pool, library.members(pool), persona, backends)
-    return CouncilRuntime(settings, persona, pool, writer, council, EpisodeLog(settings.db_url))
+    memory = VectorMemory(settings.memory, settings.chroma_dir)
+    return CouncilRuntime(settings, persona, pool, writer, council, EpisodeLog(settings.db_url), memory)
 
 
 def run_episode(rt: CouncilRuntime, prompt: str, on_update: OnUpdate | None = None) -> Episode:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, select
+from sqlalchemy import create_engine, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import selectinload, sessionmaker
 
-from council.episode import Decision, Episode, ReflectionPoint, Vote
+from council.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
 from council.errors import NotFoundError, StorageError
-from memory.models import EpisodeRow, ReflectionPointRow, SegmentRow, VoteRow
+from memory.models import EpisodeRow, RecollectionRow, ReflectionPointRow, SegmentRow, VoteRow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -81,11 +82,35 @@ class EpisodeLog:
         with self._sessions() as session:
             return [_from_row(row) for row in session.scalars(_loaded(query)).all()]
 
+    def iterate(self, statuses: Iterable[str] | None = None, page: int = 200) -> Iterator[Episode]:
+        """Every episode, oldest first (optionally only those with one of ``statuses``), read page by page."""
+        query = select(EpisodeRow).order_by(EpisodeRow.created_at, EpisodeRow.id)
+        if statuses is not None:
+            query = query.where(EpisodeRow.status.in_(list(statuses)))
+        offset = 0
+        while True:
+            with self._sessions() as session:
+                rows = session.scalars(_loaded(query.offset(offset).limit(page))).all()
+                episodes = [_from_row(row) for row in rows]
+            yield from episodes
+            if len(rows) < page:
+                return
+            offset += page
+
+    def count(self, statuses: Iterable[str] | None = None) -> int:
+        """How many episodes (optionally only those with one of ``statuses``)."""
+        query = select(func.count()).select_from(EpisodeRow)
+        if statuses is not None:
+            query = query.where(EpisodeRow.status.in_(list(statuses)))
+        with self._sessions() as session:
+            return session.scalar(query) or 0
+
 
 def _loaded(query):  # noqa: ANN001, ANN202 - SQLAlchemy select
     return query.options(
         selectinload(EpisodeRow.reflection_points).selectinload(ReflectionPointRow.votes),
         selectinload(EpisodeRow.reflection_points).selectinload(ReflectionPointRow.segment),
+        selectinload(EpisodeRow.recollections),
     )
 
 
@@ -117,6 +142,18 @@ def _to_row(ep: Episode) -> EpisodeRow:
         model_ids=ep.model_ids,
         archetype_hashes=ep.archetype_hashes,
         timings=ep.timings,
+        recalled=ep.recalled,
+        recollections=[
+            RecollectionRow(
+                rank=rank,
+                memory_id=r.memory_id,
+                source_episode_id=r.episode_id,
+                kind=r.kind,
+                score=r.score,
+                text=r.text,
+            )
+            for rank, r in enumerate(ep.recollections)
+        ],
     )
     last_attempt = {rp.segment_index: rp.attempt for rp in ep.reflection_points}
     for rp in ep.reflection_points:
@@ -157,5 +194,10 @@ def _from_row(row: EpisodeRow) -> Episode:
         )
         for p in row.reflection_points
     ]
-    fields = {n: getattr(row, n) for n in Episode.model_fields if n != "reflection_points" and hasattr(row, n)}
-    return Episode(episode_id=row.id, **fields, reflection_points=points)
+    recollections = [
+        Recollection(memory_id=r.memory_id, episode_id=r.source_episode_id, kind=r.kind, score=r.score, text=r.text)
+        for r in row.recollections
+    ]
+    nested = ("reflection_points", "recollections")
+    fields = {n: getattr(row, n) for n in Episode.model_fields if n not in nested and hasattr(row, n)}
+    return Episode(episode_id=row.id, **fields, reflection_points=points, recollections=recollections)

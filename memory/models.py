@@ -31,12 +31,16 @@ class EpisodeRow(Base):
     model_ids: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     archetype_hashes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    recalled: Mapped[str] = mapped_column(Text, default="")
 
     segments: Mapped[list[SegmentRow]] = relationship(
         back_populates="episode", cascade="all, delete-orphan", order_by="SegmentRow.id"
     )
     reflection_points: Mapped[list[ReflectionPointRow]] = relationship(
         back_populates="episode", cascade="all, delete-orphan", order_by="ReflectionPointRow.index"
+    )
+    recollections: Mapped[list[RecollectionRow]] = relationship(
+        cascade="all, delete-orphan", order_by="RecollectionRow.rank"
     )
 
 
@@ -91,3 +95,18 @@ class VoteRow(Base):
     mass: Mapped[float] = mapped_column(Float, default=0.0)
     comment: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class RecollectionRow(Base):
+    """One memory recalled into an episode, with the text the persona saw."""
+
+    __tablename__ = "recollections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), index=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    memory_id: Mapped[str] = mapped_column(String(64))
+    source_episode_id: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float] = mapped_column(Float)
+    text: Mapped[str] = mapped_column(Text)

@@ -3,7 +3,8 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from council.episode import Decision, Episode, ReflectionPoint, Vote
+from council.config import load_settings
+from council.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
 from council.errors import NotFoundError, StorageError
 from memory.log import EpisodeLog, migrate
 
@@ -89,12 +90,45 @@ def test_migrations_build_the_schema_from_a_blank_database(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path}/blank.db")
     migrate(engine)
     inspector = inspect(engine)
-    assert {"episodes", "segments", "reflection_points", "votes", "alembic_version"} <= set(inspector.get_table_names())
+    tables = {"episodes", "segments", "reflection_points", "votes", "recollections", "alembic_version"}
+    assert tables <= set(inspector.get_table_names())
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0001_episode_log"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0002_recall"
     migrate(engine)  # idempotent: a second upgrade is a no-op
     with engine.connect() as c:
         assert c.execute(text("select count(*) from alembic_version")).scalar() == 1
+
+
+def test_migration_0002_keeps_episodes_written_under_0001(tmp_path):
+    url = f"sqlite:///{tmp_path}/old.db"
+    engine = create_engine(url)
+    migrate(engine, "0001_episode_log")
+    with engine.begin() as c:
+        c.execute(
+            text(
+                "insert into episodes (id, created_at, prompt, persona, pool, status, stop_reason, final_text,"
+                " transcript, model_ids, archetype_hashes, timings) values ('old1', '2026-11-25 10:00:00',"
+                " 'an old prompt', 'default', 'default', 'finished', '', 'an old answer', '', '{}', '{}', '{}')"
+            )
+        )
+    engine.dispose()
+    old = EpisodeLog(url).get("old1")  # opening the log migrates it to head
+    assert (old.prompt, old.final_text, old.recalled, old.recollections) == ("an old prompt", "an old answer", "", [])
+
+
+def test_recollections_round_trip_in_rank_order():
+    log = EpisodeLog(load_settings().db_url)
+    ep = episode("rc1")
+    ep.recalled = "- [2026-11-25, episode] Asked: tomatoes"
+    ep.recollections = [
+        Recollection(memory_id="m2", episode_id="e2", kind="reflection", score=0.8, text="second"),
+        Recollection(memory_id="m1", episode_id="e1", kind="episode", score=0.5, text="first"),
+    ]
+    log.save(ep)
+    back = log.get("rc1")
+    assert back.recalled == ep.recalled
+    assert [r.memory_id for r in back.recollections] == ["m2", "m1"]
+    assert back.recollections[0].kind == "reflection"
 
 
 def test_unwritable_location_is_a_storage_error(tmp_path):

@@ -59,6 +59,10 @@ class Backend(Protocol):
         """
         ...
 
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` takes in this model (an estimate where the tokenizer is remote)."""
+        ...
+
     def score(
         self, messages: Sequence[Message], prefills: Sequence[str], choices: Mapping[str, Sequence[str]]
     ) -> list[ChoiceScores]:

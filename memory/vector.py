@@ -1,0 +1,226 @@
+"""Vector memory: finished episodes and the council's reflections on them, embedded offline, kept in chromadb.
+
+The SQL episode log is the source of truth; ids here are derived from it (``<episode>`` for the episode,
+``<episode>:rp<n>`` for the reflection at its n-th reflection point), so a rebuild reproduces them exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from pydantic import BaseModel
+
+from council.config import MemorySettings
+from council.episode import Episode, MemoryKind, Recollection
+from council.errors import DefinitionError, StorageError
+from memory.embedder import Embedder
+
+if TYPE_CHECKING:
+    from memory.log import EpisodeLog
+
+REMEMBERED = ("finished", "let_go")
+
+
+class MemoryDoc(BaseModel):
+    """One item of memory, as embedded and stored."""
+
+    id: str
+    episode_id: str
+    kind: MemoryKind
+    text: str
+    created_at: str
+    pool: str
+    persona: str
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def documents_for(episode: Episode) -> list[MemoryDoc]:
+    """What ``episode`` leaves in memory: the exchange itself, and every pause where the council did not continue."""
+    if episode.status not in REMEMBERED:
+        return []
+    base = {
+        "episode_id": episode.episode_id,
+        "created_at": episode.created_at.isoformat(),
+        "pool": episode.pool,
+        "persona": episode.persona,
+    }
+    outcome = "the council let go" if episode.status == "let_go" else "finished"
+    docs = [
+        MemoryDoc(
+            id=episode.episode_id,
+            kind="episode",
+            text=f"Asked: {episode.prompt}\nAnswered: {episode.final_text}\nOutcome: {outcome}",
+            **base,
+        )
+    ]
+    for rp in episode.reflection_points:
+        if rp.decision.decision == "continue":
+            continue
+        comments = "; ".join(f"{v.archetype}: {v.comment}" for v in rp.votes if v.comment)
+        text = (
+            f"Asked: {_clip(episode.prompt, 200)}\nOn «{_clip(rp.segment, 200)}» the council decided "
+            f"{rp.decision.decision} ({rp.decision.reason})." + (f"\nComments: {comments}" if comments else "")
+        )
+        docs.append(MemoryDoc(id=f"{episode.episode_id}:rp{rp.index}", kind="reflection", text=text, **base))
+    return docs
+
+
+class VectorMemory:
+    """Episodes and reflections in a chromadb collection, with embeddings computed locally."""
+
+    def __init__(self, settings: MemorySettings, chroma_dir: Path, embedder: Embedder | None = None):
+        self.settings = settings
+        self.location = settings.url or str(chroma_dir)
+        self._embedder = embedder
+        self._client = _client(settings.url, chroma_dir)
+        self._collection = self._open()
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedding model, loaded on first use."""
+        if self._embedder is None:
+            self._embedder = Embedder(self.settings.embedder)
+        return self._embedder
+
+    def _open(self) -> Any:  # noqa: ANN401 - chromadb.Collection
+        return self._do(
+            "open",
+            self._client.get_or_create_collection,
+            self.settings.collection,
+            embedding_function=None,
+            configuration={"hnsw": {"space": "cosine"}},
+            metadata={"embedder": self.settings.embedder},
+        )
+
+    def _do(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - chromadb values
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - chromadb raises many types; all mean the same here
+            raise StorageError(
+                f"cannot {action} vector memory at {self.location} ({_first_line(exc)})", _fix(exc)
+            ) from exc
+
+    def add(self, docs: list[MemoryDoc]) -> int:
+        """Embed and upsert ``docs``; the same ids overwrite, so adding twice changes nothing."""
+        step = max(1, min(self._client.get_max_batch_size(), 256))
+        for i in range(0, len(docs), step):
+            batch = docs[i : i + step]
+            vectors = self.embedder.embed([d.text for d in batch])
+            metadatas = [d.model_dump(exclude={"id", "text"}) for d in batch]
+            self._do(
+                "write to",
+                self._collection.upsert,
+                ids=[d.id for d in batch],
+                embeddings=vectors,
+                documents=[d.text for d in batch],
+                metadatas=metadatas,
+            )
+        return len(docs)
+
+    def remember(self, episode: Episode) -> int:
+        """Store what ``episode`` leaves in memory; returns the number of items."""
+        return self.add(documents_for(episode))
+
+    def search(self, query: str, k: int, min_score: float = -1.0) -> list[Recollection]:
+        """The ``k`` items most similar to ``query``, best first, with cosine similarity of at least ``min_score``."""
+        if self.count() == 0:
+            return []
+        vector = self.embedder.embed([query])
+        found = self._do(
+            "search",
+            self._collection.query,
+            query_embeddings=vector,
+            n_results=k,
+            include=["documents", "metadatas", "distances"],
+        )
+        hits = [
+            Recollection(
+                memory_id=memory_id,
+                episode_id=str(meta["episode_id"]),
+                kind=meta["kind"],
+                score=round(1.0 - float(distance), 4),
+                text=document,
+            )
+            for memory_id, document, meta, distance in zip(
+                found["ids"][0], found["documents"][0], found["metadatas"][0], found["distances"][0], strict=True
+            )
+        ]
+        return [h for h in hits if h.score >= min_score]
+
+    def count(self) -> int:
+        """Items stored."""
+        return self._do("read", self._collection.count)
+
+    def stats(self) -> dict[str, int]:
+        """Items per kind, and the number of distinct episodes."""
+        metas = self._do("read", self._collection.get, include=["metadatas"])["metadatas"]
+        kinds = [str(m["kind"]) for m in metas]
+        return {
+            "items": len(metas),
+            "episodes": kinds.count("episode"),
+            "reflections": kinds.count("reflection"),
+        }
+
+    def ids(self) -> set[str]:
+        """Every stored id."""
+        return set(self._do("read", self._collection.get, include=[])["ids"])
+
+    def rebuild(self, episodes: Iterable[Episode]) -> int:
+        """Drop the collection and store ``episodes`` again; returns the number of items."""
+        self._do("reset", self._client.delete_collection, self.settings.collection)
+        self._collection = self._open()
+        total, pending = 0, []
+        for episode in episodes:
+            pending.extend(documents_for(episode))
+            if len(pending) >= 256:
+                total += self.add(pending)
+                pending = []
+        return total + self.add(pending)
+
+    def rebuild_from(self, log: EpisodeLog) -> int:
+        """Re-create the store from the episode log, the source of truth."""
+        return self.rebuild(log.iterate(statuses=REMEMBERED))
+
+
+def _client(url: str | None, chroma_dir: Path) -> Any:  # noqa: ANN401 - chromadb.ClientAPI
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False)
+    if url:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise DefinitionError(f"memory.url {url!r} is not an http(s) URL", "write it as http://host:port")
+    try:
+        if url:
+            return chromadb.HttpClient(
+                host=parsed.hostname,
+                port=parsed.port or (443 if parsed.scheme == "https" else 8000),
+                ssl=parsed.scheme == "https",
+                settings=chroma_settings,
+            )
+        chroma_dir.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(chroma_dir), settings=chroma_settings)
+    except Exception as exc:  # noqa: BLE001 - chromadb raises many types; all mean the same here
+        where = url or chroma_dir
+        raise StorageError(f"cannot open vector memory at {where} ({_first_line(exc)})", _fix(exc)) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _fix(exc: BaseException) -> str:
+    text = str(exc).lower()
+    if "disk" in text or "no space" in text:
+        return "free disk space; the episode log still has everything, then run `council memory rebuild`"
+    if "connect" in text:
+        return "start the Chroma server named by memory.url, or unset it to use the embedded store"
+    return "run `council memory rebuild` to re-create it from the episode log"

@@ -1,0 +1,173 @@
+import json
+import shutil
+import socket
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from chromadb.api.shared_system_client import SharedSystemClient
+
+from council.config import load_settings
+from council.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
+from council.errors import ModelError
+from memory.embedder import Embedder, resolve_embedder
+from memory.log import EpisodeLog
+from memory.recall import digest
+from memory.vector import VectorMemory, documents_for
+
+PARAPHRASES = [json.loads(line) for line in (Path(__file__).parent / "data" / "paraphrases.jsonl").open()]
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder()
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail, and record, any attempt to open an internet socket."""
+    attempts = []
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            attempts.append(address)
+            raise OSError(f"network blocked in tests: {address}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    return attempts
+
+
+def make_episode(i, prompt, answer, status="finished", points=()):
+    return Episode(
+        episode_id=f"ep{i:04d}",
+        created_at=T0 + timedelta(minutes=i),
+        prompt=prompt,
+        persona="default",
+        pool="default",
+        status=status,
+        final_text=answer,
+        reflection_points=list(points),
+    )
+
+
+def revise_point(index, segment, comment):
+    vote = Vote(archetype="empathy", verdict="revise", confidence=0.8, comment=comment)
+    decision = Decision(decision="revise", rule="weighted_majority", support=0.8, reason="empathy wants a rewrite")
+    return ReflectionPoint(
+        index=index, segment_index=0, boundary="sentence", segment=segment, votes=[vote], decision=decision
+    )
+
+
+def open_memory(embedder):
+    settings = load_settings()
+    return VectorMemory(settings.memory, settings.chroma_dir, embedder)
+
+
+def test_numpy_encoder_matches_sentence_transformers(embedder):
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["How often should I water tomatoes?", "The council let go.", "word " * 400]
+    reference = SentenceTransformer(str(resolve_embedder("all-minilm-l6-v2")), device="cpu").encode(
+        texts, normalize_embeddings=True
+    )
+    ours = embedder.embed(texts)
+    assert ours.shape == (3, 384)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    assert float(ours[0] @ ours[1]) < 0.5  # unrelated texts are not collapsed together
+
+
+def test_an_embedding_model_directory_without_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="model.safetensors"):
+        Embedder(str(tmp_path))
+
+
+def test_paraphrase_recall_at_3_is_at_least_0_9(embedder, no_network):
+    memory = open_memory(embedder)
+    for i, row in enumerate(PARAPHRASES):
+        memory.remember(make_episode(i, row["prompt"], row["answer"]))
+    assert memory.count() == len(PARAPHRASES) >= 20
+    hits = [
+        f"ep{i:04d}" in [h.episode_id for h in memory.search(row["query"], k=3)] for i, row in enumerate(PARAPHRASES)
+    ]
+    recall_at_3 = sum(hits) / len(hits)
+    assert recall_at_3 >= 0.9, f"recall@3 = {recall_at_3:.2f}"
+    assert no_network == []
+
+
+def test_documents_keep_episodes_and_non_continue_reflections_only():
+    point = revise_point(0, "You are lazy.", "Say it without blame.")
+    continued = point.model_copy(
+        update={"index": 1, "decision": point.decision.model_copy(update={"decision": "continue"})}
+    )
+    docs = documents_for(make_episode(1, "Tell my friend off.", "Let us talk.", points=[point, continued]))
+    assert [(d.id, d.kind) for d in docs] == [("ep0001", "episode"), ("ep0001:rp0", "reflection")]
+    assert "Tell my friend off." in docs[0].text and "Let us talk." in docs[0].text
+    assert "You are lazy." in docs[1].text and "Say it without blame." in docs[1].text
+    assert documents_for(make_episode(2, "x", "y", status="running")) == []
+    assert documents_for(make_episode(3, "x", "y", status="failed")) == []
+
+
+def test_rebuild_from_the_log_reproduces_ids_counts_and_results(embedder, no_network):
+    settings = load_settings()
+    log = EpisodeLog(settings.db_url)
+    memory = open_memory(embedder)
+    for i, row in enumerate(PARAPHRASES[:8]):
+        points = [revise_point(0, row["answer"], "Be warmer.")] if i % 3 == 0 else []
+        episode = make_episode(i, row["prompt"], row["answer"], points=points)
+        log.save(episode)
+        memory.remember(episode)
+    log.save(make_episode(99, "unfinished", "", status="running"))
+    before_ids, before_stats = memory.ids(), memory.stats()
+    query = PARAPHRASES[4]["query"]
+    before = [(h.memory_id, h.score) for h in memory.search(query, k=5)]
+    assert before_stats == {"items": 11, "episodes": 8, "reflections": 3}
+
+    shutil.rmtree(settings.chroma_dir)
+    SharedSystemClient.clear_system_cache()  # as a new process would see it
+    rebuilt = open_memory(embedder)
+    assert rebuilt.count() == 0
+    assert rebuilt.rebuild_from(log) == 11
+    assert rebuilt.ids() == before_ids and rebuilt.stats() == before_stats
+    after = [(h.memory_id, h.score) for h in rebuilt.search(query, k=5)]
+    assert [m for m, _ in after] == [m for m, _ in before]
+    assert [s for _, s in after] == pytest.approx([s for _, s in before], abs=1e-3)
+    assert no_network == []
+
+
+def test_adding_an_episode_twice_keeps_one_copy(embedder):
+    memory = open_memory(embedder)
+    episode = make_episode(1, PARAPHRASES[0]["prompt"], PARAPHRASES[0]["answer"])
+    memory.remember(episode)
+    memory.remember(episode)
+    assert memory.count() == 1
+
+
+def test_search_drops_memories_below_min_score(embedder):
+    memory = open_memory(embedder)
+    memory.remember(make_episode(1, PARAPHRASES[0]["prompt"], PARAPHRASES[0]["answer"]))
+    assert memory.search("tomato watering in hot weather", k=3, min_score=0.35)
+    assert memory.search("quantum chromodynamics lattice gauge theory", k=3, min_score=0.35) == []
+
+
+def test_digest_respects_the_token_budget_and_keeps_the_best_first():
+    def words(text):
+        return len(text.split())
+
+    hits = [
+        Recollection(
+            memory_id=f"m{i}", episode_id=f"e{i}", kind="episode", score=1 - i / 10, text=("w " * 50) + f"#{i}"
+        )
+        for i in range(4)
+    ]
+    text, kept = digest(hits, words, budget=80)
+    assert words(text) <= 80
+    assert kept and kept[0].memory_id == "m0"
+    assert len(kept) < 4
+    full, all_kept = digest(hits, words, budget=1000)
+    assert len(all_kept) == 4 and full.count("\n") == 3 and "#3" in full
+    nothing, none_kept = digest(hits, words, budget=2)
+    assert (nothing, none_kept) == ("", [])
