@@ -29,7 +29,9 @@ logs_app = typer.Typer(help="Read the episode log.", no_args_is_help=True)
 app.add_typer(archetypes_app, name="archetypes")
 app.add_typer(pools_app, name="pools")
 bench_app = typer.Typer(help="Benchmarks; with no subcommand, the council's overhead over plain generation.")
+memory_app = typer.Typer(help="Search and maintain the vector memory of past episodes.", no_args_is_help=True)
 app.add_typer(logs_app, name="logs")
+app.add_typer(memory_app, name="memory")
 app.add_typer(bench_app, name="bench")
 
 out = Console()
@@ -53,14 +55,18 @@ def run(
     persona: Annotated[str | None, typer.Option(help="Persona to use.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Token budget of the answer.")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    recall: Annotated[
+        bool | None, typer.Option("--recall/--no-recall", help="Recall related past episodes from memory.")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Answer PROMPT in segments; the council votes at every reflection point. The episode is logged."""
+    """Answer PROMPT in segments; the council votes at every reflection point. The episode is logged and remembered."""
     from council.render import LiveEpisode
     from council.runner import build_runtime, run_episode
 
     generation = {k: v for k, v in {"max_tokens": max_tokens, "seed": seed}.items() if v is not None}
-    settings = _settings(pool=pool, persona=persona, generation=generation or None)
+    memory = None if recall is None else {"recall": recall}
+    settings = _settings(pool=pool, persona=persona, generation=generation or None, memory=memory)
     with err.status("Loading models…"):
         rt = build_runtime(settings)
     live = LiveEpisode(err if as_json else out)
@@ -143,6 +149,65 @@ def logs_show(episode_id: str, as_json: JsonFlag = False) -> None:
     _dump(episode.model_dump(mode="json")) if as_json else print_episode(out, episode)
 
 
+def _memory() -> tuple[Any, Any]:
+    from memory.log import EpisodeLog
+    from memory.vector import VectorMemory
+
+    settings = _settings()
+    return VectorMemory(settings.memory, settings.chroma_dir), EpisodeLog(settings.db_url)
+
+
+@memory_app.command("search")
+def memory_search(
+    query: Annotated[str, typer.Argument(help="What to look for; matched by meaning, not by words.")],
+    k: Annotated[int, typer.Option("-k", min=1, help="How many memories.")] = 5,
+    as_json: JsonFlag = False,
+) -> None:
+    """Find the memories most similar to QUERY: past episodes and the council's reflections on them."""
+    from council.render import recollections_table
+
+    memory, _ = _memory()
+    hits = memory.search(query, k)
+    if as_json:
+        return _dump([h.model_dump() for h in hits])
+    if not hits:
+        out.print("no memories yet: finished episodes are remembered (`council run`)")
+    recollections_table(out, hits)
+
+
+@memory_app.command("stats")
+def memory_stats(as_json: JsonFlag = False) -> None:
+    """Count what memory holds, and how many logged episodes it is missing."""
+    from memory.vector import REMEMBERED
+
+    memory, log = _memory()
+    stats = memory.stats()
+    data = stats | {
+        "logged_episodes": log.count(REMEMBERED),
+        "missing_episodes": max(0, log.count(REMEMBERED) - stats["episodes"]),
+        "location": memory.location,
+        "embedder": memory.settings.embedder,
+    }
+    if as_json:
+        return _dump(data)
+    for key, value in data.items():
+        out.print(f"{key:<18} {value}")
+    if data["missing_episodes"]:
+        out.print("run `council memory rebuild` to add the missing episodes")
+
+
+@memory_app.command("rebuild")
+def memory_rebuild(as_json: JsonFlag = False) -> None:
+    """Re-create the vector memory from the episode log, the source of truth (same ids, same contents)."""
+    memory, log = _memory()
+    with err.status("Embedding episodes…"):
+        items = memory.rebuild_from(log)
+    data = memory.stats() | {"written": items}
+    if as_json:
+        return _dump(data)
+    out.print(f"rebuilt {items} memories from {data['episodes']} episodes at {memory.location}")
+
+
 @bench_app.callback(invoke_without_command=True)
 def bench(
     ctx: typer.Context,
@@ -162,6 +227,28 @@ def bench(
     if as_json:
         return _dump(data)
     for key, value in data.items():
+        out.print(f"{key:<38} {value}")
+
+
+@bench_app.command("memory")
+def bench_memory(
+    sizes: Annotated[str, typer.Option(help="Comma-separated store sizes.")] = "10000,100000",
+    queries: Annotated[int, typer.Option(min=5, help="Recalls timed per size.")] = 100,
+    as_json: JsonFlag = False,
+) -> None:
+    """Recall latency (p50/p95) at each store size against an exact NumPy search, and write throughput."""
+    from memory.bench import MemoryBench
+    from memory.embedder import Embedder
+
+    try:
+        counts = tuple(int(s) for s in sizes.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{sizes!r} is not a list of numbers, e.g. 10000,100000", param_hint="--sizes")
+    with err.status("Loading the embedder…") as status:
+        report = MemoryBench(Embedder(_settings().memory.embedder), counts, queries).run(progress=status.update)
+    if as_json:
+        return _dump(report)
+    for key, value in report.items():
         out.print(f"{key:<38} {value}")
 
 

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from council.episode import Episode, ReflectionPoint
+from council.episode import Episode, Recollection, ReflectionPoint
 
 _DECISION_STYLE = {"continue": "green", "revise": "yellow", "let_go": "magenta"}
 
@@ -47,7 +47,9 @@ class LiveEpisode:
 
     def __call__(self, node: str, update: dict[str, Any]) -> None:
         """Render one node's update."""
-        if node == "draft" and update.get("pending"):
+        if node == "recall":
+            recollections_table(self.console, [Recollection.model_validate(r) for r in update.get("recollections", [])])
+        elif node == "draft" and update.get("pending"):
             self.console.print(Text(update["pending"]["text"].strip(), style="bold"))
         elif node == "council" and update.get("reflection_points"):
             point = ReflectionPoint.model_validate(update["reflection_points"][-1])
@@ -68,11 +70,25 @@ class LiveEpisode:
         self.console.print(decision_line(point))
 
 
+def recollections_table(console: Console, recollections: list[Recollection]) -> None:
+    """Recalled memories, best first, with their similarity."""
+    if not recollections:
+        return
+    console.print(Text("recalled:", style="bold green"))
+    table = Table(box=None, header_style="dim", padding=(0, 2))
+    for col in ("score", "kind", "from", "memory"):
+        table.add_column(col, overflow="fold", no_wrap=col != "memory")
+    for r in recollections:
+        table.add_row(f"{r.score:.2f}", r.kind, r.episode_id, " / ".join(r.text.splitlines())[:300])
+    console.print(table)
+
+
 def print_episode(console: Console, episode: Episode) -> None:
     """Render a stored episode in full."""
     console.print(Text(f"episode {episode.episode_id}", style="bold") + Text(f"  {episode.created_at:%Y-%m-%d %H:%M}"))
     console.print(Text(f"persona {episode.persona} · pool {episode.pool} · {episode.status}", style="dim"))
     console.print(Text("prompt: ", style="bold") + Text(episode.prompt))
+    recollections_table(console, episode.recollections)
     for point in episode.reflection_points:
         console.print(Text(point.segment.strip()))
         LiveEpisode(console)._point(point)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+import numpy as np
 from pydantic import BaseModel
 
 from council.config import MemorySettings
@@ -109,20 +110,24 @@ class VectorMemory:
 
     def add(self, docs: list[MemoryDoc]) -> int:
         """Embed and upsert ``docs``; the same ids overwrite, so adding twice changes nothing."""
-        step = max(1, min(self._client.get_max_batch_size(), 256))
+        for i in range(0, len(docs), 256):
+            batch = docs[i : i + 256]
+            self.add_vectors(batch, self.embedder.embed([d.text for d in batch]))
+        return len(docs)
+
+    def add_vectors(self, docs: list[MemoryDoc], vectors: np.ndarray) -> None:
+        """Upsert ``docs`` with embeddings computed elsewhere (one row of ``vectors`` each)."""
+        step = self._client.get_max_batch_size()
         for i in range(0, len(docs), step):
             batch = docs[i : i + step]
-            vectors = self.embedder.embed([d.text for d in batch])
-            metadatas = [d.model_dump(exclude={"id", "text"}) for d in batch]
             self._do(
                 "write to",
                 self._collection.upsert,
                 ids=[d.id for d in batch],
-                embeddings=vectors,
+                embeddings=vectors[i : i + step],
                 documents=[d.text for d in batch],
-                metadatas=metadatas,
+                metadatas=[d.model_dump(exclude={"id", "text"}) for d in batch],
             )
-        return len(docs)
 
     def remember(self, episode: Episode) -> int:
         """Store what ``episode`` leaves in memory; returns the number of items."""
@@ -130,13 +135,16 @@ class VectorMemory:
 
     def search(self, query: str, k: int, min_score: float = -1.0) -> list[Recollection]:
         """The ``k`` items most similar to ``query``, best first, with cosine similarity of at least ``min_score``."""
+        return self.search_vector(self.embedder.embed([query])[0], k, min_score)
+
+    def search_vector(self, vector: np.ndarray, k: int, min_score: float = -1.0) -> list[Recollection]:
+        """Like ``search``, for a query already embedded."""
         if self.count() == 0:
             return []
-        vector = self.embedder.embed([query])
         found = self._do(
             "search",
             self._collection.query,
-            query_embeddings=vector,
+            query_embeddings=vector[None, :],
             n_results=k,
             include=["documents", "metadatas", "distances"],
         )

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,50 @@ def test_prompt_longer_than_the_context_is_one_clear_line_and_is_logged(council_
     assert len(result.stderr.strip().splitlines()) == 1
     listed = json.loads(council("logs", "list", "--json", home=env_home).stdout)
     assert listed[0]["status"] == "failed" and listed[0]["prompt"] == long_prompt
+
+
+NO_NETWORK = """
+import socket
+_connect = socket.socket.connect
+def _guarded(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        with open({log!r}, "a") as f:
+            f.write(repr(address) + "\\n")
+        raise OSError("network blocked by the test")
+    return _connect(self, address)
+socket.socket.connect = _guarded
+"""
+
+
+def test_memory_recalls_a_related_episode_and_survives_a_rebuild_offline(council_home, tmp_path):
+    guard, attempts = tmp_path / "guard", tmp_path / "attempts.log"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(NO_NETWORK.format(log=str(attempts)))
+
+    def offline(*args):
+        env = dict(os.environ, COUNCIL_HOME=str(council_home), PYTHONPATH=str(guard))
+        result = subprocess.run(
+            [sys.executable, "-m", "council.cli", *args], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    first = offline("run", "How often should I water my tomato plants in summer?", "--max-tokens", "40", "--json")
+    second = offline("run", "What watering routine do tomatoes need when it is hot?", "--max-tokens", "40", "--json")
+    assert first["episode_id"] in [r["episode_id"] for r in second["recollections"]]
+    assert "tomato" in second["recalled"].lower()
+
+    query = "hydrating my tomato garden during a heatwave"
+    found = offline("memory", "search", query, "--json")
+    assert found[0]["episode_id"] in (first["episode_id"], second["episode_id"])
+    stats = offline("memory", "stats", "--json")
+    assert stats["episodes"] == 2 and stats["missing_episodes"] == 0
+
+    shutil.rmtree(council_home / "chroma")
+    assert offline("memory", "stats", "--json")["missing_episodes"] == 2
+    rebuilt = offline("memory", "rebuild", "--json")
+    assert rebuilt["items"] == stats["items"] and rebuilt["episodes"] == 2
+    again = offline("memory", "search", query, "--json")
+    assert [h["memory_id"] for h in again] == [h["memory_id"] for h in found]
+    assert [h["score"] for h in again] == pytest.approx([h["score"] for h in found], abs=1e-3)
+    assert not attempts.exists(), attempts.read_text()

@@ -1,6 +1,9 @@
 import json
 import shutil
 import socket
+import subprocess
+import sys
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -10,7 +13,7 @@ from chromadb.api.shared_system_client import SharedSystemClient
 
 from council.config import load_settings
 from council.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
-from council.errors import ModelError
+from council.errors import DefinitionError, ModelError, StorageError
 from memory.embedder import Embedder, resolve_embedder
 from memory.log import EpisodeLog
 from memory.recall import digest
@@ -171,3 +174,60 @@ def test_digest_respects_the_token_budget_and_keeps_the_best_first():
     assert len(all_kept) == 4 and full.count("\n") == 3 and "#3" in full
     nothing, none_kept = digest(hits, words, budget=2)
     assert (nothing, none_kept) == ("", [])
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def chroma_server(tmp_path):
+    """A real Chroma server on loopback, as `memory.url` would name it."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "chroma"),
+            "run",
+            "--path",
+            str(tmp_path / "server"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_a_chroma_server_named_by_memory_url_holds_the_memory(embedder, chroma_server, council_home):
+    settings = load_settings(memory={"url": chroma_server})
+    memory = VectorMemory(settings.memory, settings.chroma_dir, embedder)
+    memory.remember(make_episode(1, PARAPHRASES[0]["prompt"], PARAPHRASES[0]["answer"]))
+    assert [h.episode_id for h in memory.search(PARAPHRASES[0]["query"], k=1)] == ["ep0001"]
+    assert memory.location == chroma_server
+    assert not settings.chroma_dir.exists()  # nothing embedded was written
+
+
+def test_an_unreachable_chroma_server_is_one_clear_error(embedder):
+    settings = load_settings(memory={"url": f"http://127.0.0.1:{free_port()}"})
+    with pytest.raises(StorageError, match="vector memory at http://127.0.0.1"):
+        VectorMemory(settings.memory, settings.chroma_dir, embedder)
+
+
+def test_a_memory_url_that_is_not_http_is_a_definition_error(embedder):
+    settings = load_settings(memory={"url": "chroma.example:8000"})
+    with pytest.raises(DefinitionError, match="memory.url"):
+        VectorMemory(settings.memory, settings.chroma_dir, embedder)
