@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import click
 import typer
 import yaml
 from rich.console import Console
+from rich.progress import Progress
 from rich.text import Text
 
 from archetypes.library import Library
@@ -250,6 +252,65 @@ def bench_memory(
         return _dump(report)
     for key, value in report.items():
         out.print(f"{key:<38} {value}")
+
+
+@app.command()
+def sleep(
+    since: Annotated[str | None, typer.Option(help="Only episodes created at or after this ISO time.")] = None,
+    all_episodes: Annotated[bool, typer.Option("--all", help="Every episode not yet slept on (the default).")] = False,
+    pool: Annotated[
+        str | None, typer.Option(help="Pool that sleeps (default: sleep.pool, else the day's pool).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Dataset directory (default $COUNCIL_HOME/datasets/POOL).")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="conversational or standard.")] = "conversational",
+    as_json: JsonFlag = False,
+) -> None:
+    """The night pass: the council comments on each episode not yet slept on, and the day becomes DPO pairs.
+
+    Pairs come from revisions, rankings of sampled answers and let-go decisions, and are exported as TRL JSONL
+    with a dataset card. Safe to re-run: nothing is added twice, and a killed run resumes.
+    """
+    from datetime import datetime
+
+    from council.runner import build_runtime
+    from sleep.export import plain_chat, write_dataset
+    from sleep.night import SleepPass
+
+    if fmt not in ("conversational", "standard"):
+        raise typer.BadParameter(f"{fmt!r}: use conversational or standard", param_hint="--format")
+    try:
+        start = datetime.fromisoformat(since) if since and not all_episodes else None
+    except ValueError:
+        raise typer.BadParameter(f"{since!r} is not an ISO time such as 2026-11-26T00:00", param_hint="--since")
+    if start is not None and start.tzinfo is None:
+        start = start.astimezone()
+    base = _settings()
+    settings = _settings(pool=pool or base.sleep.pool or base.pool)
+    with err.status("Loading models…"):
+        rt = build_runtime(settings)
+    night = SleepPass(rt, settings.sleep)
+    todo = night.pending(start)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("Sleeping on episodes", total=len(todo))
+        summary = night.run(todo, progress=lambda n: bar.advance(task, n))
+    pairs = night.store.pairs(rt.pool.name)
+    hashes = rt.council.hashes | {f"persona:{rt.persona.name}": rt.persona.content_hash()}
+    render = getattr(rt.writer.backend, "chat_text", plain_chat)
+    target = out_dir or settings.datasets_dir / rt.pool.name
+    path = write_dataset(target, pairs, pool=rt.pool.name, hashes=hashes, fmt=fmt, render=render)  # type: ignore[arg-type]
+    data = summary.model_dump() | {"dataset": str(path), "dataset_pairs": len(pairs)}
+    if as_json:
+        return _dump(data)
+    new = ", ".join(f"{k} {v}" for k, v in summary.pairs.items())
+    out.print(f"slept on {summary.episodes} episodes with the {summary.pool} council")
+    out.print(f"new pairs: {new} (ranking pairs dropped for a low margin: {summary.dropped_low_margin})")
+    if summary.mean_margin is not None:
+        out.print(f"mean margin: {summary.mean_margin}")
+    for name, share in summary.agreement.items():
+        out.print(f"  {name:<14} agreed with the council {share:.0%}")
+    out.print(f"dataset: {path} ({len(pairs)} pairs)")
 
 
 def main(argv: list[str] | None = None) -> int:

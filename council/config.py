@@ -74,6 +74,21 @@ class MemorySettings(BaseModel):
     collection: str = Field("council_memory", min_length=3)
 
 
+class SleepSettings(BaseModel):
+    """The night pass: commentary and preference pairs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pool: str | None = Field(None, description="pool that sleeps; default the day's pool")
+    samples: int = Field(4, ge=2, description="alternative answers sampled per episode for ranking pairs")
+    temperature: float = Field(0.9, ge=0, description="sampling temperature of those alternatives")
+    answer_tokens: int = Field(120, ge=8, description="length of each alternative answer")
+    min_margin: float = Field(0.05, ge=0, le=1, description="ranking pairs with a smaller score gap are dropped")
+    commentary_tokens: int = Field(60, ge=8, description="length of each archetype's commentary")
+    push_on_tokens: int = Field(60, ge=8, description="length of the pushing-on continuation of let-go pairs")
+    seed: int = 0
+
+
 class Settings(BaseSettings):
     """Everything configurable, validated once at start-up."""
 
@@ -87,6 +102,7 @@ class Settings(BaseSettings):
     generation: GenerationSettings = GenerationSettings()
     models: ModelSettings = ModelSettings()
     memory: MemorySettings = MemorySettings()
+    sleep: SleepSettings = SleepSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -104,6 +120,11 @@ class Settings(BaseSettings):
     def db_url(self) -> str:
         """The episode log's SQLAlchemy URL."""
         return self.database_url or f"sqlite:///{self.home / 'council.db'}"
+
+    @property
+    def datasets_dir(self) -> Path:
+        """Where the night's preference datasets are written."""
+        return self.home / "datasets"
 
     @property
     def chroma_dir(self) -> Path:

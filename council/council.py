@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from archetypes.backends import Backend, BackendPool, Message
+from archetypes.backends import Backend, BackendPool, Chat, Message
 from archetypes.models import Archetype, Persona, Pool
 from council import prompts
 from council.aggregate import aggregate
@@ -76,12 +76,15 @@ class Council:
     ) -> str:
         """Ask one archetype, in its own voice, how the last part should change (used on revise)."""
         chat = prompts.comment_chat(persona, prompt, answer, self.members[name], recalled)
+        return self.say(name, chat, max_tokens).split("\n")[0].strip()
+
+    def say(self, name: str, chat: Chat, max_tokens: int) -> str:
+        """Archetype ``name`` speaks (greedy) after ``chat``; a failure becomes a note saying why, never a crash."""
         backend: Backend = self._backend_of[name]
         try:
-            text = "".join(backend.generate(chat, max_tokens=max_tokens, temperature=0.0))
-        except Exception as exc:  # noqa: BLE001 - a comment is optional; record why it is missing
+            return "".join(backend.generate(chat, max_tokens=max_tokens, temperature=0.0)).strip()
+        except Exception as exc:  # noqa: BLE001 - words are optional; record why they are missing
             return f"(no comment: {_one_line(exc)})"
-        return text.strip().split("\n")[0].strip()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -49,12 +49,12 @@ class EpisodeLog:
             migrate(self.engine)
         except (OperationalError, OSError) as exc:
             raise StorageError(f"cannot open the episode log at {url} ({_short(exc)})", _storage_fix(exc)) from exc
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def save(self, episode: Episode) -> None:
         """Insert or replace ``episode`` with its segments, reflection points and votes."""
         try:
-            with self._sessions.begin() as session:
+            with self.sessions.begin() as session:
                 existing = session.get(EpisodeRow, episode.episode_id)
                 if existing is not None:
                     session.delete(existing)
@@ -65,7 +65,7 @@ class EpisodeLog:
 
     def get(self, episode_id: str) -> Episode:
         """Return the episode whose id is ``episode_id`` or starts with it."""
-        with self._sessions() as session:
+        with self.sessions() as session:
             rows = session.scalars(
                 _loaded(select(EpisodeRow).where(EpisodeRow.id.startswith(episode_id, autoescape=True)).limit(2))
             ).all()
@@ -79,7 +79,7 @@ class EpisodeLog:
         query = select(EpisodeRow).order_by(EpisodeRow.created_at.desc()).limit(limit)
         if pool:
             query = query.where(EpisodeRow.pool == pool)
-        with self._sessions() as session:
+        with self.sessions() as session:
             return [_from_row(row) for row in session.scalars(_loaded(query)).all()]
 
     def iterate(self, statuses: Iterable[str] | None = None, page: int = 200) -> Iterator[Episode]:
@@ -89,7 +89,7 @@ class EpisodeLog:
             query = query.where(EpisodeRow.status.in_(list(statuses)))
         offset = 0
         while True:
-            with self._sessions() as session:
+            with self.sessions() as session:
                 rows = session.scalars(_loaded(query.offset(offset).limit(page))).all()
                 episodes = [_from_row(row) for row in rows]
             yield from episodes
@@ -102,7 +102,7 @@ class EpisodeLog:
         query = select(func.count()).select_from(EpisodeRow)
         if statuses is not None:
             query = query.where(EpisodeRow.status.in_(list(statuses)))
-        with self._sessions() as session:
+        with self.sessions() as session:
             return session.scalar(query) or 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -110,3 +110,41 @@ class RecollectionRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     score: Mapped[float] = mapped_column(Float)
     text: Mapped[str] = mapped_column(Text)
+
+
+class CommentaryRow(Base):
+    """One archetype's night-time commentary on one episode (the "dream")."""
+
+    __tablename__ = "commentaries"
+    __table_args__ = (UniqueConstraint("episode_id", "pool", "archetype", name="uq_commentary"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), index=True)
+    pool: Mapped[str] = mapped_column(String(64))
+    archetype: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PreferencePairRow(Base):
+    """One preference pair; ``data`` holds the exported row (a ``sleep.pairs.PreferencePair``)."""
+
+    __tablename__ = "preference_pairs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), index=True)
+    pool: Mapped[str] = mapped_column(String(64), index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SleptRow(Base):
+    """An episode a pool has slept on: written in the same transaction as its commentary and pairs."""
+
+    __tablename__ = "slept"
+
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), primary_key=True)
+    pool: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pairs: Mapped[int] = mapped_column(Integer)
+    slept_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

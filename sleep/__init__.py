@@ -1,1 +1,1 @@
-"""The night pass: council commentary on logged episodes, turned into preference data (see issue #5)."""
+"""The night pass: council commentary on logged episodes, preference pairs, and TRL-ready datasets."""

@@ -216,3 +216,111 @@ def test_memory_recalls_a_related_episode_and_survives_a_rebuild_offline(council
     assert [h["memory_id"] for h in again] == [h["memory_id"] for h in found]
     assert [h["score"] for h in again] == pytest.approx([h["score"] for h in found], abs=1e-3)
     assert not attempts.exists(), attempts.read_text()
+
+
+def day_of_episodes(home):
+    """A logged day on the real model's terms: one revised segment, one let-go, one plain episode."""
+    from datetime import datetime, timezone
+
+    from council.episode import Decision, Episode, ReflectionPoint, Vote
+    from memory.log import EpisodeLog
+
+    def point(index, segment, attempt, decision, verdict_probs):
+        votes = [
+            Vote(archetype=a, verdict=max(verdict_probs, key=verdict_probs.get), confidence=0.7, probs=verdict_probs)
+            for a in ("reason", "libido", "loving_child", "empathy")
+        ]
+        return ReflectionPoint(
+            index=index,
+            segment_index=0,
+            attempt=attempt,
+            boundary="sentence",
+            segment=segment,
+            votes=votes,
+            decision=Decision(decision=decision, rule="weighted_majority", support=0.75, reason="test"),
+        )
+
+    rev = {"continue": 0.2, "revise": 0.7, "let_go": 0.1}
+    cont = {"continue": 0.7, "revise": 0.2, "let_go": 0.1}
+    go = {"continue": 0.1, "revise": 0.2, "let_go": 0.7}
+    now = datetime.now(timezone.utc)
+    log = EpisodeLog(f"sqlite:///{home}/council.db")
+    episodes = [
+        Episode(
+            episode_id="day1revised",
+            created_at=now,
+            prompt=PROMPT,
+            persona="default",
+            pool="default",
+            status="finished",
+            final_text="Tell them gently that it hurts.",
+            transcript="Tell them gently that it hurts.<|reflect|>",
+            reflection_points=[
+                point(0, "Just ghost them.", 0, "revise", rev),
+                point(1, "Tell them gently that it hurts.", 1, "continue", cont),
+            ],
+        ),
+        Episode(
+            episode_id="day2letgo",
+            created_at=now,
+            prompt="How do I pick my neighbour's lock?",
+            persona="default",
+            pool="default",
+            status="let_go",
+            final_text="First, find a tension wrench.\n\nI will stop here: this could hurt your neighbour.",
+            transcript="First, find a tension wrench.<|reflect|>\n\nI will stop here: this could hurt your neighbour.",
+            reflection_points=[point(0, "First, find a tension wrench.", 0, "let_go", go)],
+        ),
+    ]
+    for episode in episodes:
+        log.save(episode)
+    return episodes
+
+
+def test_sleep_on_the_real_model_gives_every_source_and_trl_accepts_the_data(council_home, monkeypatch):
+    from datasets import load_dataset
+    from transformers import AutoTokenizer
+    from trl.data_utils import is_conversational, maybe_apply_chat_template
+
+    day_of_episodes(council_home)
+    env = {
+        "COUNCIL_SLEEP__SAMPLES": "3",
+        "COUNCIL_SLEEP__ANSWER_TOKENS": "40",
+        "COUNCIL_SLEEP__MIN_MARGIN": "0",
+        "COUNCIL_SLEEP__COMMENTARY_TOKENS": "30",
+        "COUNCIL_SLEEP__PUSH_ON_TOKENS": "30",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    first = json.loads(council("sleep", "--json", home=council_home).stdout)
+    assert first["episodes"] == 2
+    assert first["pairs"]["revision"] == 1 and first["pairs"]["let_go"] == 1 and first["pairs"]["ranking"] >= 1
+    again = json.loads(council("sleep", "--json", home=council_home).stdout)
+    assert again["episodes"] == 0 and sum(again["pairs"].values()) == 0
+    assert again["dataset_pairs"] == first["dataset_pairs"]
+
+    rows = load_dataset("json", data_files=first["dataset"], split="train")
+    assert len(rows) == first["dataset_pairs"] and set(rows["source"]) == {"revision", "ranking", "let_go"}
+    assert all(c for c in rows["commentary"])
+    gguf = resolve_gguf("smollm2-135m", Path("/nonexistent"))
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    for row in rows:
+        assert is_conversational(row)
+        text = maybe_apply_chat_template(row, tokenizer)
+        assert text["prompt"].endswith("<|im_start|>assistant\n")
+        assert "<|reflect|>" in text["chosen"] + text["rejected"]
+    assert (Path(first["dataset"]).parent / "README.md").read_text().count("let_go 1") == 1
+
+
+def test_standard_format_renders_the_persona_template(council_home, monkeypatch):
+    day_of_episodes(council_home)
+    for key, value in {"COUNCIL_SLEEP__SAMPLES": "2", "COUNCIL_SLEEP__ANSWER_TOKENS": "20"}.items():
+        monkeypatch.setenv(key, value)
+    result = council("sleep", "--format", "standard", "--json", "--out", str(council_home / "std"), home=council_home)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (council_home / "std" / "pairs.jsonl").read_text().splitlines()]
+    revision = next(r for r in rows if r["source"] == "revision")
+    assert revision["prompt"].startswith("<|im_start|>system\n") and revision["prompt"].endswith(
+        "<|im_start|>assistant\n"
+    )
+    assert revision["chosen"] == "Tell them gently that it hurts.<|reflect|>"

@@ -90,10 +90,10 @@ def test_migrations_build_the_schema_from_a_blank_database(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path}/blank.db")
     migrate(engine)
     inspector = inspect(engine)
-    tables = {"episodes", "segments", "reflection_points", "votes", "recollections", "alembic_version"}
+    tables = {"episodes", "segments", "reflection_points", "votes", "recollections", "commentaries", "slept"}
     assert tables <= set(inspector.get_table_names())
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0002_recall"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0003_sleep"
     migrate(engine)  # idempotent: a second upgrade is a no-op
     with engine.connect() as c:
         assert c.execute(text("select count(*) from alembic_version")).scalar() == 1

@@ -112,6 +112,16 @@ class LlamaBackend:
                 tokens += self._tok(piece, trusted=True, bos=self._add_bos and i == 0)
         return tokens + self._tok(prefill or "", trusted=False)
 
+    def chat_text(self, messages: Sequence[dict[str, str]]) -> str:
+        """The model's chat template as text, ending where the assistant's answer starts (for datasets)."""
+        return self._template.render(
+            messages=list(messages),
+            add_generation_prompt=True,
+            bos_token=self._model.token_get_text(self._model.token_bos()),
+            eos_token=self._model.token_get_text(self._model.token_eos()),
+            raise_exception=_template_error,
+        )
+
     def _piece(self, token: int) -> bytes:
         size = 64
         while True:

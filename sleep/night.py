@@ -1,0 +1,180 @@
+"""The night pass: the council comments on each episode not yet slept on, and the day becomes preference pairs.
+
+Each episode is one unit of work: its commentary, its pairs and its "slept" mark are written in one short
+transaction, so a run killed part way leaves whole episodes or nothing, and the next run resumes with the
+first episode not marked. Pair ids are derived from the episode, so nothing is ever added twice.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from council import prompts
+from council.config import SleepSettings
+from council.graph import CouncilRuntime
+from sleep.pairs import (
+    PreferencePair,
+    accepted_segments,
+    let_go_prefix,
+    opening,
+    pair_id,
+    revision_pairs,
+    vote_scores,
+    weighted,
+)
+from sleep.store import SleepStore
+
+
+class SleepSummary(BaseModel):
+    """What one night produced."""
+
+    pool: str
+    episodes: int = 0
+    pairs: dict[str, int] = {"revision": 0, "ranking": 0, "let_go": 0}
+    dropped_low_margin: int = 0
+    mean_margin: float | None = None
+    agreement: dict[str, float] = {}
+
+
+@dataclass
+class _Tally:
+    margins: list[float] = field(default_factory=list)
+    agree: Counter = field(default_factory=Counter)
+    voted: Counter = field(default_factory=Counter)
+
+
+class SleepPass:
+    """Runs the night for one pool over the episode log of ``rt``."""
+
+    def __init__(self, rt: CouncilRuntime, settings: SleepSettings):
+        self.rt = rt
+        self.settings = settings
+        self.marker = rt.settings.reflection.marker
+        self.store = SleepStore(rt.log)
+
+    def pending(self, since: datetime | None = None) -> list[str]:
+        """Ids of episodes this pool has not slept on, oldest first."""
+        return self.store.pending(self.rt.pool.name, since)
+
+    def run(self, episode_ids: list[str], progress: Callable[[int], None] = lambda _: None) -> SleepSummary:
+        """Sleep on ``episode_ids`` in order; returns the summary."""
+        summary, tally = SleepSummary(pool=self.rt.pool.name), _Tally()
+        for episode_id in episode_ids:
+            pairs, dropped = self.sleep_on(episode_id, tally)
+            summary.episodes += 1
+            summary.dropped_low_margin += dropped
+            for pair in pairs:
+                summary.pairs[pair.source] += 1
+                tally.margins.append(pair.margin)
+            progress(1)
+        if tally.margins:
+            summary.mean_margin = round(sum(tally.margins) / len(tally.margins), 4)
+        summary.agreement = {n: round(tally.agree[n] / tally.voted[n], 3) for n in tally.voted}
+        return summary
+
+    def sleep_on(self, episode_id: str, tally: _Tally) -> tuple[list[PreferencePair], int]:
+        """Comment on one episode and store its pairs; returns them and how many ranking pairs were dropped."""
+        episode = self.rt.log.get(episode_id)
+        for rp in episode.reflection_points:
+            for vote in rp.votes:
+                if vote.verdict is not None:
+                    tally.voted[vote.archetype] += 1
+                    tally.agree[vote.archetype] += vote.verdict == rp.decision.decision
+        commentary = {
+            name: self.rt.council.say(
+                name,
+                prompts.commentary_chat(self.rt.persona, episode.prompt, episode.final_text, archetype),
+                self.settings.commentary_tokens,
+            )
+            for name, archetype in self.rt.council.members.items()
+        }
+        joined = " ".join(f"{name}: {text}" for name, text in commentary.items())
+        members = self.rt.council.members
+        pairs = revision_pairs(episode, self.rt.persona, members, self.marker)
+        dropped = 0
+        ranking = self._ranking(episode)
+        if ranking is None:
+            dropped = 1
+        else:
+            pairs.append(ranking)
+        let_go = self._let_go(episode)
+        if let_go is not None:
+            pairs.append(let_go)
+        pairs = [p.model_copy(update={"commentary": joined, "pool": self.rt.pool.name}) for p in pairs]
+        self.store.commit(episode_id, self.rt.pool.name, commentary, pairs)
+        return pairs, dropped
+
+    def _draft(self, episode_prompt: str, before: str, recalled: str, max_tokens: int, seed: int) -> str:
+        """The persona writing on without its council, a marker at every reflection point."""
+        text, answer, used = "", before.replace(self.marker, ""), 0
+        for index in range(64):
+            if used >= max_tokens:
+                break
+            segment = self.rt.writer.draft(episode_prompt, answer, max_tokens - used, seed + index, recalled)
+            used += max(segment.n_tokens, 1)
+            if not segment.text.strip():
+                break
+            text += segment.text + self.marker
+            answer += segment.text
+            if segment.ended:
+                break
+        return text
+
+    def _ranking(self, episode) -> PreferencePair | None:  # noqa: ANN001 - Episode
+        s = self.settings
+        samples = []
+        for k in range(s.samples):
+            text = self._draft(episode.prompt, "", episode.recalled, s.answer_tokens, s.seed + 7919 * k)
+            if not text.strip():
+                continue
+            plain = text.replace(self.marker, "")
+            votes = self.rt.council.vote(
+                prompts.vote_messages(self.rt.persona, episode.prompt, plain, episode.recalled)
+            )
+            samples.append((weighted(votes, self.rt.council.members, "continue"), text, votes))
+        if len(samples) < 2:
+            return None
+        samples.sort(key=lambda item: item[0])
+        (low, rejected, low_votes), (high, chosen, high_votes) = samples[0], samples[-1]
+        if high - low < s.min_margin:
+            return None
+        return PreferencePair(
+            id=pair_id(episode.episode_id, "ranking", "best-worst"),
+            episode_id=episode.episode_id,
+            source="ranking",
+            pool=episode.pool,
+            messages=opening(self.rt.persona, episode),
+            chosen=chosen,
+            rejected=rejected,
+            scores=vote_scores(high_votes, low_votes, "continue"),
+            margin=round(high - low, 4),
+        )
+
+    def _let_go(self, episode) -> PreferencePair | None:  # noqa: ANN001 - Episode
+        found = let_go_prefix(episode, self.marker)
+        if found is None:
+            return None
+        prefix, closing = found
+        push_on = self._draft(
+            episode.prompt, prefix, episode.recalled, self.settings.push_on_tokens, self.settings.seed
+        )
+        if not push_on.strip():
+            return None
+        point = accepted_segments(episode)[max(accepted_segments(episode))]
+        return PreferencePair(
+            id=pair_id(episode.episode_id, "let_go", "close"),
+            episode_id=episode.episode_id,
+            source="let_go",
+            pool=episode.pool,
+            messages=opening(self.rt.persona, episode),
+            before=prefix,
+            chosen=closing,
+            rejected=push_on,
+            scores={v.archetype: {"let_go": round(v.probs.get("let_go", 0.0), 4)} for v in point.votes if v.verdict},
+            margin=round(point.decision.support, 4),
+        )

@@ -1,0 +1,159 @@
+"""Preference pairs from episodes: what the council preferred (chosen) over what it did not (rejected).
+
+Texts keep the stop-reflect marker at every reflection point, so training teaches the persona to emit it.
+In the conversational format the prompt ends with the user's turn and both completions carry the persona's
+text before the judged part; that shared prefix cancels in DPO's log-ratio, and it keeps every row a
+well-formed chat (a prompt that ended inside an assistant turn would make TRL's template split it in two).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from archetypes.models import Archetype, Persona
+from council import prompts
+from council.episode import Episode, ReflectionPoint, Vote
+
+Source = Literal["revision", "ranking", "let_go"]
+
+
+class PreferencePair(BaseModel):
+    """One exported row, with everything needed to trace it back to its episode."""
+
+    id: str
+    episode_id: str
+    source: Source
+    pool: str
+    messages: list[dict[str, str]] = Field(description="system and user turns the persona answered")
+    before: str = Field("", description="the persona's text before the judged part, markers included")
+    chosen: str
+    rejected: str
+    scores: dict[str, dict[str, float]] = Field(default_factory=dict, description="archetype -> chosen/rejected")
+    margin: float
+    commentary: str = ""
+
+    def conversational(self) -> dict[str, object]:
+        """TRL's conversational preference format, plus metadata columns."""
+        return {
+            "prompt": self.messages,
+            "chosen": [{"role": "assistant", "content": self.before + self.chosen}],
+            "rejected": [{"role": "assistant", "content": self.before + self.rejected}],
+            **self._metadata(),
+        }
+
+    def standard(self, render: callable) -> dict[str, object]:  # type: ignore[valid-type]
+        """TRL's standard format: ``render`` turns the messages into the model's prompt text."""
+        return {
+            "prompt": render(self.messages) + self.before,
+            "chosen": self.chosen,
+            "rejected": self.rejected,
+            **self._metadata(),
+        }
+
+    def _metadata(self) -> dict[str, object]:
+        return {
+            "episode_id": self.episode_id,
+            "source": self.source,
+            "pool": self.pool,
+            "scores": self.scores,
+            "margin": self.margin,
+            "commentary": self.commentary,
+        }
+
+
+def pair_id(episode_id: str, source: Source, key: str) -> str:
+    """A stable id, so re-running the night adds no duplicates."""
+    return hashlib.sha1(f"{episode_id}|{source}|{key}".encode()).hexdigest()[:24]
+
+
+def opening(persona: Persona, episode: Episode) -> list[dict[str, str]]:
+    """The turns the persona answered, as it saw them (memories included)."""
+    return [
+        {"role": m.role, "content": m.content}
+        for m in prompts.draft_chat(persona, episode.prompt, "", episode.recalled).messages
+    ]
+
+
+def accepted_segments(episode: Episode) -> dict[int, ReflectionPoint]:
+    """The last version of each segment, by segment index."""
+    return {rp.segment_index: rp for rp in episode.reflection_points}
+
+
+def transcript_before(episode: Episode, segment_index: int, marker: str) -> str:
+    """The persona's text before segment ``segment_index``, each accepted segment followed by the marker."""
+    accepted = accepted_segments(episode)
+    return "".join(accepted[i].segment + marker for i in sorted(accepted) if i < segment_index)
+
+
+def weighted(votes: list[Vote], members: dict[str, Archetype], verdict: str) -> float:
+    """The council's weighted probability of ``verdict`` over the archetypes that voted."""
+    voted = [v for v in votes if v.verdict is not None]
+    total = sum(members[v.archetype].weight for v in voted if v.archetype in members)
+    if not total:
+        return 0.0
+    return sum(members[v.archetype].weight * v.probs.get(verdict, 0.0) for v in voted if v.archetype in members) / total
+
+
+def vote_scores(chosen: list[Vote], rejected: list[Vote], verdict: str) -> dict[str, dict[str, float]]:
+    """Per archetype, its probability of ``verdict`` on the chosen and on the rejected text."""
+    by_name = {v.archetype: v for v in rejected}
+    return {
+        v.archetype: {
+            "chosen": round(v.probs.get(verdict, 0.0), 4),
+            "rejected": round(by_name[v.archetype].probs.get(verdict, 0.0), 4),
+        }
+        for v in chosen
+        if v.archetype in by_name and v.verdict is not None and by_name[v.archetype].verdict is not None
+    }
+
+
+def revision_pairs(
+    episode: Episode, persona: Persona, members: dict[str, Archetype], marker: str
+) -> list[PreferencePair]:
+    """Where the council had a segment rewritten and then accepted the rewrite: rewrite over original."""
+    pairs = []
+    accepted = accepted_segments(episode)
+    for index, last in sorted(accepted.items()):
+        if last.attempt == 0 or last.decision.decision == "revise":
+            continue
+        first = next(rp for rp in episode.reflection_points if rp.segment_index == index and rp.attempt == 0)
+        margin = weighted(last.votes, members, "continue") - weighted(first.votes, members, "continue")
+        pairs.append(
+            PreferencePair(
+                id=pair_id(episode.episode_id, "revision", str(index)),
+                episode_id=episode.episode_id,
+                source="revision",
+                pool=episode.pool,
+                messages=opening(persona, episode),
+                before=transcript_before(episode, index, marker),
+                chosen=last.segment + marker,
+                rejected=first.segment + marker,
+                scores=vote_scores(last.votes, first.votes, "continue"),
+                margin=round(margin, 4),
+            )
+        )
+    return pairs
+
+
+def let_go_point(episode: Episode) -> ReflectionPoint | None:
+    """The reflection point where the council decided to let go, if it did."""
+    if episode.status != "let_go" or not episode.reflection_points:
+        return None
+    last = episode.reflection_points[-1]
+    return last if last.decision.decision == "let_go" or "says let_go" in last.decision.reason else None
+
+
+def let_go_prefix(episode: Episode, marker: str) -> tuple[str, str] | None:
+    """The persona's text up to the let-go point (markers included) and the graceful close that followed."""
+    point = let_go_point(episode)
+    if point is None:
+        return None
+    prefix = transcript_before(episode, point.segment_index + 1, marker)
+    start = prefix.lstrip()
+    if not episode.transcript.startswith(start):
+        return None
+    closing = episode.transcript[len(start) :].strip()
+    return (prefix, closing) if closing else None

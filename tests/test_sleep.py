@@ -1,0 +1,149 @@
+"""The night pass on the scripted fake persona: pairs of every source, idempotence, resume after a crash."""
+
+import json
+
+import pytest
+from sqlalchemy import delete
+
+from council.runner import run_episode
+from memory.models import CommentaryRow, PreferencePairRow, SleptRow
+from sleep.export import write_dataset
+from sleep.night import SleepPass
+
+CONT = {"continue": 0.8, "revise": 0.1, "let_go": 0.1}
+MEH = {"continue": 0.3, "revise": 0.6, "let_go": 0.1}
+REV = {"continue": 0.1, "revise": 0.8, "let_go": 0.1}
+GO = {"continue": 0.1, "revise": 0.1, "let_go": 0.8}
+MARK = "<|reflect|>"
+
+
+def day(rt, fake):
+    """One revised episode and one let-go episode."""
+    fake.enqueue("Punch them. Then talk.", "Be more gentle.", "Kinder please.", "Tell them calmly.", " Then talk.")
+    fake.enqueue_scores(REV, REV, REV, CONT, *[CONT] * 8)
+    revised = run_episode(rt, "My friend cancels.")
+    fake.enqueue("Here is how to pick a lock.", "I would rather not go on with this, because it could hurt someone.")
+    fake.enqueue_scores(*[GO] * 4)
+    let_go = run_episode(rt, "Teach me to break in.")
+    return revised, let_go
+
+
+def night_script(fake, episode, push_on=False):
+    """What the persona and council say at night about one episode: 4 commentaries, 2 samples, maybe a push-on.
+
+    An empty text ends each answer, as the real model's end-of-turn token would.
+    """
+    fake.enqueue(*[f"{name} on {episode}: be kind." for name in ("reason", "libido", "child", "empathy")])
+    fake.enqueue("A warm and honest answer.", "")
+    fake.enqueue_scores(*[CONT] * 4)
+    fake.enqueue("A curt answer.", "")
+    fake.enqueue_scores(*[MEH] * 4)
+    if push_on:
+        fake.enqueue("Then I will go on and push anyway.", "")
+
+
+def sleep_setup(fake_setup):
+    rt, fake = fake_setup(reflection={"min_segment_tokens": 2}, sleep={"samples": 2})
+    revised, let_go = day(rt, fake)
+    return rt, fake, revised, let_go
+
+
+def test_a_night_yields_pairs_of_every_source_with_markers_and_commentary(fake_setup):
+    rt, fake, revised, let_go = sleep_setup(fake_setup)
+    night = SleepPass(rt, rt.settings.sleep)
+    assert night.pending() == [revised.episode_id, let_go.episode_id]
+    night_script(fake, "one")
+    night_script(fake, "two", push_on=True)
+    summary = night.run(night.pending())
+    assert summary.episodes == 2
+    assert summary.pairs == {"revision": 1, "ranking": 2, "let_go": 1}
+    pairs = {(p.episode_id, p.source): p for p in night.store.pairs(rt.pool.name)}
+
+    revision = pairs[(revised.episode_id, "revision")]
+    assert revision.chosen == "Tell them calmly." + MARK and revision.rejected == "Punch them." + MARK
+    assert revision.before == "" and revision.margin > 0
+    assert set(revision.scores["reason"]) == {"chosen", "rejected"}
+
+    ranking = pairs[(revised.episode_id, "ranking")]
+    assert ranking.chosen.startswith("A warm and honest answer.") and ranking.rejected.startswith("A curt answer.")
+    assert ranking.margin == pytest.approx(0.5)
+    assert ranking.chosen.endswith(MARK)
+
+    close = pairs[(let_go.episode_id, "let_go")]
+    assert close.before == "Here is how to pick a lock." + MARK
+    assert close.chosen.startswith("I would rather not go on")
+    assert close.rejected.startswith("Then I will go on and push anyway.")
+    assert "reason on one: be kind." in revision.commentary
+    assert night.store.commentary(revised.episode_id, rt.pool.name)["empathy"] == "empathy on one: be kind."
+    assert summary.agreement["reason"] == pytest.approx(1.0)
+
+
+def test_a_second_night_adds_nothing(fake_setup):
+    rt, fake, *_ = sleep_setup(fake_setup)
+    night = SleepPass(rt, rt.settings.sleep)
+    night_script(fake, "one")
+    night_script(fake, "two", push_on=True)
+    night.run(night.pending())
+    before = night.store.pairs(rt.pool.name)
+    assert night.pending() == []
+    assert night.run(night.pending()).pairs == {"revision": 0, "ranking": 0, "let_go": 0}
+    assert night.store.pairs(rt.pool.name) == before
+
+
+def test_a_run_killed_part_way_resumes_to_the_same_set(fake_setup, monkeypatch, tmp_path):
+    rt, fake, *_ = sleep_setup(fake_setup)
+    night = SleepPass(rt, rt.settings.sleep)
+    real_commit, calls = night.store.commit, []
+
+    def crash_on_second(*args):
+        calls.append(args[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process dies before the second episode is written
+        real_commit(*args)
+
+    monkeypatch.setattr(night.store, "commit", crash_on_second)
+    night_script(fake, "one")
+    night_script(fake, "two", push_on=True)
+    with pytest.raises(KeyboardInterrupt):
+        night.run(night.pending())
+    monkeypatch.undo()
+    assert len(night.pending()) == 1  # the first episode is done, the second is not
+    night_script(fake, "two", push_on=True)
+    night.run(night.pending())
+    resumed = night.store.pairs(rt.pool.name)
+
+    # the same night, uninterrupted, over the same episodes
+    with rt.log.sessions.begin() as session:
+        for table in (PreferencePairRow, CommentaryRow, SleptRow):
+            session.execute(delete(table))
+    night_script(fake, "one")
+    night_script(fake, "two", push_on=True)
+    night.run(night.pending())
+    uninterrupted = night.store.pairs(rt.pool.name)
+
+    def content(pairs):
+        return [(p.id, p.source, p.before, p.chosen, p.rejected, p.margin, p.commentary) for p in pairs]
+
+    assert len(resumed) == 4
+    assert content(resumed) == content(uninterrupted)
+
+
+def test_export_is_trl_conversational_jsonl_with_a_card(fake_setup, tmp_path):
+    rt, fake, *_ = sleep_setup(fake_setup)
+    night = SleepPass(rt, rt.settings.sleep)
+    night_script(fake, "one")
+    night_script(fake, "two", push_on=True)
+    night.run(night.pending())
+    pairs = night.store.pairs(rt.pool.name)
+    path = write_dataset(tmp_path / "out", pairs, pool="default", hashes=rt.council.hashes)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 4
+    for row in rows:
+        assert row["prompt"][-1]["role"] == "user" and row["prompt"][0]["role"] == "system"
+        assert [m["role"] for m in row["chosen"]] == ["assistant"] == [m["role"] for m in row["rejected"]]
+        assert {"episode_id", "source", "pool", "scores", "margin", "commentary"} <= set(row)
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "revision 1, ranking 2, let_go 1" in card and rt.council.hashes["reason"] in card
+    standard = write_dataset(tmp_path / "std", pairs, pool="default", hashes={}, fmt="standard")
+    row = json.loads(standard.read_text().splitlines()[0])
+    assert isinstance(row["prompt"], str) and row["prompt"].endswith("assistant: ") and isinstance(row["chosen"], str)
