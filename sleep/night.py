@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from council import prompts
 from council.config import SleepSettings
 from council.graph import CouncilRuntime
+from council.persona import PersonaWriter
 from sleep.pairs import (
     PreferencePair,
     accepted_segments,
@@ -56,6 +57,8 @@ class SleepPass:
         self.settings = settings
         self.marker = rt.settings.reflection.marker
         self.store = SleepStore(rt.log)
+        night = rt.settings.generation.model_copy(update={"temperature": settings.temperature})
+        self.writer = PersonaWriter(rt.persona, rt.writer.backend, rt.writer.policy, night)
 
     def pending(self, since: datetime | None = None) -> list[str]:
         """Ids of episodes this pool has not slept on, oldest first."""
@@ -115,7 +118,7 @@ class SleepPass:
         for index in range(64):
             if used >= max_tokens:
                 break
-            segment = self.rt.writer.draft(episode_prompt, answer, max_tokens - used, seed + index, recalled)
+            segment = self.writer.draft(episode_prompt, answer, max_tokens - used, seed + index, recalled)
             used += max(segment.n_tokens, 1)
             if not segment.text.strip():
                 break
