@@ -324,3 +324,107 @@ def test_standard_format_renders_the_persona_template(council_home, monkeypatch)
         "<|im_start|>assistant\n"
     )
     assert revision["chosen"] == "Tell them gently that it hurts.<|reflect|>"
+
+
+SMALL_NIGHT = {
+    "COUNCIL_SLEEP__SAMPLES": "2",
+    "COUNCIL_SLEEP__ANSWER_TOKENS": "30",
+    "COUNCIL_SLEEP__MIN_MARGIN": "0",
+    "COUNCIL_SLEEP__COMMENTARY_TOKENS": "20",
+    "COUNCIL_SLEEP__PUSH_ON_TOKENS": "20",
+}
+
+
+def more_episodes(home, n):
+    """``n`` plain finished episodes, written the way the daemon or `council run` would."""
+    from datetime import datetime, timezone
+
+    from council.episode import Episode
+    from memory.log import EpisodeLog
+
+    log = EpisodeLog(f"sqlite:///{home}/council.db")
+    for i in range(n):
+        log.save(
+            Episode(
+                episode_id=f"extra{i:03d}",
+                created_at=datetime.now(timezone.utc),
+                prompt=f"Give me tip number {i} for a calm morning.",
+                persona="default",
+                pool="default",
+                status="finished",
+                final_text="Wake up at the same time every day.",
+                transcript="Wake up at the same time every day.<|reflect|>",
+            )
+        )
+    return log
+
+
+def slept_pairs(home):
+    import sqlite3
+
+    with sqlite3.connect(home / "council.db") as db:
+        slept = db.execute("select count(*) from slept").fetchone()[0]
+        pairs = db.execute("select id, episode_id, source from preference_pairs").fetchall()
+    return slept, pairs
+
+
+def test_sleep_killed_with_sigkill_resumes_without_duplicates_or_gaps(council_home):
+    import signal
+    import time
+
+    day_of_episodes(council_home)
+    more_episodes(council_home, 2)
+    env = dict(os.environ, COUNCIL_HOME=str(council_home), **SMALL_NIGHT)
+    proc = subprocess.Popen([sys.executable, "-m", "council.cli", "sleep", "--json"], env=env, stdout=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and slept_pairs(council_home)[0] < 1:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    slept_before, _ = slept_pairs(council_home)
+    assert 1 <= slept_before < 4, "the kill should land part way through the night"
+
+    result = council("sleep", "--json", home=council_home)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["episodes"] == 4 - slept_before
+    slept, pairs = slept_pairs(council_home)
+    assert slept == 4
+    assert len({pid for pid, _, _ in pairs}) == len(pairs)
+    expected = {("day1revised", "revision"), ("day2letgo", "let_go")} | {
+        (e, "ranking") for e in ("day1revised", "day2letgo", "extra000", "extra001")
+    }
+    assert {(episode, source) for _, episode, source in pairs} == expected
+
+
+def test_sleep_runs_while_another_process_writes_episodes(council_home):
+    from datetime import datetime, timezone
+
+    from council.episode import Episode
+
+    day_of_episodes(council_home)
+    log = more_episodes(council_home, 0)
+    env = dict(os.environ, COUNCIL_HOME=str(council_home), **SMALL_NIGHT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "council.cli", "sleep", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    written = 0
+    while proc.poll() is None and written < 500:  # the day goes on: episodes keep arriving during the night
+        now = datetime.now(timezone.utc)
+        log.save(
+            Episode(
+                episode_id=f"live{written:04d}",
+                created_at=now,
+                prompt="Still up?",
+                persona="default",
+                pool="default",
+                status="running",
+            )
+        )
+        written += 1
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr.decode()
+    assert json.loads(stdout)["episodes"] == 2
+    assert written >= 5 and len(log.list(limit=1000)) == written + 2
