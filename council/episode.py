@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from archetypes.models import Verdict
 
 EpisodeStatus = Literal["running", "finished", "let_go", "failed"]
-MemoryKind = Literal["episode", "reflection"]
+MemoryKind = Literal["episode", "reflection", "commentary"]
 
 
 class Vote(BaseModel):

@@ -14,7 +14,7 @@ from sqlalchemy.orm import selectinload, sessionmaker
 
 from council.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
 from council.errors import NotFoundError, StorageError
-from memory.models import EpisodeRow, RecollectionRow, ReflectionPointRow, SegmentRow, VoteRow
+from memory.models import CommentaryRow, EpisodeRow, RecollectionRow, ReflectionPointRow, SegmentRow, VoteRow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -96,6 +96,15 @@ class EpisodeLog:
             if len(rows) < page:
                 return
             offset += page
+
+    def commentaries(self, episode_id: str) -> dict[str, dict[str, str]]:
+        """The night commentary on one episode: pool -> archetype -> text."""
+        query = select(CommentaryRow).where(CommentaryRow.episode_id == episode_id).order_by(CommentaryRow.id)
+        said: dict[str, dict[str, str]] = {}
+        with self.sessions() as session:
+            for row in session.scalars(query):
+                said.setdefault(row.pool, {})[row.archetype] = row.text
+        return said
 
     def count(self, statuses: Iterable[str] | None = None) -> int:
         """How many episodes (optionally only those with one of ``statuses``)."""

@@ -6,7 +6,7 @@ The SQL episode log is the source of truth; ids here are derived from it (``<epi
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -42,16 +42,35 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def documents_for(episode: Episode) -> list[MemoryDoc]:
-    """What ``episode`` leaves in memory: the exchange itself, and every pause where the council did not continue."""
-    if episode.status not in REMEMBERED:
-        return []
-    base = {
+def _base(episode: Episode) -> dict[str, str]:
+    return {
         "episode_id": episode.episode_id,
         "created_at": episode.created_at.isoformat(),
         "pool": episode.pool,
         "persona": episode.persona,
     }
+
+
+def commentary_doc(episode: Episode, pool: str, commentary: Mapping[str, str]) -> MemoryDoc:
+    """What a pool's council said about ``episode`` at night."""
+    said = "; ".join(f"{name}: {_clip(text, 300)}" for name, text in commentary.items())
+    return MemoryDoc(
+        id=f"{episode.episode_id}:night:{pool}",
+        kind="commentary",
+        text=f"Asked: {_clip(episode.prompt, 200)}\nAt night the {pool} council said: {said}",
+        **_base(episode),
+    )
+
+
+def documents_for(episode: Episode, commentaries: Mapping[str, Mapping[str, str]] | None = None) -> list[MemoryDoc]:
+    """What ``episode`` leaves in memory.
+
+    The exchange itself, every pause where the council did not simply continue, and the night's commentary of
+    each pool that slept on it (``commentaries``: pool -> archetype -> text).
+    """
+    if episode.status not in REMEMBERED:
+        return []
+    base = _base(episode)
     outcome = "the council let go" if episode.status == "let_go" else "finished"
     docs = [
         MemoryDoc(
@@ -70,6 +89,7 @@ def documents_for(episode: Episode) -> list[MemoryDoc]:
             f"{rp.decision.decision} ({rp.decision.reason})." + (f"\nComments: {comments}" if comments else "")
         )
         docs.append(MemoryDoc(id=f"{episode.episode_id}:rp{rp.index}", kind="reflection", text=text, **base))
+    docs += [commentary_doc(episode, pool, said) for pool, said in (commentaries or {}).items() if said]
     return docs
 
 
@@ -174,19 +194,20 @@ class VectorMemory:
             "items": len(metas),
             "episodes": kinds.count("episode"),
             "reflections": kinds.count("reflection"),
+            "commentaries": kinds.count("commentary"),
         }
 
     def ids(self) -> set[str]:
         """Every stored id."""
         return set(self._do("read", self._collection.get, include=[])["ids"])
 
-    def rebuild(self, episodes: Iterable[Episode]) -> int:
-        """Drop the collection and store ``episodes`` again; returns the number of items."""
+    def rebuild(self, episodes: Iterable[tuple[Episode, Mapping[str, Mapping[str, str]]]]) -> int:
+        """Drop the collection and store ``episodes`` (each with its night commentaries) again; returns the count."""
         self._do("reset", self._client.delete_collection, self.settings.collection)
         self._collection = self._open()
         total, pending = 0, []
-        for episode in episodes:
-            pending.extend(documents_for(episode))
+        for episode, commentaries in episodes:
+            pending.extend(documents_for(episode, commentaries))
             if len(pending) >= 256:
                 total += self.add(pending)
                 pending = []
@@ -194,7 +215,7 @@ class VectorMemory:
 
     def rebuild_from(self, log: EpisodeLog) -> int:
         """Re-create the store from the episode log, the source of truth."""
-        return self.rebuild(log.iterate(statuses=REMEMBERED))
+        return self.rebuild((e, log.commentaries(e.episode_id)) for e in log.iterate(statuses=REMEMBERED))
 
 
 def _client(url: str | None, chroma_dir: Path) -> Any:  # noqa: ANN401 - chromadb.ClientAPI

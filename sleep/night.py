@@ -7,6 +7,7 @@ first episode not marked. Pair ids are derived from the episode, so nothing is e
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,8 +17,10 @@ from pydantic import BaseModel
 
 from council import prompts
 from council.config import SleepSettings
+from council.errors import StorageError
 from council.graph import CouncilRuntime
 from council.persona import PersonaWriter
+from memory.vector import commentary_doc
 from sleep.pairs import (
     PreferencePair,
     accepted_segments,
@@ -29,6 +32,8 @@ from sleep.pairs import (
     weighted,
 )
 from sleep.store import SleepStore
+
+logger = logging.getLogger(__name__)
 
 
 class SleepSummary(BaseModel):
@@ -110,6 +115,11 @@ class SleepPass:
             pairs.append(let_go)
         pairs = [p.model_copy(update={"commentary": joined, "pool": self.rt.pool.name}) for p in pairs]
         self.store.commit(episode_id, self.rt.pool.name, commentary, pairs)
+        if self.rt.memory is not None:
+            try:
+                self.rt.memory.add([commentary_doc(episode, self.rt.pool.name, commentary)])
+            except StorageError as exc:
+                logger.warning("commentary on %s is logged but not yet in memory: %s", episode_id, exc)
         return pairs, dropped
 
     def _draft(self, episode_prompt: str, before: str, recalled: str, max_tokens: int, seed: int) -> str:

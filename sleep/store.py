@@ -85,9 +85,3 @@ class SleepStore:
         )
         with self.log.sessions() as session:
             return [PreferencePair.model_validate(data) for data in session.scalars(query)]
-
-    def commentary(self, episode_id: str, pool: str) -> dict[str, str]:
-        """The stored commentary on one episode, by archetype."""
-        query = select(CommentaryRow).where(CommentaryRow.episode_id == episode_id, CommentaryRow.pool == pool)
-        with self.log.sessions() as session:
-            return {row.archetype: row.text for row in session.scalars(query.order_by(CommentaryRow.id))}

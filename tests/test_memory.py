@@ -127,7 +127,7 @@ def test_rebuild_from_the_log_reproduces_ids_counts_and_results(embedder, no_net
     before_ids, before_stats = memory.ids(), memory.stats()
     query = PARAPHRASES[4]["query"]
     before = [(h.memory_id, h.score) for h in memory.search(query, k=5)]
-    assert before_stats == {"items": 11, "episodes": 8, "reflections": 3}
+    assert before_stats == {"items": 11, "episodes": 8, "reflections": 3, "commentaries": 0}
 
     shutil.rmtree(settings.chroma_dir)
     SharedSystemClient.clear_system_cache()  # as a new process would see it

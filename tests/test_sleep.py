@@ -74,7 +74,7 @@ def test_a_night_yields_pairs_of_every_source_with_markers_and_commentary(fake_s
     assert close.chosen.startswith("I would rather not go on")
     assert close.rejected.startswith("Then I will go on and push anyway.")
     assert "reason on one: be kind." in revision.commentary
-    assert night.store.commentary(revised.episode_id, rt.pool.name)["empathy"] == "empathy on one: be kind."
+    assert rt.log.commentaries(revised.episode_id)[rt.pool.name]["empathy"] == "empathy on one: be kind."
     assert summary.agreement["reason"] == pytest.approx(1.0)
 
 
@@ -147,3 +147,19 @@ def test_export_is_trl_conversational_jsonl_with_a_card(fake_setup, tmp_path):
     standard = write_dataset(tmp_path / "std", pairs, pool="default", hashes={}, fmt="standard")
     row = json.loads(standard.read_text().splitlines()[0])
     assert isinstance(row["prompt"], str) and row["prompt"].endswith("assistant: ") and isinstance(row["chosen"], str)
+
+
+def test_night_commentary_is_remembered_and_survives_a_rebuild(fake_setup):
+    rt, fake, revised, _ = sleep_setup(fake_setup)
+    night = SleepPass(rt, rt.settings.sleep)
+    night_script(fake, "one")
+    night_script(fake, "two", push_on=True)
+    night.run(night.pending())
+    stats = rt.memory.stats()
+    assert stats["commentaries"] == 2
+    hits = rt.memory.search("what the council said at night about my friend cancelling", k=5)
+    night_hit = next(h for h in hits if h.kind == "commentary" and h.episode_id == revised.episode_id)
+    assert "empathy: empathy on one: be kind." in night_hit.text
+    ids = rt.memory.ids()
+    rt.memory.rebuild_from(rt.log)
+    assert rt.memory.ids() == ids and rt.memory.stats() == stats
