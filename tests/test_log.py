@@ -99,10 +99,11 @@ def test_migrations_build_the_schema_from_a_blank_database(tmp_path):
         assert c.execute(text("select count(*) from alembic_version")).scalar() == 1
 
 
-def test_migration_0002_keeps_episodes_written_under_0001(tmp_path):
+@pytest.mark.parametrize("previous", ["0001_episode_log", "0002_recall"])
+def test_upgrading_keeps_episodes_written_under_the_previous_schema(tmp_path, previous):
     url = f"sqlite:///{tmp_path}/old.db"
     engine = create_engine(url)
-    migrate(engine, "0001_episode_log")
+    migrate(engine, previous)
     with engine.begin() as c:
         c.execute(
             text(
