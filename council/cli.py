@@ -313,6 +313,65 @@ def sleep(
     out.print(f"dataset: {path} ({len(pairs)} pairs)")
 
 
+@app.command()
+def serve(
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; localhost only unless you say otherwise.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8765,
+    pool: Annotated[str | None, typer.Option(help="Pool (council) to serve with.")] = None,
+) -> None:
+    """Run the persona as a daemon with an OpenAI-compatible API; it also works through `council ask` prompts.
+
+    Set COUNCIL_API_KEY to require a bearer token. SIGTERM checkpoints the current episode and exits 0.
+    """
+    import uvicorn
+
+    from council.runner import build_runtime
+    from council.server import create_app
+
+    with err.status("Loading models…"):
+        rt = build_runtime(_settings(pool=pool))
+    server_app = create_app(rt)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:  # noqa: ANN401 - signal frame
+            server_app.state.worker.stop()  # waiting clients hear at once; the episode stays checkpointed
+            super().handle_exit(sig, frame)
+
+    err.print(f"serving {rt.persona.name} with the {rt.pool.name} council on http://{host}:{port}/v1")
+    Server(uvicorn.Config(server_app, host=host, port=port, log_level="warning")).run()
+
+
+@app.command()
+def ask(
+    prompt: Annotated[str, typer.Argument(help="What the persona is asked.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the daemon to answer, then print the answer.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait.")] = 600.0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Queue PROMPT in the inbox; a running `council serve` answers it while idle."""
+    import time
+
+    from council.tasks import TaskQueue
+    from memory.log import EpisodeLog
+
+    log = EpisodeLog(_settings().db_url)
+    queue = TaskQueue(log)
+    task = queue.put(prompt, "inbox")
+    if not wait:
+        return _dump(task.model_dump(mode="json")) if as_json else out.print(f"queued task {task.id}")
+    deadline = time.monotonic() + timeout
+    while (task := queue.get(task.id)).status in ("queued", "running"):
+        if time.monotonic() > deadline:
+            raise CouncilError(f"task {task.id} is still {task.status}", "is `council serve` running? It stays queued")
+        time.sleep(0.5)
+    if task.status == "failed":
+        raise CouncilError(f"task {task.id} failed: {task.error}", "see `council logs show " + task.episode_id + "`")
+    episode = log.get(task.episode_id)
+    _dump(episode.model_dump(mode="json")) if as_json else out.print(episode.final_text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: errors become one line and exit code 1; ``--debug`` or COUNCIL_DEBUG=1 shows tracebacks."""
     args = list(sys.argv[1:] if argv is None else argv)

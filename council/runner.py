@@ -6,6 +6,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
 from archetypes.backends import BackendPool
 from archetypes.library import Library
 from council.config import Settings
@@ -41,22 +44,41 @@ def build_runtime(
     return CouncilRuntime(settings, persona, pool, writer, council, EpisodeLog(settings.db_url), memory)
 
 
-def run_episode(rt: CouncilRuntime, prompt: str, on_update: OnUpdate | None = None) -> Episode:
+def run_episode(
+    rt: CouncilRuntime,
+    prompt: str,
+    on_update: OnUpdate | None = None,
+    *,
+    episode_id: str | None = None,
+    checkpointer: BaseCheckpointSaver | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Episode | None:
     """Run one episode to its end and return it as stored in the log.
 
     The episode is written as ``running`` first, so a crash leaves a trace; a failure marks it ``failed``.
+    With a ``checkpointer``, every step is saved under the episode id as thread id, and an episode found
+    unfinished there resumes where it stopped. ``should_stop`` is asked between steps: when it says yes, the
+    episode is left checkpointed and ``None`` is returned.
     """
-    state = initial_state(new_episode_id(), prompt)
-    rt.log.save(episode_from_state(rt, state))
-    graph = build_graph(rt).compile()
+    episode_id = episode_id or new_episode_id()
+    graph = build_graph(rt).compile(checkpointer=checkpointer)
+    config: RunnableConfig = {"configurable": {"thread_id": episode_id}}
+    saved = graph.get_state(config).values if checkpointer else {}
+    if saved and not graph.get_state(config).next:
+        return rt.log.get(episode_id)  # finished before a crash; nothing left to do
+    state = EpisodeState(**saved) if saved else initial_state(episode_id, prompt)
+    if not saved:
+        rt.log.save(episode_from_state(rt, state))
     try:
-        for chunk in graph.stream(state, stream_mode="updates"):
+        for chunk in graph.stream(None if saved else state, config, stream_mode="updates"):
             for node, update in chunk.items():
                 state = EpisodeState(**(state | (update or {})))
                 if on_update:
                     on_update(node, update or {})
+            if should_stop():
+                return None
     except BaseException as exc:
         failed = EpisodeState(**(state | {"status": "failed", "stop_reason": f"{type(exc).__name__}: {exc}"}))
         rt.log.save(episode_from_state(rt, failed))
         raise
-    return rt.log.get(state["episode_id"])
+    return rt.log.get(episode_id)

@@ -1,0 +1,258 @@
+"""`council serve`: the persona, its council and its memory behind an OpenAI-compatible HTTP API.
+
+Every request becomes a durable task; one worker thread runs tasks in order (see ``council.worker``).
+Errors use OpenAI's JSON shape, so existing clients report them as they would any API error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from council.episode import Episode
+from council.errors import ContextOverflowError, CouncilError, NotFoundError
+from council.graph import CouncilRuntime
+from council.tasks import TaskParams, TaskQueue
+from council.worker import Worker
+
+MAX_BODY_BYTES = 1 << 20
+MAX_MESSAGES = 256
+
+
+class ApiError(Exception):
+    """An error returned to the client in OpenAI's shape."""
+
+    def __init__(self, status: int, message: str, code: str, kind: str = "invalid_request_error", param: str = ""):
+        super().__init__(message)
+        self.status, self.message, self.code, self.kind, self.param = status, message, code, kind, param
+
+    def response(self) -> JSONResponse:
+        """The JSON error body."""
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param or None, "code": self.code}}
+        return JSONResponse(body, status_code=self.status)
+
+
+class ChatMessage(BaseModel):
+    """One message of a chat request."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    """The part of OpenAI's chat completion request the council understands; other fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    seed: int | None = None
+
+    def prompt(self) -> str:
+        """The last user turn, with any earlier turns quoted before it as context."""
+        *earlier, last = self.messages
+        if last.role != "user":
+            raise ApiError(400, "the last message must have role 'user'", "invalid_role", param="messages")
+        if not earlier:
+            return last.content
+        quoted = "\n".join(f"{m.role}: {m.content}" for m in earlier)
+        return f"Earlier in this conversation:\n{quoted}\n\n{last.content}"
+
+
+def council_field(episode: Episode) -> dict[str, Any]:
+    """What the council did, attached to completions as the extra ``council`` field."""
+    return {
+        "episode_id": episode.episode_id,
+        "status": episode.status,
+        "stop_reason": episode.stop_reason,
+        "pool": episode.pool,
+        "reflection_points": [rp.model_dump(mode="json") for rp in episode.reflection_points],
+        "recollections": [r.model_dump(mode="json") for r in episode.recollections],
+    }
+
+
+def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
+    """The HTTP app around ``rt``; its worker starts and stops with the app."""
+    queue = TaskQueue(rt.log)
+    worker = Worker(rt, queue, rt.settings.home / "checkpoints.db", poll_s=poll_s)
+    model_ids = [f"council-{rt.pool.name}", "council"]
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        worker.start()
+        yield
+        worker.stop()
+        worker.join(timeout=600)
+
+    app = FastAPI(title="archetype-council", lifespan=lifespan)
+    app.state.worker = worker
+    app.state.queue = queue
+
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        code = "invalid_json" if first["type"] == "json_invalid" else "invalid_request"
+        return ApiError(400, f"{where or 'body'}: {first['msg']}", code, param=where).response()
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        return ApiError(exc.status_code, str(exc.detail), "http_error").response()
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next: Any) -> Any:  # noqa: ANN401 - ASGI plumbing
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            return ApiError(413, f"request body over {MAX_BODY_BYTES} bytes", "request_too_large").response()
+        return await call_next(request)
+
+    def authorised(request: Request) -> None:
+        key = os.environ.get("COUNCIL_API_KEY")
+        if not key:
+            return
+        given = request.headers.get("authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
+            raise ApiError(
+                401, "missing or wrong bearer token (COUNCIL_API_KEY)", "invalid_api_key", "authentication_error"
+            )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, Any]:
+        return {"status": "ok", "worker": worker.is_alive(), "tasks": queue.counts()}
+
+    @app.get("/v1/models", dependencies=[Depends(authorised)])
+    async def models() -> dict[str, Any]:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "archetype-council"} for m in model_ids]
+        return {"object": "list", "data": data}
+
+    @app.get("/episodes", dependencies=[Depends(authorised)])
+    async def episodes(limit: int = 20, pool: str | None = None) -> list[dict[str, Any]]:
+        return [e.model_dump(mode="json") for e in rt.log.list(limit=min(max(limit, 1), 1000), pool=pool)]
+
+    @app.get("/episodes/{episode_id}", dependencies=[Depends(authorised)])
+    async def episode(episode_id: str) -> dict[str, Any]:
+        try:
+            return rt.log.get(episode_id).model_dump(mode="json")
+        except NotFoundError as exc:
+            raise ApiError(404, str(exc), "episode_not_found") from exc
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorised)])
+    async def chat(body: ChatRequest) -> Any:  # noqa: ANN401 - JSON or a stream
+        if body.model not in model_ids:
+            raise ApiError(
+                404, f"model {body.model!r} does not exist; use one of {model_ids}", "model_not_found", param="model"
+            )
+        prompt = body.prompt()
+        max_tokens = body.max_completion_tokens or body.max_tokens or rt.settings.generation.max_tokens
+        needed = rt.writer.backend.count_tokens(prompt) + max_tokens
+        if needed > rt.settings.models.n_ctx:
+            raise ApiError(
+                400,
+                f"the prompt and max_tokens need about {needed} tokens, more than the context window of "
+                f"{rt.settings.models.n_ctx}; shorten the messages or lower max_tokens",
+                "context_length_exceeded",
+                param="messages",
+            )
+        task = queue.put(prompt, "api", TaskParams(max_tokens=max_tokens, seed=body.seed))
+        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        worker.listen(task.id, lambda kind, data: loop.call_soon_threadsafe(events.put_nowait, (kind, data)))
+        base = {"id": f"chatcmpl-{task.episode_id}", "created": int(time.time()), "model": body.model}
+        if body.stream:
+            return StreamingResponse(_stream(events, base, worker, task.id), media_type="text/event-stream")
+        try:
+            while True:
+                kind, data = await events.get()
+                if kind in ("done", "error", "interrupted"):
+                    break
+        finally:
+            worker.forget(task.id)
+        episode = _finished(kind, data)
+        return base | {
+            "object": "chat.completion",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": episode.final_text}, "finish_reason": "stop"}
+            ],
+            "usage": _usage(rt, prompt, episode),
+            "council": council_field(episode),
+        }
+
+    return app
+
+
+def _finished(kind: str, data: Any) -> Episode:  # noqa: ANN401 - event payload
+    if kind == "done":
+        return data
+    if kind == "interrupted":
+        raise ApiError(
+            503, "the daemon is shutting down; the task resumes when it restarts", "shutting_down", "server_error"
+        )
+    if isinstance(data, ContextOverflowError):
+        raise ApiError(400, str(data), "context_length_exceeded", param="messages")
+    message = str(data) if isinstance(data, CouncilError) else f"{type(data).__name__}: {data}"
+    raise ApiError(500, message, "episode_failed", "server_error")
+
+
+def _usage(rt: CouncilRuntime, prompt: str, episode: Episode) -> dict[str, int]:
+    prompt_tokens = rt.writer.backend.count_tokens(prompt)
+    completion = int(episode.timings.get("tokens", 0))
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
+
+
+async def _stream(
+    events: asyncio.Queue[tuple[str, Any]], base: dict[str, Any], worker: Worker, task_id: str
+) -> AsyncIterator[str]:
+    """SSE chunks in OpenAI's shape: accepted text as it is decided, then a final chunk with the council field."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:  # noqa: ANN401
+        payload = base | {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return f"data: {json.dumps(payload | extra)}\n\n"
+
+    sent = ""
+    yield chunk({"role": "assistant", "content": ""})
+    try:
+        while True:
+            kind, data = await events.get()
+            if kind in ("council", "let_go") and isinstance(data, dict) and data.get("answer", "").startswith(sent):
+                new = data["answer"][len(sent) :]
+                if new:
+                    sent = data["answer"]
+                    yield chunk({"content": new})
+            elif kind in ("done", "error", "interrupted"):
+                break
+        try:
+            episode = _finished(kind, data)
+        except ApiError as exc:
+            yield f"data: {json.dumps(json.loads(exc.response().body))}\n\n"
+            return
+        tail = episode.final_text[len(sent.strip()) :] if episode.final_text.startswith(sent.strip()) else ""
+        if tail.strip():
+            yield chunk({"content": tail})
+        yield chunk({}, "stop", council=council_field(episode))
+        yield "data: [DONE]\n\n"
+    finally:
+        worker.forget(task_id)

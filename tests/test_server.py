@@ -1,0 +1,152 @@
+"""The daemon's HTTP API and task queue on the scripted fake persona (real FastAPI app, real worker thread)."""
+
+import json
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from council.server import create_app
+from council.tasks import TaskQueue
+from council.worker import Worker
+
+CONT = {"continue": 0.8, "revise": 0.1, "let_go": 0.1}
+GO = {"continue": 0.1, "revise": 0.1, "let_go": 0.8}
+
+
+@pytest.fixture
+def served(fake_setup):
+    rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
+    with TestClient(create_app(rt, poll_s=0.05)) as client:
+        yield client, rt, fake
+
+
+def ask(client, content="How do I tell my friend?", **extra):
+    return client.post(
+        "/v1/chat/completions", json={"model": "council", "messages": [{"role": "user", "content": content}], **extra}
+    )
+
+
+def test_a_completion_carries_the_council_and_is_logged(served):
+    client, rt, fake = served
+    fake.enqueue("Tell them it hurts. Then listen.")
+    fake.enqueue_scores(*[CONT] * 8)
+    response = ask(client)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Tell them it hurts. Then listen."}
+    council = body["council"]
+    assert body["id"] == f"chatcmpl-{council['episode_id']}"
+    assert [len(p["votes"]) for p in council["reflection_points"]] == [4, 4]
+    assert client.get(f"/episodes/{council['episode_id']}").json()["final_text"] == "Tell them it hurts. Then listen."
+    assert [e["episode_id"] for e in client.get("/episodes").json()] == [council["episode_id"]]
+
+
+def test_streaming_sends_accepted_text_then_the_council(served):
+    client, rt, fake = served
+    fake.enqueue("Tell them it hurts. Here is how to hurt them back.", "I will stop here, gently.")
+    fake.enqueue_scores(*[CONT] * 4, *[GO] * 4)
+    with client.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={
+            "model": "council-default",
+            "stream": True,
+            "messages": [{"role": "user", "content": "Help."}],
+        },
+    ) as response:
+        assert response.status_code == 200
+        lines = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    final = chunks[-1]
+    assert final["choices"][0]["finish_reason"] == "stop"
+    assert final["council"]["status"] == "let_go"
+    episode = client.get(f"/episodes/{final['council']['episode_id']}").json()
+    assert text.strip() == episode["final_text"]
+    assert "hurt them back" in episode["reflection_points"][1]["segment"] and text.endswith("I will stop here, gently.")
+
+
+@pytest.mark.parametrize(
+    ("payload", "status", "code"),
+    [
+        ('{"model": "council", "messages": [', 400, "invalid_json"),
+        ({"model": "council", "messages": [{"role": "robot", "content": "hi"}]}, 400, "invalid_request"),
+        ({"model": "council", "messages": [{"role": "assistant", "content": "hi"}]}, 400, "invalid_role"),
+        ({"model": "council", "messages": []}, 400, "invalid_request"),
+        ({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}, 404, "model_not_found"),
+        (
+            {"model": "council", "messages": [{"role": "user", "content": "word " * 3000}]},
+            400,
+            "context_length_exceeded",
+        ),
+    ],
+)
+def test_bad_requests_get_openai_style_4xx(served, payload, status, code):
+    client, *_ = served
+    data = payload if isinstance(payload, str) else json.dumps(payload)
+    response = client.post("/v1/chat/completions", content=data, headers={"content-type": "application/json"})
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"]
+
+
+def test_an_oversized_body_is_refused_before_parsing(served):
+    client, *_ = served
+    response = ask(client, "x" * (2 << 20))
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+
+def test_with_an_api_key_set_requests_need_the_bearer_token(served, monkeypatch):
+    client, rt, fake = served
+    monkeypatch.setenv("COUNCIL_API_KEY", "s3cret")
+    assert client.get("/v1/models").status_code == 401
+    assert client.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert ask(client).json()["error"]["code"] == "invalid_api_key"
+    ok = client.get("/v1/models", headers={"Authorization": "Bearer s3cret"})
+    assert ok.status_code == 200 and [m["id"] for m in ok.json()["data"]] == ["council-default", "council"]
+    assert client.get("/healthz").json()["status"] == "ok"
+
+
+def test_inbox_prompts_are_answered_while_idle(served):
+    client, rt, fake = served
+    fake.enqueue("Water them twice a week.")
+    fake.enqueue_scores(*[CONT] * 4)
+    task = TaskQueue(rt.log).put("How often do I water tomatoes?", "inbox")  # as `council ask` does
+    deadline = time.monotonic() + 10
+    while TaskQueue(rt.log).get(task.id).status != "done" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert rt.log.get(task.episode_id).final_text == "Water them twice a week."
+
+
+def test_a_stopped_worker_leaves_the_episode_checkpointed_and_the_next_one_resumes_it(fake_setup, council_home):
+    rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
+    fake.enqueue("Tell them it hurts. Then listen. Then hug.")
+    fake.enqueue_scores(*[CONT] * 12)
+    queue = TaskQueue(rt.log)
+    task = queue.put("How do I tell my friend?", "api")
+    first = Worker(rt, queue, council_home / "checkpoints.db", poll_s=0.01)
+    seen = []
+
+    def stop_after_first_vote(kind, update):
+        seen.append(kind)
+        if kind == "council":
+            first.stop()
+
+    first.listen(task.id, stop_after_first_vote)
+    first.run()  # in this thread: returns once stopped
+    assert queue.get(task.id).status == "running"
+    assert rt.log.get(task.episode_id).status == "running" and "interrupted" in seen
+
+    second = Worker(rt, queue, council_home / "checkpoints.db", poll_s=0.01)
+    second.execute(queue.claim())
+    episode = rt.log.get(task.episode_id)
+    assert episode.status == "finished" and episode.final_text == "Tell them it hurts. Then listen. Then hug."
+    assert [p.segment.strip() for p in episode.reflection_points] == [
+        "Tell them it hurts.",
+        "Then listen.",
+        "Then hug.",
+    ]
+    assert queue.get(task.id).status == "done" and len(rt.log.list()) == 1
