@@ -325,6 +325,8 @@ def serve(
 
     Set COUNCIL_API_KEY to require a bearer token. SIGTERM checkpoints the current episode and exits 0.
     """
+    import signal
+
     import uvicorn
 
     from council.runner import build_runtime
@@ -340,6 +342,8 @@ def serve(
             super().handle_exit(sig, frame)
 
     err.print(f"serving {rt.persona.name} with the {rt.pool.name} council on http://{host}:{port}/v1")
+    # uvicorn re-raises the signal it caught once it has shut down; a no-op handler here makes SIGTERM exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     Server(uvicorn.Config(server_app, host=host, port=port, log_level="warning")).run()
 
 

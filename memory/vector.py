@@ -120,13 +120,24 @@ class VectorMemory:
             metadata={"embedder": self.settings.embedder},
         )
 
+    def _error(self, action: str, exc: Exception) -> StorageError:
+        return StorageError(f"cannot {action} vector memory at {self.location} ({_first_line(exc)})", _fix(exc))
+
     def _do(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - chromadb values
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - chromadb raises many types; all mean the same here
-            raise StorageError(
-                f"cannot {action} vector memory at {self.location} ({_first_line(exc)})", _fix(exc)
-            ) from exc
+            raise self._error(action, exc) from exc
+
+    def _collection_do(self, action: str, method: str, **kwargs: Any) -> Any:  # noqa: ANN401 - chromadb values
+        """Call a collection method; if another process rebuilt the store meanwhile, re-open it once and retry."""
+        try:
+            return getattr(self._collection, method)(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - chromadb raises many types
+            if "does not exist" not in str(exc):
+                raise self._error(action, exc) from exc
+        self._collection = self._open()
+        return self._do(action, getattr(self._collection, method), **kwargs)
 
     def add(self, docs: list[MemoryDoc]) -> int:
         """Embed and upsert ``docs``; the same ids overwrite, so adding twice changes nothing."""
@@ -140,9 +151,9 @@ class VectorMemory:
         step = self._client.get_max_batch_size()
         for i in range(0, len(docs), step):
             batch = docs[i : i + step]
-            self._do(
+            self._collection_do(
                 "write to",
-                self._collection.upsert,
+                "upsert",
                 ids=[d.id for d in batch],
                 embeddings=vectors[i : i + step],
                 documents=[d.text for d in batch],
@@ -161,9 +172,9 @@ class VectorMemory:
         """Like ``search``, for a query already embedded."""
         if self.count() == 0:
             return []
-        found = self._do(
+        found = self._collection_do(
             "search",
-            self._collection.query,
+            "query",
             query_embeddings=vector[None, :],
             n_results=k,
             include=["documents", "metadatas", "distances"],
@@ -184,11 +195,11 @@ class VectorMemory:
 
     def count(self) -> int:
         """Items stored."""
-        return self._do("read", self._collection.count)
+        return self._collection_do("read", "count")
 
     def stats(self) -> dict[str, int]:
         """Items per kind, and the number of distinct episodes."""
-        metas = self._do("read", self._collection.get, include=["metadatas"])["metadatas"]
+        metas = self._collection_do("read", "get", include=["metadatas"])["metadatas"]
         kinds = [str(m["kind"]) for m in metas]
         return {
             "items": len(metas),
@@ -199,7 +210,7 @@ class VectorMemory:
 
     def ids(self) -> set[str]:
         """Every stored id."""
-        return set(self._do("read", self._collection.get, include=[])["ids"])
+        return set(self._collection_do("read", "get", include=[])["ids"])
 
     def rebuild(self, episodes: Iterable[tuple[Episode, Mapping[str, Mapping[str, str]]]]) -> int:
         """Drop the collection and store ``episodes`` (each with its night commentaries) again; returns the count."""

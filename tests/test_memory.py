@@ -231,3 +231,11 @@ def test_a_memory_url_that_is_not_http_is_a_definition_error(embedder):
     settings = load_settings(memory={"url": "chroma.example:8000"})
     with pytest.raises(DefinitionError, match="memory.url"):
         VectorMemory(settings.memory, settings.chroma_dir, embedder)
+
+
+def test_a_rebuild_by_another_process_does_not_break_a_running_writer(embedder):
+    daemon, night = open_memory(embedder), open_memory(embedder)  # two holders of one store, as two processes
+    daemon.remember(make_episode(1, PARAPHRASES[0]["prompt"], PARAPHRASES[0]["answer"]))
+    night.rebuild([])
+    daemon.remember(make_episode(2, PARAPHRASES[1]["prompt"], PARAPHRASES[1]["answer"]))
+    assert night.ids() == {"ep0002"} == daemon.ids()
