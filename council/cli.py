@@ -34,6 +34,12 @@ bench_app = typer.Typer(help="Benchmarks; with no subcommand, the council's over
 memory_app = typer.Typer(help="Search and maintain the vector memory of past episodes.", no_args_is_help=True)
 app.add_typer(logs_app, name="logs")
 app.add_typer(memory_app, name="memory")
+eval_app = typer.Typer(help="The council as a judge on human-labelled data.", no_args_is_help=True)
+experiment_app = typer.Typer(help="Compare pools over a prompt set.", no_args_is_help=True)
+report_app = typer.Typer(help="Reports written by eval and experiment.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+app.add_typer(experiment_app, name="experiment")
+app.add_typer(report_app, name="report")
 app.add_typer(bench_app, name="bench")
 
 out = Console()
@@ -252,6 +258,65 @@ def bench_memory(
         return _dump(report)
     for key, value in report.items():
         out.print(f"{key:<38} {value}")
+
+
+def _evaluate(task: str, file: Path, pool: str | None, limit: int | None, report: Path | None, as_json: bool) -> None:
+    from council.evaluation.evaluate import evaluate
+    from council.evaluation.report import eval_report
+    from council.runner import build_runtime
+
+    with err.status("Loading models…"):
+        rt = build_runtime(_settings(pool=pool))
+    with Progress(console=err, transient=True) as bar:
+        job = bar.add_task(f"Judging {file.name}", total=limit)
+        result = evaluate(rt, file, task, limit=limit, progress=lambda n: bar.advance(job, n))  # type: ignore[arg-type]
+    if report:
+        err.print(f"report: {eval_report(result, report)}")
+    result.pop("_items")
+    if as_json:
+        return _dump(result)
+    out.print(f"{result['rows']} rows, pool {result['pool']}, majority baseline {result['majority_baseline']:.3f}")
+    judges = {"council": result["council"], "persona": result["persona"], **result["archetypes"]}
+    for name, figures in judges.items():
+        low, high = figures["accuracy_ci95"]
+        out.print(
+            f"  {name:<14} accuracy {figures['accuracy']:.3f} [{low:.3f}, {high:.3f}]  auroc {figures['auroc']:.3f}"
+        )
+    panel = result["panel"]
+    gap, ci = panel["council_minus_best_archetype"], panel["council_minus_best_archetype_ci95"]
+    independent = panel["independent_errors_majority_accuracy"]
+    out.print(f"council − best archetype {gap:+.3f} {ci}; if errors were independent {independent:.3f}")
+
+
+FileArg = Annotated[Path, typer.Argument(help="JSONL rows.", exists=True, dir_okay=False)]
+PoolOpt = Annotated[str | None, typer.Option(help="Pool (council) to judge with.")]
+LimitOpt = Annotated[int | None, typer.Option(min=1, help="Only the first N rows.")]
+ReportOpt = Annotated[Path | None, typer.Option(help="Write an HTML report, results.json and a CSV here.")]
+
+
+@eval_app.command("ethics")
+def eval_ethics(
+    file: FileArg, pool: PoolOpt = None, limit: LimitOpt = None, report: ReportOpt = None, as_json: JsonFlag = False
+) -> None:
+    """Rows {"id","label","scenario"}: label 1 = clearly morally wrong. Accuracy, AUROC, ECE and CIs per judge."""
+    _evaluate("ethics", file, pool, limit, report, as_json)
+
+
+@eval_app.command("pairs")
+def eval_pairs(
+    file: FileArg, pool: PoolOpt = None, limit: LimitOpt = None, report: ReportOpt = None, as_json: JsonFlag = False
+) -> None:
+    """Rows {"id","prompt","chosen","rejected"}: each pair judged in both orders; position bias reported."""
+    _evaluate("pairs", file, pool, limit, report, as_json)
+
+
+@report_app.command("open")
+def report_open(directory: Annotated[Path, typer.Argument(help="A --report or --out directory.")]) -> None:
+    """Print the path of the report's HTML page."""
+    page = directory / "index.html"
+    if not page.is_file():
+        raise CouncilError(f"no report at {directory}", "pass the --report or --out directory of an eval or experiment")
+    out.print(str(page.resolve()))
 
 
 @app.command()

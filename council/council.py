@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
-from archetypes.backends import Backend, BackendPool, Chat, Message
+from archetypes.backends import Backend, BackendPool, Chat, ChoiceScores, Message
 from archetypes.models import Archetype, Persona, Pool
 from council import prompts
 from council.aggregate import aggregate
@@ -33,37 +33,56 @@ class Council:
         """Which model each archetype votes with."""
         return {name: backend.model_id for name, backend in self._backend_of.items()}
 
-    def vote(self, messages: Sequence[Message]) -> list[Vote]:
-        """Collect one vote per archetype on the conversation in ``messages``."""
+    def read(
+        self, messages: Sequence[Message], choices: Mapping[str, Sequence[str]], cue: Callable[[Archetype], str]
+    ) -> dict[str, ChoiceScores | Exception]:
+        """Every archetype's next-token probabilities of ``choices`` after ``messages`` and its own ``cue``.
+
+        Archetypes sharing a backend are read in one batched call; if it fails, each is retried alone, and
+        one that still fails maps to its exception.
+        """
         groups: dict[int, list[str]] = {}
         for name, backend in self._backend_of.items():
             groups.setdefault(id(backend), []).append(name)
-        votes: dict[str, Vote] = {}
+        read: dict[str, ChoiceScores | Exception] = {}
         for names in groups.values():
             try:
-                votes |= self._score(names, messages)
+                read |= self._read(names, messages, choices, cue)
             except Exception:  # noqa: BLE001 - isolate the failing archetype below
                 for name in names:
                     try:
-                        votes |= self._score([name], messages)
-                    except Exception as exc:  # noqa: BLE001 - a failed archetype abstains
-                        votes[name] = Vote(archetype=name, verdict=None, confidence=0.0, error=_one_line(exc))
-        return [votes[name] for name in self.members]
+                        read |= self._read([name], messages, choices, cue)
+                    except Exception as exc:  # noqa: BLE001 - recorded by the caller
+                        read[name] = exc
+        return {name: read[name] for name in self.members}
 
-    def _score(self, names: list[str], messages: Sequence[Message]) -> dict[str, Vote]:
+    def _read(
+        self,
+        names: list[str],
+        messages: Sequence[Message],
+        choices: Mapping[str, Sequence[str]],
+        cue: Callable[[Archetype], str],
+    ) -> dict[str, ChoiceScores]:
         backend = self._backend_of[names[0]]
-        prefills = [prompts.vote_prefill(self.members[n]) for n in names]
-        scores = backend.score(messages, prefills, prompts.VERDICT_CHOICES)
-        votes = {}
-        for name, score in zip(names, scores, strict=True):
-            probs = score.probs
-            verdict = max(probs, key=lambda v: probs[v])
-            votes[name] = Vote(
-                archetype=name,
-                verdict=verdict,
-                confidence=probs[verdict],
-                probs=probs,
-                mass=score.mass,  # type: ignore[arg-type]
+        scores = backend.score(messages, [cue(self.members[n]) for n in names], choices)
+        return dict(zip(names, scores, strict=True))
+
+    def vote(self, messages: Sequence[Message]) -> list[Vote]:
+        """Collect one vote per archetype on the conversation in ``messages``; a failure is an abstention."""
+        votes = []
+        for name, score in self.read(messages, prompts.VERDICT_CHOICES, prompts.vote_prefill).items():
+            if isinstance(score, Exception):
+                votes.append(Vote(archetype=name, verdict=None, confidence=0.0, error=_one_line(score)))
+                continue
+            verdict = max(score.probs, key=lambda v: score.probs[v])
+            votes.append(
+                Vote(
+                    archetype=name,
+                    verdict=verdict,  # type: ignore[arg-type]
+                    confidence=score.probs[verdict],
+                    probs=score.probs,
+                    mass=score.mass,
+                )
             )
         return votes
 

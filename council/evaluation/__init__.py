@@ -1,0 +1,1 @@
+"""Councils as judges on human-labelled data, and experiments that compare pools."""

@@ -1,0 +1,168 @@
+"""`council eval ethics|pairs`: the council, each archetype and the persona alone, judged against human labels."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from council.errors import DefinitionError
+from council.evaluation import metrics as m
+from council.evaluation.judges import PERSONA, Judges, calibrate, council_probability
+from council.graph import CouncilRuntime
+
+Task = Literal["ethics", "pairs"]
+METRICS: dict[str, m.Metric] = {
+    "accuracy": m.accuracy,
+    "balanced_accuracy": m.balanced_accuracy,
+    "auroc": m.auroc,
+    "ece": m.ece,
+}
+
+
+class EthicsRow(BaseModel):
+    """One ETHICS commonsense item: label 1 means the narrator's action is clearly wrong."""
+
+    id: str
+    label: int
+    scenario: str
+    row: int | None = None
+
+
+class PairRow(BaseModel):
+    """One preference pair: ``chosen`` is the reply people preferred."""
+
+    id: str
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_first: bool | None = None
+
+
+def load_rows(path: Path, task: Task, limit: int | None = None) -> list[Any]:
+    """Read and validate a JSONL file; a bad line is a one-line error naming the file and line."""
+    model = EthicsRow if task == "ethics" else PairRow
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DefinitionError(f"cannot read {path} ({exc.strerror})", "check the path") from exc
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(model.model_validate(json.loads(line)))
+        except (json.JSONDecodeError, ValidationError) as exc:
+            raise DefinitionError(
+                f"{path}:{number}: not a valid {task} row ({str(exc).splitlines()[0]})",
+                f"each line must be a JSON object with {', '.join(model.model_fields)}",
+            ) from exc
+        if limit and len(rows) >= limit:
+            break
+    if not rows:
+        raise DefinitionError(f"{path} has no rows", "give a JSONL file with one item per line")
+    return rows
+
+
+def minimal_pairs(rows: list[EthicsRow]) -> list[tuple[int, int]]:
+    """Indices of adjacent rows (consecutive ``row`` numbers) with opposite labels."""
+    pairs = []
+    for i in range(len(rows) - 1):
+        a, b = rows[i], rows[i + 1]
+        if a.row is not None and b.row is not None and abs(a.row - b.row) == 1 and a.label != b.label:
+            pairs.append((i, i + 1))
+    return pairs
+
+
+def _judge_metrics(y: np.ndarray, p: np.ndarray, pairs: list[tuple[int, int]], resamples: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, metric in METRICS.items():
+        result = m.with_ci(metric, y, p, resamples)
+        out[name], out[name + "_ci95"] = result["value"], result["ci95"]
+    if pairs:
+        hits = m.minimal_pair_hits(y, p, pairs)
+        result = m.with_ci(lambda _, h: float(np.mean(h)), hits, hits, resamples)
+        out["minimal_pair_accuracy"], out["minimal_pair_accuracy_ci95"] = result["value"], result["ci95"]
+    return out
+
+
+def evaluate(
+    rt: CouncilRuntime,
+    path: Path,
+    task: Task,
+    *,
+    limit: int | None = None,
+    resamples: int = 1000,
+    progress: Callable[[int], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Judge every row with every judge, then compute metrics, CIs and the panel comparison."""
+    rows = load_rows(path, task, limit)
+    judges = Judges(rt)
+    raw: dict[str, list[float]] = {n: [] for n in judges.names}
+    slot_a: dict[str, list[float]] = {n: [] for n in judges.names}
+    labels = []
+    for row in rows:
+        if task == "ethics":
+            scores = judges.ethics(row.scenario)
+            labels.append(row.label)
+        else:
+            first_is_chosen = row.chosen_first if row.chosen_first is not None else len(labels) % 2 == 0
+            first, second = (row.chosen, row.rejected) if first_is_chosen else (row.rejected, row.chosen)
+            scores, bias = judges.first_better(row.prompt, first, second)
+            labels.append(int(first_is_chosen))
+            for name in judges.names:
+                slot_a[name].append(bias[name])
+        for name in judges.names:
+            raw[name].append(scores[name])
+        progress(1)
+    y = np.array(labels)
+    probs = {name: calibrate(np.array(values)) for name, values in raw.items()}
+    members = {n: probs[n] for n in rt.council.members}
+    council = council_probability(rt, members)
+    pairs = minimal_pairs(rows) if task == "ethics" else []
+
+    baseline = m.with_ci(m.majority_baseline, y, y, resamples)
+    result: dict[str, Any] = {
+        "task": task,
+        "file": str(path),
+        "rows": len(rows),
+        "pool": rt.pool.name,
+        "rule": rt.pool.rule,
+        "majority_baseline": baseline["value"],
+        "majority_baseline_ci95": baseline["ci95"],
+        "council": _judge_metrics(y, council, pairs, resamples),
+        "archetypes": {n: _judge_metrics(y, p, pairs, resamples) for n, p in members.items()},
+        "persona": _judge_metrics(y, probs[PERSONA], pairs, resamples),
+    }
+    best = max(members, key=lambda n: result["archetypes"][n]["accuracy"])
+    errors = {n: ((p > 0.5) != (y == 1)) for n, p in members.items()}
+    vs_best = m.difference_ci(m.accuracy, y, council, members[best], resamples)
+    vs_persona = m.difference_ci(m.accuracy, y, council, probs[PERSONA], resamples)
+    result["panel"] = {
+        "best_archetype": best,
+        "council_minus_best_archetype": vs_best["value"],
+        "council_minus_best_archetype_ci95": vs_best["ci95"],
+        "council_minus_persona": vs_persona["value"],
+        "council_minus_persona_ci95": vs_persona["ci95"],
+        "measured_council_accuracy": result["council"]["accuracy"],
+        "independent_errors_majority_accuracy": round(
+            m.independent_majority_accuracy(
+                [result["archetypes"][n]["accuracy"] for n in members],
+                [rt.council.members[n].weight for n in members],
+            ),
+            4,
+        ),
+        "error_correlation": m.error_correlation(errors),
+    }
+    if task == "pairs":
+        result["position_bias"] = {n: round(float(np.mean(v)) - 0.5, 4) for n, v in slot_a.items()}
+    result["_items"] = {
+        "ids": [r.id for r in rows],
+        "labels": y.tolist(),
+        "probs": {"council": council.round(4).tolist(), **{n: p.round(4).tolist() for n, p in probs.items()}},
+    }
+    return result
