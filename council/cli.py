@@ -310,6 +310,43 @@ def eval_pairs(
     _evaluate("pairs", file, pool, limit, report, as_json)
 
 
+@experiment_app.command("run")
+def experiment_run(
+    pools: Annotated[str, typer.Option(help="Comma-separated pools.")] = "default,soldier,pupil,mother",
+    prompts: Annotated[Path, typer.Option(help="One prompt per line, or JSONL with 'prompt'.", exists=True)] = Path(
+        "examples/prompts.jsonl"
+    ),
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Report directory; re-runs reuse its finished episodes.")
+    ] = Path("experiment"),
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per prompt.")] = 1,
+    max_tokens: Annotated[int | None, typer.Option(help="Token budget of each answer.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the persona with each pool over the same prompts and seeds, and compare how the pools behave."""
+    from council.evaluation import experiment
+    from council.evaluation.report import experiment_report
+    from memory.log import EpisodeLog
+
+    names = [p.strip() for p in pools.split(",") if p.strip()]
+    settings = _settings(generation={"max_tokens": max_tokens} if max_tokens else None)
+    for name in names:
+        Library.load(settings.home).pool(name)  # unknown pools fail before any model loads
+    texts = experiment.load_prompts(prompts)
+    with Progress(console=err, transient=True) as bar:
+        job = bar.add_task("Running episodes", total=len(names) * len(texts) * seeds)
+        records = experiment.run(settings, names, texts, seeds, out_dir, progress=lambda n: bar.advance(job, n))
+    figures = experiment.summarize(EpisodeLog(settings.db_url), records)
+    meta = {"pools": names, "prompts": len(texts), "seeds": seeds, "prompt_file": str(prompts)}
+    page = experiment_report(figures, meta, out_dir)
+    if as_json:
+        return _dump({"meta": meta, "pools": figures, "report": str(page)})
+    for name, f in figures.items():
+        rates = ", ".join(f"{d} {f['decision_rates'][d]['value']:.2f}" for d in ("continue", "revise", "let_go"))
+        out.print(f"{name:<10} {rates}; revisions/episode {f['revisions_per_episode']['value']:.2f}")
+    out.print(f"report: {page}")
+
+
 @report_app.command("open")
 def report_open(directory: Annotated[Path, typer.Argument(help="A --report or --out directory.")]) -> None:
     """Print the path of the report's HTML page."""

@@ -58,7 +58,12 @@ def _fmt(value: Any) -> str:  # noqa: ANN401 - table cells
 
 
 def bars_with_ci(
-    labels: list[str], values: list[float], cis: list[Sequence[float]], ylabel: str, baseline: float | None = None
+    labels: list[str],
+    values: list[float],
+    cis: list[Sequence[float]],
+    ylabel: str,
+    baseline: float | None = None,
+    ylim: tuple[float, float] | None = (0, 1),
 ) -> plt.Figure:
     """Bars with 95% CI whiskers, and an optional dashed baseline."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
@@ -69,7 +74,8 @@ def bars_with_ci(
         ax.axhline(baseline, ls="--", color="#d62728", label=f"majority baseline {baseline:.3f}")
         ax.legend(loc="lower right")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1)
+    if ylim:
+        ax.set_ylim(*ylim)
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
     return fig
 
@@ -164,3 +170,75 @@ def eval_report(result: dict[str, Any], out_dir: Path) -> Path:
         body += "<h2>Position bias</h2>" + table(["judge", "P(slot A) − 0.5"], list(result["position_bias"].items()))
     rows = [{"judge": n, **{k: v for k, v in judges[n].items() if not k.endswith("_ci95")}} for n in names]
     return write_page(out_dir, f"council eval {result['task']}", body, result, rows)
+
+
+def grouped_bars(pools: dict[str, Any], key: str, groups: Sequence[str], ylabel: str) -> plt.Figure:
+    """One bar per (pool, group) with CI whiskers: ``pools[pool][key][group]`` holds value and ci95."""
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    width = 0.8 / len(groups)
+    x = np.arange(len(pools))
+    for k, group in enumerate(groups):
+        values = [pools[p][key][group]["value"] for p in pools]
+        cis = [pools[p][key][group]["ci95"] for p in pools]
+        errors = [
+            [v - c[0] for v, c in zip(values, cis, strict=True)],
+            [c[1] - v for v, c in zip(values, cis, strict=True)],
+        ]
+        ax.bar(x + k * width - 0.4 + width / 2, values, width, yerr=errors, capsize=3, label=group)
+    ax.set_xticks(x, list(pools))
+    ax.set_ylabel(ylabel)
+    ax.legend(ncols=min(len(groups), 4), fontsize=8)
+    return fig
+
+
+def experiment_report(figures: dict[str, Any], meta: dict[str, Any], out_dir: Path) -> Path:
+    """The page for one `council experiment run`."""
+    pools = list(figures)
+    runs = f"{meta['prompts']} prompts x {meta['seeds']} seed(s)"
+    body = f"<p>Pools {', '.join(pools)}; {runs}; bootstrap 95% CIs over episodes.</p>"
+    body += figure(
+        grouped_bars(figures, "decision_rates", ("continue", "revise", "let_go"), "share of reflection points"),
+        "Decision rates per pool.",
+    )
+    singles = {p: {"measures": {k: figures[p][k] for k in ("revisions_per_episode", "let_go_episodes")}} for p in pools}
+    body += figure(
+        grouped_bars(singles, "measures", ("revisions_per_episode", "let_go_episodes"), "per episode"),
+        "Revisions per episode, and the share of episodes that ended in let go.",
+    )
+    lengths = [figures[p]["answer_tokens"] for p in pools]
+    body += figure(
+        bars_with_ci(pools, [v["value"] for v in lengths], [v["ci95"] for v in lengths], "tokens", None, ylim=None),
+        "Answer length in tokens.",
+    )
+    names = sorted({n for p in pools for n in figures[p]["dissent_rate"]})
+    dissent = {
+        p: {n: figures[p]["dissent_rate"].get(n, {"value": float("nan")})["value"] for n in names} for p in pools
+    }
+    body += figure(
+        heatmap(dissent, "dissent rate (verdict ≠ decision)", vmin=0, vmax=1),
+        "How often each archetype dissents, per pool (– where it is not a member).",
+    )
+    kappas = [figures[p]["fleiss_kappa"] for p in pools]
+    body += figure(
+        bars_with_ci(
+            pools, [k["value"] for k in kappas], [k["ci95"] for k in kappas], "Fleiss' kappa", None, ylim=(-0.2, 1)
+        ),
+        "Agreement among each pool's archetypes (Fleiss' kappa).",
+    )
+    rows = []
+    for p in pools:
+        f = figures[p]
+        rows.append(
+            {
+                "pool": p,
+                "episodes": f["episodes"],
+                "reflection_points": f["reflection_points"],
+                **{f"rate_{d}": f["decision_rates"][d]["value"] for d in ("continue", "revise", "let_go")},
+                "revisions_per_episode": f["revisions_per_episode"]["value"],
+                "let_go_episodes": f["let_go_episodes"]["value"],
+                "answer_tokens": f["answer_tokens"]["value"],
+                "fleiss_kappa": f["fleiss_kappa"]["value"],
+            }
+        )
+    body += table(list(rows[0]), [list(r.values()) for r in rows])
+    return write_page(out_dir, "council experiment", body, {"meta": meta, "pools": figures}, rows)
