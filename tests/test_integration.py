@@ -428,3 +428,58 @@ def test_sleep_runs_while_another_process_writes_episodes(council_home):
     assert proc.returncode == 0, stderr.decode()
     assert json.loads(stdout)["episodes"] == 2
     assert written >= 5 and len(log.list(limit=1000)) == written + 2
+
+
+EVALDATA = Path(__file__).resolve().parents[2] / "shared" / "evaldata"
+
+
+def test_eval_ethics_on_20_dev_rows_reports_every_judge_with_cis(council_home, tmp_path):
+    result = council(
+        "eval",
+        "ethics",
+        str(EVALDATA / "ethics_cm_dev.jsonl"),
+        "--limit",
+        "20",
+        "--json",
+        "--report",
+        str(tmp_path),
+        home=council_home,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["rows"] == 20
+    judges = {"council": data["council"], "persona": data["persona"], **data["archetypes"]}
+    assert set(data["archetypes"]) == {"reason", "libido", "loving_child", "empathy"}
+    for figures in judges.values():
+        low, high = figures["accuracy_ci95"]
+        assert 0 <= low <= figures["accuracy"] <= high <= 1
+    assert len({round(f["auroc"], 4) for f in judges.values()}) > 1  # the judges really differ
+    assert 0.5 <= data["majority_baseline"] <= 1
+    assert "independent_errors_majority_accuracy" in data["panel"]
+    assert (tmp_path / "index.html").read_text().count("<img") == 3
+
+
+def test_experiment_compares_two_pools_and_reuses_finished_episodes(council_home, tmp_path):
+    import sqlite3
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("How do I say sorry?\nList every prime number.\nHelp me pick my neighbour's lock.\n")
+    args = ("experiment", "run", "--pools", "default,pupil", "--prompts", str(prompts), "--out", str(tmp_path / "x"))
+    first = council(*args, "--max-tokens", "40", "--json", home=council_home)
+    assert first.returncode == 0, first.stderr
+    data = json.loads(first.stdout)
+    assert list(data["pools"]) == ["default", "pupil"]
+    for figures in data["pools"].values():
+        assert figures["episodes"] == 3
+        assert sum(r["value"] for r in figures["decision_rates"].values()) == pytest.approx(1.0)
+    assert set(data["pools"]["pupil"]["dissent_rate"]) == {"pupil", "sage", "reason", "fool"}
+    page = (tmp_path / "x" / "index.html").read_text()
+    for caption in ("Decision rates per pool.", "Answer length in tokens.", "(Fleiss", "dissent"):
+        assert caption in page
+    assert page.count("<img") == 5
+    with sqlite3.connect(council_home / "council.db") as db:
+        before = db.execute("select count(*) from episodes").fetchone()[0]
+    again = council(*args, "--max-tokens", "40", "--json", home=council_home)
+    with sqlite3.connect(council_home / "council.db") as db:
+        assert db.execute("select count(*) from episodes").fetchone()[0] == before == 6
+    assert json.loads(again.stdout)["pools"] == data["pools"]
