@@ -1,0 +1,99 @@
+"""The mode-lock state machine and logits mask: a property test over random logits, and unit cases."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from archetypes.modelock import AI_CLOSE, QUOTE_CLOSE, QUOTE_OPEN, ModeLock, Vocabulary, parse, pending_prefixes
+
+# Tags split over several tokens, as SmolLM2's tokenizer does, plus whole tags, mixed tokens and plain words.
+TOY = [
+    "Hello",
+    " world",
+    ".",
+    " you",
+    "<",
+    "</",
+    "AI",
+    ">",
+    "_quoting",
+    "_human",
+    "AI_",
+    "quoting_human>",
+    "<AI>",
+    "</AI>",
+    "<AI_quoting_human>",
+    "</AI_quoting_human>",
+    "</AI_quoting_human><AI>",
+    "> ok",
+    "</AI> and the human",
+    " said",
+    ' "hi"',
+    "AI>",
+    "human>",
+    "<A",
+    "I_quoting_human>",
+]
+VOCAB = Vocabulary(TOY)
+
+
+def run(logits_rows, start_text):
+    """Greedy decoding over random logits with the lock; returns the whole text and whether </AI> ended it."""
+    lock = ModeLock(VOCAB, start_text)
+    text = start_text
+    for row in logits_rows:
+        logits = np.array(row, dtype=float)
+        logits[lock.banned()] = -np.inf
+        if np.all(np.isneginf(logits)):
+            break
+        piece = TOY[int(np.argmax(logits))]
+        cut = lock.accept(piece)
+        text += piece if cut is None else cut
+        if cut is not None:
+            return text, True
+    return text, False
+
+
+starts = st.sampled_from(["", "I think ", f"She said {QUOTE_OPEN}no", f"{QUOTE_OPEN}wait</AI", "x<AI_quoting"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.floats(-10, 10), min_size=len(TOY), max_size=len(TOY)), min_size=1, max_size=40), starts)
+def test_locked_decoding_only_ever_produces_legal_tags_and_ai_close_ends_it(rows, start):
+    before = parse(start)
+    text, ended = run(rows, start)
+    after = parse(text)
+    assert after.violations == before.violations  # nothing illegal was added
+    assert all(legal for _, _, legal in after.tags[len(before.tags) :])
+    if ended:
+        assert text.endswith(AI_CLOSE) and after.mode == "human"
+    else:
+        assert after.mode in ("ai", "quote")
+
+
+def test_parse_reads_modes_and_flags_illegal_tags():
+    result = parse(f"I heard {QUOTE_OPEN}give it back{QUOTE_CLOSE} and I agreed.{AI_CLOSE} human text")
+    assert [(s.mode, s.start < s.end) for s in result.spans] == [
+        ("ai", True),
+        ("quote", True),
+        ("ai", True),
+        ("human", True),
+    ]
+    assert result.ended and result.violations == 1  # the human text after </AI>
+    nested = parse(f"{QUOTE_OPEN}a{AI_CLOSE}b")
+    assert [legal for _, _, legal in nested.tags] == [True, False] and nested.mode == "quote"
+
+
+def test_pending_prefixes_find_tags_being_written():
+    assert pending_prefixes("so </AI") == ["</AI"]
+    assert "<" in pending_prefixes("a <") and pending_prefixes("done.") == []
+
+
+def test_the_mask_depends_on_the_mode():
+    ai = ModeLock(VOCAB, "Sure: ")
+    quote = ModeLock(VOCAB, f"She said {QUOTE_OPEN}no")
+    assert TOY.index("</AI>") not in ai.banned() and TOY.index("</AI_quoting_human>") in ai.banned()
+    assert TOY.index("</AI>") in quote.banned() and TOY.index("</AI_quoting_human>") not in quote.banned()
+    assert TOY.index("</AI_quoting_human><AI>") in quote.banned()  # legal close, then an illegal <AI>
+    partial = ModeLock(VOCAB, f"{QUOTE_OPEN}wait</AI")
+    assert TOY.index(">") in partial.banned() and TOY.index("_quoting") not in partial.banned()
