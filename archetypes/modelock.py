@@ -85,6 +85,16 @@ def parse(text: str, start: Mode = "ai") -> Parse:
     return result
 
 
+def with_quotes_marked(text: str) -> str:
+    """``text`` without tags, each quoted span shown as [a human, quoted: "…"] so nobody mistakes it for the AI's."""
+    state = parse(text)
+    parts = []
+    for span in state.spans:
+        words = text[span.start : span.end]
+        parts.append(f'[a human, quoted: "{words.strip()}"]' if span.mode == "quote" else words)
+    return "".join(parts)
+
+
 def pending_prefixes(text: str) -> list[str]:
     """Every suffix of ``text`` that is a proper, non-empty prefix of some tag (a tag possibly being written)."""
     longest = max(len(t) for t in TAGS)

@@ -103,3 +103,4 @@ class Persona(_Definition):
     name: str = Field(pattern=NAME_PATTERN)
     character: str = Field(min_length=1, description="the persona's system prompt")
     model: ModelSpec = DEFAULT_MODEL
+    mode_lock: bool = Field(False, description="speak only as the AI; quote humans only inside marked spans")

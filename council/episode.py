@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
+from archetypes.modelock import parse
 from archetypes.models import Verdict
 
 EpisodeStatus = Literal["running", "finished", "let_go", "failed"]
@@ -77,3 +79,9 @@ class Episode(BaseModel):
     reflection_points: list[ReflectionPoint] = Field(default_factory=list)
     recalled: str = Field("", description="the memory digest the persona saw")
     recollections: list[Recollection] = Field(default_factory=list)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def mode_spans(self) -> list[dict[str, object]]:
+        """Who speaks where in the final text: the AI, or a human it quotes (offsets into ``final_text``)."""
+        return [asdict(span) for span in parse(self.final_text).spans]

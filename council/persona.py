@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from archetypes.backends import Backend, Chat
+from archetypes.modelock import ModeLock, Vocabulary
 from archetypes.models import Persona
 from council import prompts
 from council.config import GenerationSettings
@@ -29,19 +30,29 @@ class PersonaWriter:
         self.backend = backend
         self.policy = policy
         self.generation = generation
+        self._vocabulary: Vocabulary | None = None
+
+    def lock(self, answer_before: str) -> ModeLock | None:
+        """The mode lock for text that continues ``answer_before``, when the persona has ``mode_lock: true``."""
+        if not self.persona.mode_lock:
+            return None
+        if self._vocabulary is None:
+            self._vocabulary = Vocabulary(self.backend.token_texts())
+        return ModeLock(self._vocabulary, answer_before)
 
     def write_segment(self, chat: Chat, answer_before: str, max_tokens: int, seed: int) -> Segment:
         """Stream from ``chat`` until a reflection point, the end of the answer, or ``max_tokens``."""
         text, n = "", 0
+        lock = self.lock(answer_before)
         for piece in self.backend.generate(
-            chat, max_tokens=max_tokens, temperature=self.generation.temperature, seed=seed
+            chat, max_tokens=max_tokens, temperature=self.generation.temperature, seed=seed, constraint=lock
         ):
             text += piece
             n += 1
             kind = self.policy.boundary(answer_before, text, n)
             if kind is not None:
                 return Segment(self.policy.strip_marker(text), kind, n, ended=False)
-        ended = n < max_tokens
+        ended = n < max_tokens or (lock is not None and lock.ended)
         return Segment(self.policy.strip_marker(text), "end" if ended else "max_length", n, ended=ended)
 
     def draft(self, prompt: str, answer: str, max_tokens: int, seed: int, recalled: str = "") -> Segment:
@@ -69,6 +80,7 @@ class PersonaWriter:
                 max_tokens=self.generation.closing_tokens,
                 temperature=self.generation.temperature,
                 seed=seed,
+                constraint=self.lock(answer),
             )
         )
         return whole_sentences(self.policy.strip_marker(raw)).strip() or f"I will stop here: {reason}."

@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+from archetypes.modelock import QUOTE_CLOSE
 from council.config import ReflectionSettings
 
-BoundaryKind = Literal["marker", "sentence", "paragraph", "list_item", "code_block", "max_length", "end"]
+BoundaryKind = Literal[
+    "marker", "quote_end", "sentence", "paragraph", "list_item", "code_block", "max_length", "end"
+]
 
 _SENTENCE_END = re.compile(r"[.!?…]['\")\]»”’]*\s*$")
 _UP_TO_LAST_SENTENCE = re.compile(r"^(.*[.!?…]['\")\]»”’]*)", re.S)
@@ -42,6 +45,8 @@ class ReflectionPolicy:
         s = self.settings
         if s.marker in segment:
             return "marker"
+        if segment.endswith(QUOTE_CLOSE):
+            return "quote_end"  # a quoted human never goes uncommented
         if n_tokens >= s.max_segment_tokens:
             return "max_length"
         in_code = (before + segment).count(FENCE) % 2 == 1

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import numpy as np
 from pydantic import BaseModel
 
+from archetypes.modelock import with_quotes_marked
 from council.config import MemorySettings
 from council.episode import Episode, MemoryKind, Recollection
 from council.errors import DefinitionError, StorageError
@@ -76,7 +77,7 @@ def documents_for(episode: Episode, commentaries: Mapping[str, Mapping[str, str]
         MemoryDoc(
             id=episode.episode_id,
             kind="episode",
-            text=f"Asked: {episode.prompt}\nAnswered: {episode.final_text}\nOutcome: {outcome}",
+            text=f"Asked: {episode.prompt}\nAnswered: {with_quotes_marked(episode.final_text)}\nOutcome: {outcome}",
             **base,
         )
     ]

@@ -97,3 +97,40 @@ def test_the_mask_depends_on_the_mode():
     assert TOY.index("</AI_quoting_human><AI>") in quote.banned()  # legal close, then an illegal <AI>
     partial = ModeLock(VOCAB, f"{QUOTE_OPEN}wait</AI")
     assert TOY.index(">") in partial.banned() and TOY.index("_quoting") not in partial.banned()
+
+
+def test_a_locked_persona_stops_at_ai_close_and_reflects_after_a_quote(fake_setup, council_home):
+    from council.runner import run_episode
+    from tests.conftest import write_yaml
+
+    write_yaml(council_home, "personas", "tester", "character: You are a test persona.\nmodel: fake\nmode_lock: true\n")
+    rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
+    fake.enqueue(f"He told me {QUOTE_OPEN}just quit{QUOTE_CLOSE} but I think you should stay.{AI_CLOSE} Human: thanks")
+    episode = run_episode(rt, "Should I quit?")
+    assert [p.boundary for p in episode.reflection_points] == ["quote_end", "end"]
+    assert episode.final_text.endswith(AI_CLOSE) and "Human: thanks" not in episode.final_text
+    assert parse(episode.final_text).violations == 0
+    votes = [c for c in fake.history if c.kind == "score"]
+    assert "quotes a human" in votes[0].messages[-1].content
+    assert "<AI_quoting_human>" in fake.history[0].chat.messages[0].content  # the protocol is in the system prompt
+
+
+def test_quoted_words_are_marked_in_memory_and_spans_are_on_the_record():
+    from datetime import datetime, timezone
+
+    from council.episode import Episode
+    from memory.vector import documents_for
+
+    text = f"My friend said {QUOTE_OPEN}I hate you{QUOTE_CLOSE}, and I answered kindly.{AI_CLOSE}"
+    episode = Episode(
+        episode_id="q1",
+        created_at=datetime.now(timezone.utc),
+        prompt="p",
+        persona="x",
+        pool="default",
+        status="finished",
+        final_text=text,
+    )
+    [doc] = documents_for(episode)
+    assert '[a human, quoted: "I hate you"]' in doc.text and "<AI_quoting_human>" not in doc.text
+    assert [s["mode"] for s in episode.model_dump()["mode_spans"]] == ["ai", "quote", "ai"]

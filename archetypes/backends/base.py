@@ -46,17 +46,41 @@ class GenerationStats:
     generated_tokens: int = 0
 
 
+class Constraint(Protocol):
+    """Decoding rules a local backend applies at every step (see ``archetypes.modelock.ModeLock``)."""
+
+    def banned(self) -> Sequence[int]:
+        """Token ids that may not come next."""
+        ...
+
+    def accept(self, piece: str) -> str | None:
+        """Take the emitted piece; return it cut where generation must end, or None to go on."""
+        ...
+
+
 class Backend(Protocol):
     """A model that can continue a chat and score next-token choices."""
 
     model_id: str
     stats: GenerationStats
 
-    def generate(self, chat: Chat, *, max_tokens: int, temperature: float = 0.0, seed: int = 0) -> Iterator[str]:
-        """Stream text pieces (about one token each) that continue ``chat``.
+    def generate(
+        self,
+        chat: Chat,
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+        constraint: Constraint | None = None,
+    ) -> Iterator[str]:
+        """Stream text pieces (about one token each) that continue ``chat``, obeying ``constraint`` if given.
 
         The caller may stop iterating at any point; the backend must then be ready for the next call.
         """
+        ...
+
+    def token_texts(self) -> list[str]:
+        """The text of every token id, for constraints that reason about tokens."""
         ...
 
     def count_tokens(self, text: str) -> int:

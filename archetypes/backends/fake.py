@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from archetypes.backends.base import Chat, ChoiceScores, GenerationStats, Message
+from archetypes.backends.base import Chat, ChoiceScores, Constraint, GenerationStats, Message
 
 
 @dataclass
@@ -46,11 +46,20 @@ class FakeBackend:
         """Queue choice probabilities (or an exception to raise) for the next scored prefills."""
         self._scores.extend(scores)
 
-    def generate(self, chat: Chat, *, max_tokens: int, temperature: float = 0.0, seed: int = 0) -> Iterator[str]:
+    def generate(
+        self,
+        chat: Chat,
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+        constraint: Constraint | None = None,
+    ) -> Iterator[str]:
         """Yield a queued text in word-sized pieces, at most ``max_tokens`` of them.
 
         Like a real model, a call whose prefill ends with what an interrupted call emitted resumes that text;
-        any other call starts the next queued text.
+        any other call starts the next queued text. A constraint can end the text (nothing is masked: the
+        fake has no vocabulary).
         """
         self.history.append(FakeCall("generate", chat=chat))
         if not (self._rest and chat.prefill and chat.prefill.endswith(self._emitted)):
@@ -62,7 +71,16 @@ class FakeBackend:
             piece = self._rest.pop(0)
             self._emitted += piece
             self.stats.generated_tokens += 1
+            cut = constraint.accept(piece) if constraint is not None else None
+            if cut is not None:
+                self._rest = []
+                yield cut
+                return
             yield piece
+
+    def token_texts(self) -> list[str]:
+        """The fake has no vocabulary."""
+        return []
 
     def count_tokens(self, text: str) -> int:
         """One token per word, as ``generate`` emits them."""

@@ -21,7 +21,7 @@ import numpy as np
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from llama_cpp import _internals
 
-from archetypes.backends.base import Chat, ChoiceScores, GenerationStats, Message
+from archetypes.backends.base import Chat, ChoiceScores, Constraint, GenerationStats, Message
 from council.errors import ContextOverflowError, ModelError
 
 _SENTINEL = "\x00{}\x00"
@@ -81,6 +81,7 @@ class LlamaBackend:
             meta.get("tokenizer.chat_template") or _FALLBACK_TEMPLATE
         )
         self._add_bos = self._model.add_bos_token()
+        self._token_texts: list[str] | None = None
 
     # ---- tokens -------------------------------------------------------------------------------------
 
@@ -122,11 +123,11 @@ class LlamaBackend:
             raise_exception=_template_error,
         )
 
-    def _piece(self, token: int) -> bytes:
+    def _piece(self, token: int, special: bool = False) -> bytes:
         size = 64
         while True:
             buf = ctypes.create_string_buffer(size)
-            n = llama_cpp.llama_token_to_piece(self._model.vocab, token, buf, size, 0, False)
+            n = llama_cpp.llama_token_to_piece(self._model.vocab, token, buf, size, 0, special)
             if n >= 0:
                 return buf.raw[:n]
             size = -n
@@ -199,20 +200,44 @@ class LlamaBackend:
 
     # ---- Backend interface --------------------------------------------------------------------------
 
-    def generate(self, chat: Chat, *, max_tokens: int, temperature: float = 0.0, seed: int = 0) -> Iterator[str]:
-        """Stream pieces continuing ``chat``; stops at end-of-generation or ``max_tokens``."""
+    def generate(
+        self,
+        chat: Chat,
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+        constraint: Constraint | None = None,
+    ) -> Iterator[str]:
+        """Stream pieces continuing ``chat``; stops at end-of-generation, ``max_tokens`` or the constraint's end."""
         prompt = self.render(chat.messages, chat.prefill)
         self._check_room(len(prompt) + 1)
         logits = self._sync(prompt)
         rng = np.random.default_rng(seed)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         for _ in range(min(max_tokens, self.n_ctx - len(self._tokens))):
+            if constraint is not None:
+                logits = logits.copy()
+                logits[np.asarray(constraint.banned(), dtype=np.int64)] = -np.inf
             token = _sample(logits, temperature, rng)
             if token in self._eog:
                 return
             self.stats.generated_tokens += 1
-            yield decoder.decode(self._piece(token))
+            piece = decoder.decode(self._piece(token, special=constraint is not None))
+            cut = constraint.accept(piece) if constraint is not None else None
+            if cut is not None:
+                yield cut
+                return
+            yield piece
             logits = self._extend([token])
+
+    def token_texts(self) -> list[str]:
+        """Every token's text (special tokens included), built once."""
+        if self._token_texts is None:
+            self._token_texts = [
+                self._piece(i, special=True).decode("utf-8", errors="replace") for i in range(self._n_vocab)
+            ]
+        return self._token_texts
 
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes as message content."""

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from archetypes.backends.base import Chat, ChoiceScores, GenerationStats, Message
+from archetypes.backends.base import Chat, ChoiceScores, Constraint, GenerationStats, Message
 from archetypes.models import ModelSpec
 from council.errors import ModelError
 
@@ -51,8 +51,21 @@ class OpenAIBackend:
             raise ModelError(f"{self.model_id} answered HTTP {response.status_code}", "check the model name and server")
         return response
 
-    def generate(self, chat: Chat, *, max_tokens: int, temperature: float = 0.0, seed: int = 0) -> Iterator[str]:
+    def generate(
+        self,
+        chat: Chat,
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        seed: int = 0,
+        constraint: Constraint | None = None,
+    ) -> Iterator[str]:
         """Stream the server's completion, piece by piece."""
+        if constraint is not None:
+            raise ModelError(
+                f"{self.model_id} cannot be constrained: a remote server's logits cannot be masked",
+                "use a local GGUF model for a persona with mode_lock: true",
+            )
         body = self._body(chat.messages, chat.prefill, max_tokens=max_tokens, temperature=temperature, seed=seed)
         body["stream"] = True
         try:
@@ -68,6 +81,10 @@ class OpenAIBackend:
                         yield delta
         except httpx.HTTPError as exc:
             raise ModelError(f"cannot reach {self.model_id} ({exc})", "start the server or fix base_url") from exc
+
+    def token_texts(self) -> list[str]:
+        """Unknown: the server's vocabulary is not reachable from here."""
+        return []
 
     def count_tokens(self, text: str) -> int:
         """An estimate (four characters a token): the server's tokenizer is not reachable from here."""
