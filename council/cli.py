@@ -238,6 +238,24 @@ def bench(
         out.print(f"{key:<38} {value}")
 
 
+@bench_app.command("modelock")
+def bench_modelock(
+    tokens: Annotated[int, typer.Option(min=8, help="Tokens generated per prompt.")] = 80,
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per prompt.")] = 2,
+    as_json: JsonFlag = False,
+) -> None:
+    """The mode lock's per-token overhead, and illegal transitions with and without it on adversarial prompts."""
+    from council.bench_modelock import ModeLockBench
+    from council.runner import build_runtime
+
+    with err.status("Loading models…") as status:
+        report = ModeLockBench(build_runtime(_settings()), tokens, seeds).run(progress=status.update)
+    if as_json:
+        return _dump(report)
+    for key, value in report.items():
+        out.print(f"{key:<24} {value}")
+
+
 @bench_app.command("memory")
 def bench_memory(
     sizes: Annotated[str, typer.Option(help="Comma-separated store sizes.")] = "10000,100000",
