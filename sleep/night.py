@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from council import prompts
 from council.config import SleepSettings
+from council.episode import Episode
 from council.errors import StorageError
 from council.graph import CouncilRuntime
 from council.persona import PersonaWriter
@@ -138,7 +139,7 @@ class SleepPass:
                 break
         return text
 
-    def _ranking(self, episode) -> PreferencePair | None:  # noqa: ANN001 - Episode
+    def _ranking(self, episode: Episode) -> PreferencePair | None:
         s = self.settings
         samples = []
         for k in range(s.samples):
@@ -168,7 +169,7 @@ class SleepPass:
             margin=round(high - low, 4),
         )
 
-    def _let_go(self, episode) -> PreferencePair | None:  # noqa: ANN001 - Episode
+    def _let_go(self, episode: Episode) -> PreferencePair | None:
         found = let_go_prefix(episode, self.marker)
         if found is None:
             return None

@@ -9,6 +9,7 @@ well-formed chat (a prompt that ended inside an assistant turn would make TRL's 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -44,7 +45,7 @@ class PreferencePair(BaseModel):
             **self._metadata(),
         }
 
-    def standard(self, render: callable) -> dict[str, object]:  # type: ignore[valid-type]
+    def standard(self, render: Callable[[list[dict[str, str]]], str]) -> dict[str, object]:
         """TRL's standard format: ``render`` turns the messages into the model's prompt text."""
         return {
             "prompt": render(self.messages) + self.before,
