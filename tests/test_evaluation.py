@@ -105,6 +105,7 @@ def test_pool_figures_by_hand(fake_setup):
     assert figures["decision_rates"]["revise"]["value"] == pytest.approx(1 / 4)
     assert figures["decision_rates"]["continue"]["value"] == pytest.approx(3 / 4)
     assert figures["revisions_per_episode"]["value"] == pytest.approx(0.5)
+    assert figures["let_go_episodes"]["value"] == 0.0  # both ended by finishing, none by the council letting go
     assert figures["dissent_rate"]["empathy"]["value"] == pytest.approx(1 / 4)
     assert figures["dissent_rate"]["reason"]["value"] == 0.0
     # kappa over 4 points x 4 raters: counts (rev, cont) = (3,1), (0,4), (0,4), (0,4)

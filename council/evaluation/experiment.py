@@ -141,7 +141,7 @@ def pool_figures(episodes: list[Episode], resamples: int = 1000) -> dict[str, An
         "revisions_per_episode": _mean_ci(
             [sum(rp.attempt > 0 for rp in e.reflection_points) for e in episodes], resamples
         ),
-        "let_go_episodes": _mean_ci([float(e.status == "let_go") for e in episodes], resamples),
+        "let_go_episodes": _mean_ci([float("let_go" in d) for d in per_episode], resamples),
         "answer_tokens": _mean_ci([e.timings.get("tokens", 0.0) for e in episodes], resamples),
         "dissent_rate": dissent,
         "fleiss_kappa": {"value": round(kappa, 4) if not np.isnan(kappa) else kappa, "ci95": kappa_ci},

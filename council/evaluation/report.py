@@ -203,7 +203,7 @@ def experiment_report(figures: dict[str, Any], meta: dict[str, Any], out_dir: Pa
     singles = {p: {"measures": {k: figures[p][k] for k in ("revisions_per_episode", "let_go_episodes")}} for p in pools}
     body += figure(
         grouped_bars(singles, "measures", ("revisions_per_episode", "let_go_episodes"), "per episode"),
-        "Revisions per episode, and the share of episodes that ended in let go.",
+        "Revisions per episode, and the share of episodes where the council let go (not counting the token budget).",
     )
     lengths = [figures[p]["answer_tokens"] for p in pools]
     body += figure(
