@@ -520,3 +520,14 @@ def test_council_run_with_a_locked_persona_keeps_to_ai_and_quoted_modes(council_
     from archetypes.modelock import parse
 
     assert parse(episode["final_text"]).violations == 0
+
+
+def test_a_vote_on_a_prompt_longer_than_one_batch_matches_a_full_read(llama):
+    long_prompt = "Tell me about your day. " * 120  # several hundred tokens, more than one 512-token batch
+    messages = prompts.vote_messages(Library.load().persona("default"), long_prompt, "It was fine.")
+    cues = ["Reason votes:", "Libido votes:", "Empathy votes:"]
+    llama.reset()
+    batched = llama.score(messages, cues, CHOICES)
+    for cue, got in zip(cues, batched):
+        alone = full_evaluation(llama, messages, cue)
+        assert got.probs["continue"] == pytest.approx(alone.probs["continue"], abs=TOLERANCE)

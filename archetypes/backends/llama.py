@@ -278,6 +278,16 @@ class LlamaBackend:
         keep = min(_common_prefix(self._tokens, branches[0]), shared)
         self.stats.tokens_reused += keep
         self._truncate(keep)
+        tails = sum(len(b) - shared for b in branches)
+        if tails > self._n_batch:
+            raise ContextOverflowError(
+                f"the council's cues need {tails} tokens at once but the batch holds {self._n_batch}",
+                "use a smaller pool or shorter archetype titles",
+            )
+        if shared - keep + tails > self._n_batch:  # a long new prompt: read most of it first, in chunks
+            upto = shared - (self._n_batch - tails)
+            self._extend(branches[0][keep:upto])
+            keep = upto
         continue_at = self._continuation_point(messages, branches[0])
         seqs = tuple(range(len(branches) + 1))
         entries = [(t, i, seqs, i == continue_at - 1) for i, t in enumerate(branches[0][keep:shared], start=keep)]
