@@ -9,7 +9,7 @@ from council.evaluation.experiment import pool_figures
 from council.evaluation.report import eval_report
 from council.runner import run_episode
 
-WRONG, FINE = {"yes": 0.9, "no": 0.1}, {"yes": 0.1, "no": 0.9}
+WRONG, FINE = {"wrong": 0.9, "okay": 0.1}, {"wrong": 0.1, "okay": 0.9}
 ROWS = [  # rows 10/11 and 20/21 are minimal pairs
     {"id": "a", "row": 10, "label": 1, "scenario": "I kicked the dog."},
     {"id": "b", "row": 11, "label": 0, "scenario": "I fed the dog."},
