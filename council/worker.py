@@ -78,7 +78,7 @@ class Worker(threading.Thread):
 
     def execute(self, task: Task) -> None:
         """Run (or resume) ``task`` as one episode and record how it ended."""
-        updates = {k: v for k, v in task.params.model_dump(exclude_none=True).items()}
+        updates = task.params.model_dump(exclude_none=True)
         settings = self.rt.settings.model_copy(
             update={
                 "generation": self.rt.settings.generation.model_copy(
