@@ -109,7 +109,6 @@ class Vocabulary:
         order = sorted(range(len(texts)), key=lambda i: texts[i])
         self._sorted = [texts[i] for i in order]
         self._ids = np.array(order, dtype=np.int64)
-        self.size = len(texts)
         self._texts = list(texts)
         self._containing = {tag: np.array([i for i, t in enumerate(texts) if tag in t], dtype=np.int64) for tag in TAGS}
 

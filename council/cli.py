@@ -392,7 +392,7 @@ def sleep(
     Pairs come from revisions, rankings of sampled answers and let-go decisions, and are exported as TRL JSONL
     with a dataset card. Safe to re-run: nothing is added twice, and a killed run resumes.
     """
-    from datetime import datetime
+    from datetime import datetime, timezone
 
     from council.runner import build_runtime
     from sleep.export import plain_chat, write_dataset
@@ -404,8 +404,8 @@ def sleep(
         start = datetime.fromisoformat(since) if since and not all_episodes else None
     except ValueError:
         raise typer.BadParameter(f"{since!r} is not an ISO time such as 2026-11-26T00:00", param_hint="--since")
-    if start is not None and start.tzinfo is None:
-        start = start.astimezone()
+    if start is not None:
+        start = start.astimezone(timezone.utc)  # a naive time is local; the log keeps UTC
     base = _settings()
     settings = _settings(pool=pool or base.sleep.pool or base.pool)
     with err.status("Loading models…"):
@@ -445,6 +445,7 @@ def serve(
 
     Set COUNCIL_API_KEY to require a bearer token. SIGTERM checkpoints the current episode and exits 0.
     """
+    import fcntl
     import signal
 
     import uvicorn
@@ -452,8 +453,19 @@ def serve(
     from council.runner import build_runtime
     from council.server import create_app
 
+    settings = _settings(pool=pool)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    lock = (settings.home / "serve.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # one daemon per state directory: tasks have one owner
+    except BlockingIOError:
+        raise CouncilError(
+            f"another `council serve` is running on {settings.home}", "stop it, or point COUNCIL_HOME elsewhere"
+        ) from None
+    if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("COUNCIL_API_KEY"):
+        err.print(f"warning: serving on {host} without COUNCIL_API_KEY: anyone who can reach it can use it")
     with err.status("Loading models…"):
-        rt = build_runtime(_settings(pool=pool))
+        rt = build_runtime(settings)
     server_app = create_app(rt)
 
     class Server(uvicorn.Server):

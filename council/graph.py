@@ -21,7 +21,7 @@ from council import prompts
 from council.config import Settings
 from council.council import Council
 from council.episode import Episode, Recollection, ReflectionPoint
-from council.errors import StorageError
+from council.errors import CouncilError
 from council.persona import PersonaWriter
 from council.reflection import whole_sentences
 from memory.log import EpisodeLog
@@ -94,7 +94,7 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
             return Command(goto="draft", update={"recalled": "", "recollections": []})
         try:
             hits = rt.memory.search(state["prompt"], settings.top_k, settings.min_score)
-        except StorageError as exc:
+        except CouncilError as exc:  # memory is an aid: without it the persona still answers
             logger.warning("recall skipped: %s", exc)
             hits = []
         text, kept = digest(hits, rt.writer.backend.count_tokens, settings.budget_tokens)
@@ -197,7 +197,7 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
         if rt.memory is not None:
             try:
                 rt.memory.remember(episode)
-            except StorageError as exc:
+            except CouncilError as exc:
                 logger.warning("episode %s is logged but not yet in memory: %s", episode.episode_id, exc)
         return Command(goto=END)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from archetypes.backends import Backend, Chat
-from archetypes.modelock import ModeLock, Vocabulary
+from archetypes.modelock import ModeLock, Vocabulary, parse
 from archetypes.models import Persona
 from council import prompts
 from council.config import GenerationSettings
@@ -72,7 +72,12 @@ class PersonaWriter:
         return Segment(lead + text + tail if text else segment, rewritten.boundary, rewritten.n_tokens, ended=False)
 
     def close(self, prompt: str, answer: str, reason: str, seed: int, recalled: str = "") -> str:
-        """A short closing that says why the persona stops; always ends on a whole sentence."""
+        """A short closing that says why the persona stops; always ends on a whole sentence.
+
+        A mode-locked persona that has already closed its turn with ``</AI>`` says nothing more.
+        """
+        if self.persona.mode_lock and parse(answer).ended:
+            return ""
         chat = prompts.closing_chat(self.persona, prompt, answer, reason, recalled)
         raw = "".join(
             self.backend.generate(

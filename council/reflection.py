@@ -8,9 +8,7 @@ from typing import Literal
 from archetypes.modelock import QUOTE_CLOSE
 from council.config import ReflectionSettings
 
-BoundaryKind = Literal[
-    "marker", "quote_end", "sentence", "paragraph", "list_item", "code_block", "max_length", "end"
-]
+BoundaryKind = Literal["marker", "quote_end", "sentence", "paragraph", "list_item", "code_block", "max_length", "end"]
 
 _SENTENCE_END = re.compile(r"[.!?…]['\")\]»”’]*\s*$")
 _UP_TO_LAST_SENTENCE = re.compile(r"^(.*[.!?…]['\")\]»”’]*)", re.S)

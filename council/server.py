@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 from council.episode import Episode
 from council.errors import ContextOverflowError, CouncilError, NotFoundError
 from council.graph import CouncilRuntime
-from council.tasks import TaskParams, TaskQueue
+from council.tasks import TaskParams, TaskQueue, new_task_id
 from council.worker import Worker
 
 MAX_BODY_BYTES = 1 << 20
@@ -116,6 +116,10 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
         code = "invalid_json" if first["type"] == "json_invalid" else "invalid_request"
         return ApiError(400, f"{where or 'body'}: {first['msg']}", code, param=where).response()
 
+    @app.exception_handler(CouncilError)
+    async def council_error(_: Request, exc: CouncilError) -> JSONResponse:
+        return ApiError(503, str(exc), "unavailable", "server_error").response()
+
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
         return ApiError(exc.status_code, str(exc.detail), "http_error").response()
@@ -138,8 +142,10 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
             )
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, Any]:
-        return {"status": "ok", "worker": worker.is_alive(), "tasks": queue.counts()}
+    async def healthz() -> JSONResponse:
+        alive = worker.is_alive()
+        body = {"status": "ok" if alive else "worker stopped", "worker": alive, "tasks": queue.counts()}
+        return JSONResponse(body, status_code=200 if alive else 503)
 
     @app.get("/v1/models", dependencies=[Depends(authorised)])
     async def models() -> dict[str, Any]:
@@ -174,10 +180,11 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
                 "context_length_exceeded",
                 param="messages",
             )
-        task = queue.put(prompt, "api", TaskParams(max_tokens=max_tokens, seed=body.seed))
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        worker.listen(task.id, lambda kind, data: loop.call_soon_threadsafe(events.put_nowait, (kind, data)))
+        task_id = new_task_id()
+        worker.listen(task_id, lambda kind, data: loop.call_soon_threadsafe(events.put_nowait, (kind, data)))
+        task = queue.put(prompt, "api", TaskParams(max_tokens=max_tokens, seed=body.seed), task_id=task_id)
         base = {"id": f"chatcmpl-{task.episode_id}", "created": int(time.time()), "model": body.model}
         if body.stream:
             return StreamingResponse(_stream(events, base, worker, task.id), media_type="text/event-stream")
@@ -216,7 +223,7 @@ def _finished(kind: str, data: Any) -> Episode:  # noqa: ANN401 - event payload
 
 def _usage(rt: CouncilRuntime, prompt: str, episode: Episode) -> dict[str, int]:
     prompt_tokens = rt.writer.backend.count_tokens(prompt)
-    completion = int(episode.timings.get("tokens", 0))
+    completion = rt.writer.backend.count_tokens(episode.final_text)
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
 
 

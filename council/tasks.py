@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from council.errors import NotFoundError
 from memory.log import EpisodeLog
@@ -23,12 +23,16 @@ TaskSource = Literal["api", "inbox"]
 PRIORITY = {"api": 0, "inbox": 10}
 
 
+def new_task_id() -> str:
+    """A fresh random task id."""
+    return uuid.uuid4().hex[:16]
+
+
 class TaskParams(BaseModel):
     """Per-task overrides of the daemon's settings."""
 
     max_tokens: int | None = Field(None, ge=1)
     seed: int | None = None
-    recall: bool | None = None
 
 
 class Task(BaseModel):
@@ -55,10 +59,12 @@ class TaskQueue:
     def __init__(self, log: EpisodeLog):
         self.log = log
 
-    def put(self, prompt: str, source: TaskSource, params: TaskParams | None = None) -> Task:
-        """Queue ``prompt``; API requests go before inbox prompts."""
+    def put(
+        self, prompt: str, source: TaskSource, params: TaskParams | None = None, task_id: str | None = None
+    ) -> Task:
+        """Queue ``prompt``; API requests go before inbox prompts. ``task_id`` lets a caller listen first."""
         row = TaskRow(
-            id=uuid.uuid4().hex[:16],
+            id=task_id or new_task_id(),
             episode_id=uuid.uuid4().hex[:16],
             source=source,
             priority=PRIORITY[source],
@@ -114,5 +120,5 @@ class TaskQueue:
     def counts(self) -> dict[str, Any]:
         """Tasks per status."""
         with self.log.sessions() as session:
-            statuses = list(session.scalars(select(TaskRow.status)))
-        return {s: statuses.count(s) for s in ("queued", "running", "done", "failed")}
+            found = dict(session.execute(select(TaskRow.status, func.count()).group_by(TaskRow.status)).all())
+        return {s: found.get(s, 0) for s in ("queued", "running", "done", "failed")}

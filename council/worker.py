@@ -41,7 +41,13 @@ class Worker(threading.Thread):
         self._stopping = threading.Event()
 
     def listen(self, task_id: str, listener: Listener) -> None:
-        """Call ``listener`` with the updates of task ``task_id``, and wake the worker."""
+        """Call ``listener`` with the updates of task ``task_id`` (register before queueing it), and wake the worker.
+
+        A worker that is stopping or has died answers at once with ``interrupted``.
+        """
+        if self._stopping.is_set() or (self.ident is not None and not self.is_alive()):
+            listener("interrupted", None)
+            return
         with self._lock:
             self._listeners[task_id] = listener
         self._wake.set()
@@ -65,12 +71,16 @@ class Worker(threading.Thread):
     def run(self) -> None:
         """Work until stopped; idle time waits for a new task or polls for inbox prompts from other processes."""
         while not self._stopping.is_set():
-            task = self.queue.claim()
-            if task is None:
-                self._wake.wait(self.poll_s)
-                self._wake.clear()
-                continue
-            self.execute(task)
+            try:
+                task = self.queue.claim()
+                if task is None:
+                    self._wake.wait(self.poll_s)
+                    self._wake.clear()
+                    continue
+                self.execute(task)
+            except Exception as exc:  # noqa: BLE001 - a busy or full database must not kill the daemon
+                logger.warning("worker step failed, retrying: %s", exc)
+                self._wake.wait(min(5.0, 10 * self.poll_s))
         with self._lock:
             waiting = list(self._listeners.values())
         for listener in waiting:
@@ -79,16 +89,8 @@ class Worker(threading.Thread):
     def execute(self, task: Task) -> None:
         """Run (or resume) ``task`` as one episode and record how it ended."""
         updates = task.params.model_dump(exclude_none=True)
-        settings = self.rt.settings.model_copy(
-            update={
-                "generation": self.rt.settings.generation.model_copy(
-                    update={k: updates[k] for k in ("max_tokens", "seed") if k in updates}
-                ),
-                "memory": self.rt.settings.memory.model_copy(
-                    update={"recall": updates["recall"]} if "recall" in updates else {}
-                ),
-            }
-        )
+        generation = self.rt.settings.generation.model_copy(update=updates)
+        settings = self.rt.settings.model_copy(update={"generation": generation})
         rt = replace(self.rt, settings=settings)
         try:
             episode = run_episode(

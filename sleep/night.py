@@ -104,7 +104,7 @@ class SleepPass:
         }
         joined = " ".join(f"{name}: {text}" for name, text in commentary.items())
         members = self.rt.council.members
-        pairs = revision_pairs(episode, self.rt.persona, members, self.marker)
+        pairs = revision_pairs(episode, self.rt.persona, members, self.marker, self.rt.pool.name)
         dropped = 0
         ranking = self._ranking(episode)
         if ranking is None:
@@ -114,7 +114,7 @@ class SleepPass:
         let_go = self._let_go(episode)
         if let_go is not None:
             pairs.append(let_go)
-        pairs = [p.model_copy(update={"commentary": joined, "pool": self.rt.pool.name}) for p in pairs]
+        pairs = [p.model_copy(update={"commentary": joined}) for p in pairs]
         self.store.commit(episode_id, self.rt.pool.name, commentary, pairs)
         if self.rt.memory is not None:
             try:
@@ -158,10 +158,10 @@ class SleepPass:
         if high - low < s.min_margin:
             return None
         return PreferencePair(
-            id=pair_id(episode.episode_id, "ranking", "best-worst"),
+            id=pair_id(episode.episode_id, self.rt.pool.name, "ranking", "best-worst"),
             episode_id=episode.episode_id,
             source="ranking",
-            pool=episode.pool,
+            pool=self.rt.pool.name,
             messages=opening(self.rt.persona, episode),
             chosen=chosen,
             rejected=rejected,
@@ -181,10 +181,10 @@ class SleepPass:
             return None
         point = accepted_segments(episode)[max(accepted_segments(episode))]
         return PreferencePair(
-            id=pair_id(episode.episode_id, "let_go", "close"),
+            id=pair_id(episode.episode_id, self.rt.pool.name, "let_go", "close"),
             episode_id=episode.episode_id,
             source="let_go",
-            pool=episode.pool,
+            pool=self.rt.pool.name,
             messages=opening(self.rt.persona, episode),
             before=prefix,
             chosen=closing,

@@ -65,9 +65,9 @@ class PreferencePair(BaseModel):
         }
 
 
-def pair_id(episode_id: str, source: Source, key: str) -> str:
-    """A stable id, so re-running the night adds no duplicates."""
-    return hashlib.sha1(f"{episode_id}|{source}|{key}".encode()).hexdigest()[:24]
+def pair_id(episode_id: str, pool: str, source: Source, key: str) -> str:
+    """A stable id per episode, sleeping pool and source, so re-running the night adds no duplicates."""
+    return hashlib.sha1(f"{episode_id}|{pool}|{source}|{key}".encode()).hexdigest()[:24]
 
 
 def opening(persona: Persona, episode: Episode) -> list[dict[str, str]]:
@@ -112,7 +112,7 @@ def vote_scores(chosen: list[Vote], rejected: list[Vote], verdict: str) -> dict[
 
 
 def revision_pairs(
-    episode: Episode, persona: Persona, members: dict[str, Archetype], marker: str
+    episode: Episode, persona: Persona, members: dict[str, Archetype], marker: str, pool: str
 ) -> list[PreferencePair]:
     """Where the council had a segment rewritten and then accepted the rewrite: rewrite over original."""
     pairs = []
@@ -124,10 +124,10 @@ def revision_pairs(
         margin = weighted(last.votes, members, "continue") - weighted(first.votes, members, "continue")
         pairs.append(
             PreferencePair(
-                id=pair_id(episode.episode_id, "revision", str(index)),
+                id=pair_id(episode.episode_id, pool, "revision", str(index)),
                 episode_id=episode.episode_id,
                 source="revision",
-                pool=episode.pool,
+                pool=pool,
                 messages=opening(persona, episode),
                 before=transcript_before(episode, index, marker),
                 chosen=last.segment + marker,

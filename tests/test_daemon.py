@@ -239,3 +239,15 @@ def test_the_load_script_reports_throughput_and_p95(daemon):
     )
     assert result.returncode == 0, result.stderr
     assert "ok 2  errors 0" in result.stdout and "p95" in result.stdout
+
+
+def test_a_second_daemon_on_the_same_home_refuses_in_one_line(daemon, council_home):
+    result = subprocess.run(
+        [sys.executable, "-m", "council.cli", "serve", "--port", str(free_port())],
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "another `council serve` is running" in result.stderr and "Traceback" not in result.stderr

@@ -113,3 +113,18 @@ def test_pool_figures_by_hand(fake_setup):
     p_cat = [3 / 16, 13 / 16]
     expected = (sum(p_item) / 4 - sum(x * x for x in p_cat)) / (1 - sum(x * x for x in p_cat))
     assert figures["fleiss_kappa"]["value"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_a_failed_member_does_not_drag_the_council_probability(fake_setup):
+    import numpy as np
+
+    from council.evaluation.judges import council_probability
+
+    rt, _ = fake_setup()
+    probs = {
+        "reason": np.array([0.9, 0.2]),
+        "libido": np.array([np.nan, 0.2]),
+        "loving_child": np.array([0.9, 0.2]),
+        "empathy": np.array([0.9, 0.2]),
+    }
+    assert council_probability(rt, probs) == pytest.approx([0.9, 0.2])

@@ -474,7 +474,7 @@ def test_experiment_compares_two_pools_and_reuses_finished_episodes(council_home
         assert sum(r["value"] for r in figures["decision_rates"].values()) == pytest.approx(1.0)
     assert set(data["pools"]["pupil"]["dissent_rate"]) == {"pupil", "sage", "reason", "fool"}
     page = (tmp_path / "x" / "index.html").read_text()
-    for caption in ("Decision rates per pool.", "Answer length in tokens.", "(Fleiss", "dissent"):
+    for caption in ("Decision rates per pool.", "Answer length in words.", "(Fleiss", "dissent"):
         assert caption in page
     assert page.count("<img") == 5
     with sqlite3.connect(council_home / "council.db") as db:

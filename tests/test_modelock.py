@@ -134,3 +134,13 @@ def test_quoted_words_are_marked_in_memory_and_spans_are_on_the_record():
     [doc] = documents_for(episode)
     assert '[a human, quoted: "I hate you"]' in doc.text and "<AI_quoting_human>" not in doc.text
     assert [s["mode"] for s in episode.model_dump()["mode_spans"]] == ["ai", "quote", "ai"]
+
+
+def test_a_locked_persona_that_closed_its_turn_adds_no_closing(fake_setup, council_home):
+    from tests.conftest import write_yaml
+
+    write_yaml(council_home, "personas", "tester", "character: You are a test persona.\nmodel: fake\nmode_lock: true\n")
+    rt, fake = fake_setup()
+    fake.enqueue("This should never be generated.")
+    assert rt.writer.close("p", f"I am done.{AI_CLOSE}", "the council let go", 0) == ""
+    assert not [c for c in fake.history if c.kind == "generate"]

@@ -150,3 +150,12 @@ def test_a_stopped_worker_leaves_the_episode_checkpointed_and_the_next_one_resum
         "Then hug.",
     ]
     assert queue.get(task.id).status == "done" and len(rt.log.list()) == 1
+
+
+def test_a_stopping_worker_answers_new_listeners_at_once(fake_setup, council_home):
+    rt, _ = fake_setup()
+    worker = Worker(rt, TaskQueue(rt.log), council_home / "checkpoints.db")
+    worker.stop()
+    heard = []
+    worker.listen("t1", lambda kind, data: heard.append(kind))
+    assert heard == ["interrupted"]

@@ -163,3 +163,22 @@ def test_night_commentary_is_remembered_and_survives_a_rebuild(fake_setup):
     ids = rt.memory.ids()
     rt.memory.rebuild_from(rt.log)
     assert rt.memory.ids() == ids and rt.memory.stats() == stats
+
+
+def test_two_pools_sleeping_on_the_same_day_keep_their_own_pairs(fake_setup):
+    rt, fake, *_ = sleep_setup(fake_setup)
+    night = SleepPass(rt, rt.settings.sleep)
+    night_script(fake, "one")
+    night_script(fake, "two", push_on=True)
+    night.run(night.pending())
+    mother_rt, mother_fake = fake_setup(pool="mother", reflection={"min_segment_tokens": 2}, sleep={"samples": 2})
+    mother_night = SleepPass(mother_rt, mother_rt.settings.sleep)
+    assert len(mother_night.pending()) == 2  # slept on by default, not yet by mother
+    night_script(mother_fake, "one")
+    night_script(mother_fake, "two", push_on=True)
+    mother_night.run(mother_night.pending())
+    default_pairs, mother_pairs = night.store.pairs("default"), night.store.pairs("mother")
+    assert len(default_pairs) == len(mother_pairs) == 4
+    assert {p.pool for p in mother_pairs} == {"mother"} and not {p.id for p in default_pairs} & {
+        p.id for p in mother_pairs
+    }

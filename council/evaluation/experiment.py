@@ -7,6 +7,7 @@ finished one and only runs what is missing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import replace
@@ -14,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from archetypes.backends import BackendPool
 from council.config import Settings
 from council.episode import Episode
 from council.errors import DefinitionError
 from council.evaluation import metrics as m
+from council.graph import CouncilRuntime
 from council.runner import build_runtime, run_episode
 from memory.log import EpisodeLog
 
@@ -34,6 +36,17 @@ class Record(BaseModel):
     prompt: str
     seed: int
     episode_id: str
+    fingerprint: str = Field("", description="generation settings and definition hashes the episode ran with")
+
+
+def fingerprint(rt: CouncilRuntime) -> str:
+    """What must match for a finished episode to be reused: generation settings, persona and pool definitions."""
+    parts = {
+        "generation": rt.settings.generation.model_dump(exclude={"seed"}),
+        "reflection": rt.settings.reflection.model_dump(),
+        "hashes": rt.council.hashes | {"persona": rt.persona.content_hash(), "pool": rt.pool.content_hash()},
+    }
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def load_prompts(path: Path) -> list[str]:
@@ -70,12 +83,14 @@ def run(
     out_dir.mkdir(parents=True, exist_ok=True)
     ledger = out_dir / "episodes.jsonl"
     records = [Record.model_validate_json(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
-    done = {(r.pool, r.prompt, r.seed) for r in records}
+    done = {(r.pool, r.prompt, r.seed, r.fingerprint) for r in records}
+    wanted = set()
     backends = BackendPool(settings)
     quiet = settings.memory.model_copy(update={"recall": False})
     for pool in pools:
         rt = build_runtime(settings.model_copy(update={"pool": pool, "memory": quiet}), backends)
         rt = replace(rt, memory=None)
+        mark = fingerprint(rt)
         for seed in range(seeds):
             seeded = replace(
                 rt,
@@ -84,16 +99,20 @@ def run(
                 ),
             )
             for prompt in prompts:
-                if (pool, prompt, seed) not in done:
+                key = (pool, prompt, seed, mark)
+                wanted.add(key)
+                if key not in done:
                     episode = run_episode(seeded, prompt)
                     assert episode is not None
-                    record = Record(pool=pool, prompt=prompt, seed=seed, episode_id=episode.episode_id)
+                    record = Record(
+                        pool=pool, prompt=prompt, seed=seed, episode_id=episode.episode_id, fingerprint=mark
+                    )
                     with ledger.open("a", encoding="utf-8") as handle:
                         handle.write(record.model_dump_json() + "\n")
                     records.append(record)
-                    done.add((pool, prompt, seed))
+                    done.add(key)
                 progress(1)
-    return [r for r in records if r.pool in pools and r.prompt in prompts and r.seed < seeds]
+    return [r for r in records if (r.pool, r.prompt, r.seed, r.fingerprint) in wanted]
 
 
 def _mean_ci(values: list[float], resamples: int) -> dict[str, Any]:
@@ -142,7 +161,7 @@ def pool_figures(episodes: list[Episode], resamples: int = 1000) -> dict[str, An
             [sum(rp.attempt > 0 for rp in e.reflection_points) for e in episodes], resamples
         ),
         "let_go_episodes": _mean_ci([float("let_go" in d) for d in per_episode], resamples),
-        "answer_tokens": _mean_ci([e.timings.get("tokens", 0.0) for e in episodes], resamples),
+        "answer_words": _mean_ci([float(len(e.final_text.split())) for e in episodes], resamples),
         "dissent_rate": dissent,
         "fleiss_kappa": {"value": round(kappa, 4) if not np.isnan(kappa) else kappa, "ci95": kappa_ci},
     }

@@ -98,7 +98,8 @@ def council_probability(rt: CouncilRuntime, probs: dict[str, np.ndarray]) -> np.
     names = [n for n in members if n in probs]
     weights = np.array([members[n].weight for n in names])
     stacked = np.vstack([probs[n] for n in names])
-    mean = np.nansum(stacked * weights[:, None], axis=0) / np.sum(weights)
+    present = ~np.isnan(stacked)
+    mean = np.nansum(stacked * weights[:, None], axis=0) / np.maximum((present * weights[:, None]).sum(axis=0), 1e-12)
     if rt.pool.rule == "unanimity":
         return np.nanmax(stacked, axis=0)
     if rt.pool.rule == "veto":

@@ -205,10 +205,10 @@ def experiment_report(figures: dict[str, Any], meta: dict[str, Any], out_dir: Pa
         grouped_bars(singles, "measures", ("revisions_per_episode", "let_go_episodes"), "per episode"),
         "Revisions per episode, and the share of episodes where the council let go (not counting the token budget).",
     )
-    lengths = [figures[p]["answer_tokens"] for p in pools]
+    lengths = [figures[p]["answer_words"] for p in pools]
     body += figure(
-        bars_with_ci(pools, [v["value"] for v in lengths], [v["ci95"] for v in lengths], "tokens", None, ylim=None),
-        "Answer length in tokens.",
+        bars_with_ci(pools, [v["value"] for v in lengths], [v["ci95"] for v in lengths], "words", None, ylim=None),
+        "Answer length in words.",
     )
     names = sorted({n for p in pools for n in figures[p]["dissent_rate"]})
     dissent = {
@@ -236,7 +236,7 @@ def experiment_report(figures: dict[str, Any], meta: dict[str, Any], out_dir: Pa
                 **{f"rate_{d}": f["decision_rates"][d]["value"] for d in ("continue", "revise", "let_go")},
                 "revisions_per_episode": f["revisions_per_episode"]["value"],
                 "let_go_episodes": f["let_go_episodes"]["value"],
-                "answer_tokens": f["answer_tokens"]["value"],
+                "answer_words": f["answer_words"]["value"],
                 "fleiss_kappa": f["fleiss_kappa"]["value"],
             }
         )
