@@ -21,6 +21,7 @@ from memory.models import TaskRow
 TaskStatus = Literal["queued", "running", "done", "failed"]
 TaskSource = Literal["api", "inbox"]
 PRIORITY = {"api": 0, "inbox": 10}
+MAX_ATTEMPTS = 3
 
 
 def new_task_id() -> str:
@@ -78,27 +79,36 @@ class TaskQueue:
         return _task(row)
 
     def claim(self) -> Task | None:
-        """Take the next task: an interrupted one first, then by priority and age."""
-        with self.log.sessions.begin() as session:
-            query = (
-                select(TaskRow)
-                .where(TaskRow.status.in_(("running", "queued")))
-                .order_by((TaskRow.status == "running").desc(), TaskRow.priority, TaskRow.created_at)
-                .limit(1)
-            )
-            row = session.scalars(query).first()
-            if row is None:
-                return None
-            if row.status == "queued":
+        """Take the next task: an interrupted one first, then by priority and age.
+
+        Each claim counts an attempt; an interrupted task already tried ``MAX_ATTEMPTS`` times is marked failed
+        instead, so a prompt that keeps killing the daemon cannot crash-loop it.
+        """
+        while True:
+            with self.log.sessions.begin() as session:
+                query = (
+                    select(TaskRow)
+                    .where(TaskRow.status.in_(("running", "queued")))
+                    .order_by((TaskRow.status == "running").desc(), TaskRow.priority, TaskRow.created_at)
+                    .limit(1)
+                )
+                row = session.scalars(query).first()
+                if row is None:
+                    return None
+                now = datetime.now(timezone.utc)
+                if row.status == "running" and row.attempts >= MAX_ATTEMPTS:
+                    row.status, row.finished_at = "failed", now
+                    row.error = f"gave up after {row.attempts} attempts: the daemon stopped during this task each time"
+                    continue
                 claimed = session.execute(
                     update(TaskRow)
-                    .where(TaskRow.id == row.id, TaskRow.status == "queued")
-                    .values(status="running", started_at=datetime.now(timezone.utc))
+                    .where(TaskRow.id == row.id, TaskRow.status == row.status, TaskRow.attempts == row.attempts)
+                    .values(status="running", started_at=row.started_at or now, attempts=row.attempts + 1)
                 )
                 if claimed.rowcount != 1:
-                    return None
+                    continue
                 session.refresh(row)
-            return _task(row)
+                return _task(row)
 
     def finish(self, task_id: str, status: TaskStatus, error: str | None = None) -> None:
         """Record how a task ended."""

@@ -109,4 +109,5 @@ class Worker(threading.Thread):
         if episode is None:
             return  # stopping: the episode is checkpointed and the task stays running, to resume at start-up
         self.queue.finish(task.id, "done")
+        self._saver.delete_thread(task.episode_id)  # the log has the episode; its steps are no longer needed
         self._emit(task.id, "done", episode)

@@ -93,13 +93,13 @@ def test_migrations_build_the_schema_from_a_blank_database(tmp_path):
     tables = {"episodes", "segments", "reflection_points", "votes", "recollections", "commentaries", "slept", "tasks"}
     assert tables <= set(inspector.get_table_names())
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0004_tasks"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0005_task_attempts"
     migrate(engine)  # idempotent: a second upgrade is a no-op
     with engine.connect() as c:
         assert c.execute(text("select count(*) from alembic_version")).scalar() == 1
 
 
-@pytest.mark.parametrize("previous", ["0001_episode_log", "0002_recall", "0003_sleep"])
+@pytest.mark.parametrize("previous", ["0001_episode_log", "0002_recall", "0003_sleep", "0004_tasks"])
 def test_upgrading_keeps_episodes_written_under_the_previous_schema(tmp_path, previous):
     url = f"sqlite:///{tmp_path}/old.db"
     engine = create_engine(url)

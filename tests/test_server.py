@@ -150,6 +150,8 @@ def test_a_stopped_worker_leaves_the_episode_checkpointed_and_the_next_one_resum
         "Then hug.",
     ]
     assert queue.get(task.id).status == "done" and len(rt.log.list()) == 1
+    config = {"configurable": {"thread_id": task.episode_id}}
+    assert second._saver.get_tuple(config) is None  # finished episodes leave no checkpoints behind
 
 
 def test_a_stopping_worker_answers_new_listeners_at_once(fake_setup, council_home):
@@ -159,3 +161,14 @@ def test_a_stopping_worker_answers_new_listeners_at_once(fake_setup, council_hom
     heard = []
     worker.listen("t1", lambda kind, data: heard.append(kind))
     assert heard == ["interrupted"]
+
+
+def test_a_task_that_keeps_killing_the_daemon_is_given_up(fake_setup):
+    rt, _ = fake_setup()
+    queue = TaskQueue(rt.log)
+    task = queue.put("a prompt that crashes the model", "inbox")
+    for attempt in range(3):  # each claim is a daemon start that dies during the task
+        assert queue.claim().id == task.id
+    assert queue.claim() is None
+    given_up = queue.get(task.id)
+    assert given_up.status == "failed" and "gave up after 3 attempts" in given_up.error
