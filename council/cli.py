@@ -56,6 +56,15 @@ def _dump(data: Any) -> None:
     out.print_json(json.dumps(data, default=str))
 
 
+def _print_report(data: dict[str, Any], as_json: bool) -> None:
+    """A flat report as JSON, or as aligned ``key value`` lines."""
+    if as_json:
+        return _dump(data)
+    width = max(map(len, data)) + 2
+    for key, value in data.items():
+        out.print(f"{key:<{width}} {value}")
+
+
 @app.command()
 def run(
     prompt: Annotated[str, typer.Argument(help="What the persona is asked.")],
@@ -196,11 +205,8 @@ def memory_stats(as_json: JsonFlag = False) -> None:
         "location": memory.location,
         "embedder": memory.settings.embedder,
     }
-    if as_json:
-        return _dump(data)
-    for key, value in data.items():
-        out.print(f"{key:<18} {value}")
-    if data["missing_episodes"]:
+    _print_report(data, as_json)
+    if data["missing_episodes"] and not as_json:
         out.print("run `council memory rebuild` to add the missing episodes")
 
 
@@ -231,11 +237,7 @@ def bench(
 
     with err.status("Loading models…") as status:
         report = Bench(build_runtime(_settings()), tokens=tokens).run(repeats, progress=status.update)
-    data = report.as_dict()
-    if as_json:
-        return _dump(data)
-    for key, value in data.items():
-        out.print(f"{key:<38} {value}")
+    _print_report(report.as_dict(), as_json)
 
 
 @bench_app.command("modelock")
@@ -250,10 +252,7 @@ def bench_modelock(
 
     with err.status("Loading models…") as status:
         report = ModeLockBench(build_runtime(_settings()), tokens, seeds).run(progress=status.update)
-    if as_json:
-        return _dump(report)
-    for key, value in report.items():
-        out.print(f"{key:<24} {value}")
+    _print_report(report, as_json)
 
 
 @bench_app.command("memory")
@@ -272,10 +271,7 @@ def bench_memory(
         raise typer.BadParameter(f"{sizes!r} is not a list of numbers, e.g. 10000,100000", param_hint="--sizes")
     with err.status("Loading the embedder…") as status:
         report = MemoryBench(Embedder(_settings().memory.embedder), counts, queries).run(progress=status.update)
-    if as_json:
-        return _dump(report)
-    for key, value in report.items():
-        out.print(f"{key:<38} {value}")
+    _print_report(report, as_json)
 
 
 def _evaluate(task: str, file: Path, pool: str | None, limit: int | None, report: Path | None, as_json: bool) -> None:

@@ -171,7 +171,8 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
             )
         prompt = body.prompt()
         max_tokens = body.max_completion_tokens or body.max_tokens or rt.settings.generation.max_tokens
-        needed = rt.writer.backend.count_tokens(prompt) + max_tokens
+        prompt_tokens = rt.writer.backend.count_tokens(prompt)
+        needed = prompt_tokens + max_tokens
         if needed > rt.settings.models.n_ctx:
             raise ApiError(
                 400,
@@ -201,7 +202,7 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
             "choices": [
                 {"index": 0, "message": {"role": "assistant", "content": episode.final_text}, "finish_reason": "stop"}
             ],
-            "usage": _usage(rt, prompt, episode),
+            "usage": _usage(rt, prompt_tokens, episode),
             "council": council_field(episode),
         }
 
@@ -221,8 +222,7 @@ def _finished(kind: str, data: Any) -> Episode:  # noqa: ANN401 - event payload
     raise ApiError(500, message, "episode_failed", "server_error")
 
 
-def _usage(rt: CouncilRuntime, prompt: str, episode: Episode) -> dict[str, int]:
-    prompt_tokens = rt.writer.backend.count_tokens(prompt)
+def _usage(rt: CouncilRuntime, prompt_tokens: int, episode: Episode) -> dict[str, int]:
     completion = rt.writer.backend.count_tokens(episode.final_text)
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion, "total_tokens": prompt_tokens + completion}
 

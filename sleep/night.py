@@ -24,7 +24,7 @@ from council.persona import PersonaWriter
 from memory.vector import commentary_doc
 from sleep.pairs import (
     PreferencePair,
-    accepted_segments,
+    let_go_point,
     let_go_prefix,
     opening,
     pair_id,
@@ -179,7 +179,8 @@ class SleepPass:
         )
         if not push_on.strip():
             return None
-        point = accepted_segments(episode)[max(accepted_segments(episode))]
+        point = let_go_point(episode)
+        assert point is not None  # let_go_prefix found it
         return PreferencePair(
             id=pair_id(episode.episode_id, self.rt.pool.name, "let_go", "close"),
             episode_id=episode.episode_id,
