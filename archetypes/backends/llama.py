@@ -50,17 +50,22 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 class LlamaBackend:
     """A GGUF model in-process. Persona and archetypes naming the same file share one instance."""
 
-    def __init__(self, path: Path, *, n_ctx: int = 2048, n_threads: int | None = None, max_branches: int = 16):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        max_branches: int = 16,
+        adapter: Path | None = None,
+        weights: LlamaBackend | None = None,
+    ):
         self.path = path
-        self.model_id = path.name
+        self.model_id = path.name if adapter is None else f"{path.name}+{adapter.parent.name}"
         self.stats = GenerationStats()
+        self._settings = {"n_ctx": n_ctx, "n_threads": n_threads, "max_branches": max_branches}
         threads = n_threads or os.cpu_count() or 1
-        try:
-            self._model = _internals.LlamaModel(
-                path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False
-            )
-        except ValueError as exc:
-            raise ModelError(f"llama.cpp could not load {path}", "check the file is a complete, valid GGUF") from exc
+        self._model = weights._model if weights is not None else _load_model(path)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = params.n_ubatch = min(512, n_ctx)
@@ -82,6 +87,25 @@ class LlamaBackend:
         )
         self._add_bos = self._model.add_bos_token()
         self._token_texts: list[str] | None = None
+        if adapter is not None:
+            self._set_adapter(adapter)
+
+    def with_adapter(self, adapter: Path) -> LlamaBackend:
+        """The same loaded weights with a LoRA ``adapter`` on top, in a context (and KV cache) of its own."""
+        return LlamaBackend(self.path, **self._settings, adapter=adapter, weights=self)  # type: ignore[arg-type]
+
+    def _set_adapter(self, path: Path) -> None:
+        if not path.is_file():
+            raise ModelError(f"LoRA adapter {path} is missing", "run `council persona use base` or retrain")
+        lora = llama_cpp.llama_adapter_lora_init(self._model.model, str(path).encode("utf-8"))
+        if not lora:
+            raise ModelError(
+                f"llama.cpp could not load the LoRA adapter {path}", "check it was trained on this persona's GGUF"
+            )
+        self._lora = lora  # freed with the model
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(lora)
+        if llama_cpp.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)):
+            raise ModelError(f"llama.cpp could not apply the LoRA adapter {path}", "retrain the persona version")
 
     # ---- tokens -------------------------------------------------------------------------------------
 
@@ -239,6 +263,28 @@ class LlamaBackend:
             ]
         return self._token_texts
 
+    def token_logprobs(self, tokens: Sequence[int], start: int) -> np.ndarray:
+        """Log-probability of each of ``tokens[start:]`` given the tokens before it."""
+        return np.array([row[t] for row, t in zip(self._rows(tokens, start), tokens[start:], strict=True)])
+
+    def distributions(self, tokens: Sequence[int], start: int) -> np.ndarray:
+        """Log-softmax rows of the distributions that predict ``tokens[start:]``, one row per token."""
+        return np.stack(list(self._rows(tokens, start)))
+
+    def _rows(self, tokens: Sequence[int], start: int) -> Iterator[np.ndarray]:
+        if not 0 < start < len(tokens):
+            raise ValueError("start must leave at least one token before and after it")
+        self._check_room(len(tokens))
+        yield _log_softmax(self._sync(list(tokens[:start])))
+        rest = list(tokens[start:-1])
+        for i in range(0, len(rest), self._n_batch):
+            chunk = rest[i : i + self._n_batch]
+            base = len(self._tokens)
+            self._decode([(t, base + j, (0,), True) for j, t in enumerate(chunk)])
+            self._tokens += chunk
+            for j in range(len(chunk)):
+                yield _log_softmax(self._logits(j))
+
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes as message content."""
         return len(self._tok(text, trusted=False))
@@ -315,6 +361,13 @@ class LlamaBackend:
             return -1
         head = self.render(messages[:-2], messages[-2].content)
         return len(head) if tokens[: len(head)] == head else -1
+
+
+def _load_model(path: Path) -> _internals.LlamaModel:
+    try:
+        return _internals.LlamaModel(path_model=str(path), params=llama_cpp.llama_model_default_params(), verbose=False)
+    except ValueError as exc:
+        raise ModelError(f"llama.cpp could not load {path}", "check the file is a complete, valid GGUF") from exc
 
 
 def _template_error(message: str) -> None:
