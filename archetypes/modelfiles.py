@@ -55,6 +55,15 @@ def _assemble_gemma(models_dir: Path) -> Path:
     return target
 
 
+def file_hash(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def resolve_gguf(path_or_name: str, models_dir: Path) -> Path:
     """Return a readable GGUF path for a built-in model name or a user path.
 

@@ -78,6 +78,7 @@ class Episode(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     reflection_points: list[ReflectionPoint] = Field(default_factory=list)
     recalled: str = Field("", description="the memory digest the persona saw")
+    persona_version: str = Field("base", description="the trained persona version it ran with")
     recollections: list[Recollection] = Field(default_factory=list)
 
     @computed_field  # type: ignore[prop-decorator]

@@ -61,6 +61,7 @@ class CouncilRuntime:
     council: Council
     log: EpisodeLog
     memory: VectorMemory | None = None
+    persona_version: str = "base"
 
     def model_ids(self) -> dict[str, str]:
         """Which model plays each role."""
@@ -254,5 +255,6 @@ def episode_from_state(rt: CouncilRuntime, state: EpisodeState) -> Episode:
         timings=state.get("timings", {}) | {"tokens": float(state.get("tokens_used", 0))},
         reflection_points=[ReflectionPoint.model_validate(p) for p in state.get("reflection_points", [])],
         recalled=state.get("recalled", ""),
+        persona_version=rt.persona_version,
         recollections=[Recollection.model_validate(r) for r in state.get("recollections", [])],
     )

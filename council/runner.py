@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from archetypes.backends import BackendPool
+from archetypes.backends import Backend, BackendPool
 from archetypes.library import Library
+from archetypes.modelfiles import file_hash
+from archetypes.models import Persona
 from council.config import Settings
 from council.council import Council
 from council.episode import Episode
+from council.errors import ModelError
 from council.graph import CouncilRuntime, EpisodeState, build_graph, episode_from_state, initial_state
 from council.persona import PersonaWriter
 from council.reflection import ReflectionPolicy
 from memory.log import EpisodeLog
 from memory.vector import VectorMemory
+from memory.versions import BASE, PersonaVersion, PersonaVersions
 
 OnUpdate = Callable[[str, dict[str, Any]], None]
 
@@ -36,12 +41,27 @@ def build_runtime(
     persona = library.persona(settings.persona)
     pool = library.pool(settings.pool)
     backends = backends or BackendPool(settings)
-    writer = PersonaWriter(
-        persona, backends.get(persona.model), ReflectionPolicy(settings.reflection), settings.generation
-    )
+    log = EpisodeLog(settings.db_url)
+    version = PersonaVersions(log).active(persona.name)
+    backend = backends.get(persona.model) if version is None else persona_backend(backends, persona, version)
+    writer = PersonaWriter(persona, backend, ReflectionPolicy(settings.reflection), settings.generation)
     council = Council(pool, library.members(pool), persona, backends)
     memory = VectorMemory(settings.memory, settings.chroma_dir)
-    return CouncilRuntime(settings, persona, pool, writer, council, EpisodeLog(settings.db_url), memory)
+    return CouncilRuntime(
+        settings, persona, pool, writer, council, log, memory, persona_version=version.id if version else BASE
+    )
+
+
+def persona_backend(backends: BackendPool, persona: Persona, version: PersonaVersion) -> Backend:
+    """The persona's model with ``version``'s adapter, after checking it was trained on this very GGUF."""
+    base = backends.get(persona.model)
+    path = getattr(base, "path", None)
+    if path is not None and file_hash(path) != version.base_hash:
+        raise ModelError(
+            f"persona version {version.id} was trained on another base model than {path.name}",
+            "run `council persona use base`, or train a new version on this model",
+        )
+    return backends.adapted(persona.model, Path(version.adapter))
 
 
 def run_episode(

@@ -152,6 +152,7 @@ def _to_row(ep: Episode) -> EpisodeRow:
         archetype_hashes=ep.archetype_hashes,
         timings=ep.timings,
         recalled=ep.recalled,
+        persona_version=ep.persona_version,
         recollections=[
             RecollectionRow(
                 rank=rank,

@@ -32,6 +32,7 @@ class EpisodeRow(Base):
     archetype_hashes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     recalled: Mapped[str] = mapped_column(Text, default="")
+    persona_version: Mapped[str] = mapped_column(String(32), default="base")
 
     segments: Mapped[list[SegmentRow]] = relationship(
         back_populates="episode", cascade="all, delete-orphan", order_by="SegmentRow.id"
@@ -167,3 +168,37 @@ class TaskRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PersonaVersionRow(Base):
+    """A trained LoRA adapter of a persona, with what it was trained on and how its gate went."""
+
+    __tablename__ = "persona_versions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    persona: Mapped[str] = mapped_column(String(64), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    parent: Mapped[str] = mapped_column(String(32))
+    adapter: Mapped[str] = mapped_column(Text)
+    dataset_hash: Mapped[str] = mapped_column(String(64))
+    base_hash: Mapped[str] = mapped_column(String(64))
+    pair_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    training: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    gate: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    promoted: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (UniqueConstraint("persona", "number"),)
+
+
+class PersonaSelectionRow(Base):
+    """Which version a persona runs with, as a history: the newest row not rolled back is in use."""
+
+    __tablename__ = "persona_selections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    persona: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[str] = mapped_column(String(32))
+    selected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    rolled_back_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -6,26 +6,18 @@ GGUF-quantized, so the de-quantized weights are saved once as an ordinary checkp
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
+from archetypes.modelfiles import file_hash
 from council.errors import ModelError
-
-
-def file_hash(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def base_checkpoint(gguf: Path, cache_dir: Path) -> Path:
     """Return a directory holding ``gguf`` as a plain transformers checkpoint and tokenizer, making it once."""
-    target = cache_dir / file_hash(gguf)[:16]
+    digest = file_hash(gguf)
+    target = cache_dir / digest[:16]
     if (target / "council-base.json").is_file():
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -46,7 +38,7 @@ def base_checkpoint(gguf: Path, cache_dir: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     plain.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / "council-base.json").write_text(json.dumps({"gguf": str(gguf), "sha256": file_hash(gguf)}))
+    (tmp / "council-base.json").write_text(json.dumps({"gguf": str(gguf), "sha256": digest}))
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target

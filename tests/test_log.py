@@ -91,15 +91,17 @@ def test_migrations_build_the_schema_from_a_blank_database(tmp_path):
     migrate(engine)
     inspector = inspect(engine)
     tables = {"episodes", "segments", "reflection_points", "votes", "recollections", "commentaries", "slept", "tasks"}
-    assert tables <= set(inspector.get_table_names())
+    assert tables | {"persona_versions", "persona_selections"} <= set(inspector.get_table_names())
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0005_task_attempts"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0006_persona_versions"
     migrate(engine)  # idempotent: a second upgrade is a no-op
     with engine.connect() as c:
         assert c.execute(text("select count(*) from alembic_version")).scalar() == 1
 
 
-@pytest.mark.parametrize("previous", ["0001_episode_log", "0002_recall", "0003_sleep", "0004_tasks"])
+@pytest.mark.parametrize(
+    "previous", ["0001_episode_log", "0002_recall", "0003_sleep", "0004_tasks", "0005_task_attempts"]
+)
 def test_upgrading_keeps_episodes_written_under_the_previous_schema(tmp_path, previous):
     url = f"sqlite:///{tmp_path}/old.db"
     engine = create_engine(url)
@@ -115,6 +117,7 @@ def test_upgrading_keeps_episodes_written_under_the_previous_schema(tmp_path, pr
     engine.dispose()
     old = EpisodeLog(url).get("old1")  # opening the log migrates it to head
     assert (old.prompt, old.final_text, old.recalled, old.recollections) == ("an old prompt", "an old answer", "", [])
+    assert old.persona_version == "base"
 
 
 def test_recollections_round_trip_in_rank_order():

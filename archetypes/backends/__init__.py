@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from archetypes.backends.base import Backend, Chat, ChoiceScores, GenerationStats, Message
 from archetypes.backends.fake import FakeBackend
@@ -54,4 +55,21 @@ class BackendPool:
         key, factory = FACTORIES[spec.backend](spec, self.settings)
         if key not in self._loaded:
             self._loaded[key] = factory()
+        return self._loaded[key]
+
+    def adapted(self, spec: ModelSpec, adapter: Path) -> Backend:
+        """``spec``'s model with a LoRA adapter, sharing the loaded weights but not the KV cache.
+
+        Only the persona runs adapted: archetypes on the same GGUF keep reading the untouched base model.
+        """
+        base = self.get(spec)
+        key = f"{spec.label()}+{adapter}"
+        if key not in self._loaded:
+            with_adapter = getattr(base, "with_adapter", None)
+            if with_adapter is None:
+                raise ModelError(
+                    f"persona versions need a llama.cpp model, not {base.model_id}",
+                    "run `council persona use base` or give the persona a GGUF",
+                )
+            self._loaded[key] = with_adapter(adapter)
         return self._loaded[key]

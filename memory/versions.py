@@ -1,0 +1,123 @@
+"""Persona versions: each trained adapter, its gate result, and which version each persona runs with."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import func, select
+
+from council.errors import NotFoundError
+from memory.log import EpisodeLog
+from memory.models import PersonaSelectionRow, PersonaVersionRow
+
+BASE = "base"
+
+
+class PersonaVersion(BaseModel):
+    """One trained version of a persona (``base`` is the untrained GGUF and has no row)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    persona: str
+    number: int
+    created_at: datetime
+    parent: str = Field(description="the version training started from")
+    adapter: str = Field(description="path of the GGUF LoRA adapter")
+    dataset_hash: str
+    base_hash: str = Field(description="SHA-256 of the base GGUF it was trained on")
+    pair_ids: list[str] = Field(default_factory=list, description="pairs it was trained on")
+    training: dict[str, Any] = Field(default_factory=dict)
+    gate: dict[str, Any] = Field(default_factory=dict)
+    promoted: bool = False
+    reason: str = ""
+
+
+class PersonaVersions:
+    """Reads and writes persona versions and selections through the episode log's engine."""
+
+    def __init__(self, log: EpisodeLog):
+        self.log = log
+
+    def next_id(self, persona: str) -> tuple[str, int]:
+        """The id and number the next version of ``persona`` gets."""
+        with self.log.sessions() as session:
+            query = select(func.max(PersonaVersionRow.number)).where(PersonaVersionRow.persona == persona)
+            last = session.scalar(query)
+        number = (last or 0) + 1
+        return f"v{number}", number
+
+    def add(self, version: PersonaVersion) -> None:
+        """Store ``version``; a promoted one is selected at once."""
+        with self.log.sessions.begin() as session:
+            session.add(PersonaVersionRow(**version.model_dump()))
+            if version.promoted:
+                session.add(self._selection(version.persona, version.id))
+
+    def all(self, persona: str) -> list[PersonaVersion]:
+        """Every version of ``persona``, oldest first."""
+        with self.log.sessions() as session:
+            rows = session.scalars(
+                select(PersonaVersionRow).where(PersonaVersionRow.persona == persona).order_by(PersonaVersionRow.number)
+            )
+            return [PersonaVersion.model_validate(r) for r in rows]
+
+    def get(self, persona: str, version: str) -> PersonaVersion | None:
+        """Version ``version`` of ``persona``; ``None`` for ``base``."""
+        if version == BASE:
+            return None
+        with self.log.sessions() as session:
+            row = session.scalar(
+                select(PersonaVersionRow).where(PersonaVersionRow.persona == persona, PersonaVersionRow.id == version)
+            )
+        if row is None:
+            raise NotFoundError(f"persona {persona} has no version {version!r}", "run `council persona versions`")
+        return PersonaVersion.model_validate(row)
+
+    def current(self, persona: str) -> str:
+        """The version ``persona`` runs with: the newest selection not rolled back, else ``base``."""
+        with self.log.sessions() as session:
+            return session.scalar(self._in_use(persona).limit(1)) or BASE
+
+    def active(self, persona: str) -> PersonaVersion | None:
+        """The version ``persona`` runs with, or ``None`` for its base model."""
+        return self.get(persona, self.current(persona))
+
+    def use(self, persona: str, version: str) -> PersonaVersion | None:
+        """Run ``persona`` with ``version`` (any stored version, promoted or not, or ``base``) from now on."""
+        found = self.get(persona, version)
+        with self.log.sessions.begin() as session:
+            session.add(self._selection(persona, version))
+        return found
+
+    def rollback(self, persona: str) -> str:
+        """Undo the newest selection; returns the version now in use."""
+        with self.log.sessions.begin() as session:
+            row = session.scalar(
+                select(PersonaSelectionRow)
+                .where(PersonaSelectionRow.persona == persona, PersonaSelectionRow.rolled_back_at.is_(None))
+                .order_by(PersonaSelectionRow.id.desc())
+                .limit(1)
+            )
+            if row is None:
+                raise NotFoundError(f"persona {persona} already runs its base model", "nothing to roll back")
+            row.rolled_back_at = datetime.now(timezone.utc)
+        return self.current(persona)
+
+    def trained_pairs(self, persona: str) -> set[str]:
+        """Ids of every pair some version of ``persona`` was trained on."""
+        return {pid for v in self.all(persona) for pid in v.pair_ids}
+
+    @staticmethod
+    def _in_use(persona: str):  # noqa: ANN205 - a SQLAlchemy select
+        return (
+            select(PersonaSelectionRow.version)
+            .where(PersonaSelectionRow.persona == persona, PersonaSelectionRow.rolled_back_at.is_(None))
+            .order_by(PersonaSelectionRow.id.desc())
+        )
+
+    @staticmethod
+    def _selection(persona: str, version: str) -> PersonaSelectionRow:
+        return PersonaSelectionRow(persona=persona, version=version, selected_at=datetime.now(timezone.utc))
