@@ -120,22 +120,13 @@ class Bench:
     def drafted(self, prompt: str, vote: Callable[[tuple[Message, ...]], list[str]]) -> PathResult:
         """(b) or (c): draft to each reflection point, let ``vote`` judge, always continue."""
         result = PathResult()
-        answer = ""
         start = time.perf_counter()
-        while result.tokens < self.tokens:
-            seg = self.rt.writer.draft(
-                prompt, answer, self.tokens - result.tokens, self.seed + result.reflection_points
-            )
+        for seg, answer in self.rt.writer.drafts(prompt, self.tokens, self.seed):
             result.tokens += seg.n_tokens
-            if not seg.text.strip():
-                break
-            answer += seg.text
             messages = prompts.vote_messages(self.rt.persona, prompt, answer)
             result.verdicts.append(vote(messages))
             result.snapshots.append(messages)
             result.reflection_points += 1
-            if seg.ended:
-                break
         result.seconds = time.perf_counter() - start
         return result
 

@@ -41,6 +41,8 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(report_app, name="report")
 app.add_typer(bench_app, name="bench")
+persona_app = typer.Typer(help="Trained persona versions: list, choose, roll back.", no_args_is_help=True)
+app.add_typer(persona_app, name="persona")
 
 out = Console()
 err = Console(stderr=True)
@@ -381,12 +383,16 @@ def sleep(
         Path | None, typer.Option("--out", help="Dataset directory (default $COUNCIL_HOME/datasets/POOL).")
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="conversational or standard.")] = "conversational",
+    train: Annotated[
+        bool, typer.Option("--train", help="Then train a new persona version on the pairs (needs the train extra).")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """The night pass: the council comments on each episode not yet slept on, and the day becomes DPO pairs.
 
     Pairs come from revisions, rankings of sampled answers and let-go decisions, and are exported as TRL JSONL
-    with a dataset card. Safe to re-run: nothing is added twice, and a killed run resumes.
+    with a dataset card. Safe to re-run: nothing is added twice, and a killed run resumes. With --train, the
+    persona then learns from the pairs (see `council train`).
     """
     from datetime import datetime, timezone
 
@@ -417,6 +423,8 @@ def sleep(
     target = out_dir or settings.datasets_dir / rt.pool.name
     path = write_dataset(target, pairs, pool=rt.pool.name, hashes=hashes, fmt=fmt, render=render)  # type: ignore[arg-type]
     data = summary.model_dump() | {"dataset": str(path), "dataset_pairs": len(pairs)}
+    if train:
+        data["training"] = _train(base, path)
     if as_json:
         return _dump(data)
     new = ", ".join(f"{k} {v}" for k, v in summary.pairs.items())
@@ -427,6 +435,114 @@ def sleep(
     for name, share in summary.agreement.items():
         out.print(f"  {name:<14} agreed with the council {share:.0%}")
     out.print(f"dataset: {path} ({len(pairs)} pairs)")
+    if train:
+        _print_wakeup(data["training"])
+
+
+@app.command("train")
+def train_command(
+    dataset: Annotated[Path, typer.Argument(help="A `council sleep` dataset directory (or its pairs.jsonl).")],
+    persona: Annotated[str | None, typer.Option(help="Persona to train (default: the configured one).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train a new persona version with DPO and LoRA on DATASET, gate it, and write a before/after report.
+
+    Training starts from the version in use and mixes in a replay share of earlier pairs (train.replay); a
+    share of pairs is held out (train.holdout). The new version is promoted, and used from the next run, only
+    if it beats the one in use on held-out pairs, stays within train.max_kl of the base model, and the council
+    approves of it at least as often on the probe prompts. A killed run resumes from its last checkpoint.
+    """
+    data = _train(_settings(persona=persona), dataset)
+    _dump(data) if as_json else _print_wakeup(data)
+
+
+def _train(settings: Settings, dataset: Path) -> dict[str, Any]:
+    from archetypes.backends import BackendPool
+    from council.runner import build_runtime
+    from sleep.wake import train_version
+
+    backends = BackendPool(settings)
+    with err.status("Loading models…"):
+        rt = build_runtime(settings, backends)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("Training", total=None)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            bar.update(task, description=phase, completed=done, total=total)
+
+        woke = train_version(rt, backends, dataset, progress)
+    return {
+        "version": woke.version.id,
+        "promoted": woke.version.promoted,
+        "reasons": woke.gate.reasons,
+        "in_use": woke.in_use,
+        "report": woke.report,
+        "training": woke.version.training,
+        "gate": woke.gate.model_dump(),
+    }
+
+
+def _print_wakeup(data: dict[str, Any]) -> None:
+    t, gate = data["training"], data["gate"]
+    out.print(f"trained {data['version']}: {t['steps']} steps on {t['pairs']} pairs, {t['seconds']} s on {t['device']}")
+    for f in {gate[k]["version"]: gate[k] for k in ("base", "previous", "candidate")}.values():
+        out.print(
+            f"  {f['version']:<6} held-out accuracy {f['heldout_accuracy']}  KL {f['kl_from_base']}"
+            f"  approval {f['decisions'].get('continue')}  markers {f['marker_rate']}  people {f['dev_agreement']}"
+        )
+    verdict = "promoted" if data["promoted"] else "not promoted: " + "; ".join(data["reasons"])
+    out.print(f"{data['version']} {verdict}; the persona now runs {data['in_use']}")
+    out.print(f"report: {data['report']}")
+
+
+def _versions(persona: str | None) -> tuple[Any, str]:
+    from memory.log import EpisodeLog
+    from memory.versions import PersonaVersions
+
+    settings = _settings()
+    return PersonaVersions(EpisodeLog(settings.db_url)), persona or settings.persona
+
+
+@persona_app.command("versions")
+def persona_versions(
+    persona: Annotated[str | None, typer.Option(help="Persona (default: the configured one).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """List a persona's trained versions, with their gate figures; * marks the one in use."""
+    store, name = _versions(persona)
+    current = store.current(name)
+    versions = store.all(name)
+    if as_json:
+        rows = [v.model_dump(mode="json", exclude={"pair_ids"}) | {"in_use": v.id == current} for v in versions]
+        return _dump({"persona": name, "in_use": current, "versions": rows})
+    out.print(f"{'*' if current == 'base' else ' '} base")
+    for v in versions:
+        c = v.gate.get("candidate", {})
+        state = "promoted" if v.promoted else f"not promoted: {v.reason}"
+        out.print(
+            f"{'*' if v.id == current else ' '} {v.id:<5} {v.created_at:%Y-%m-%d %H:%M} from {v.parent:<5}"
+            f" held-out {c.get('heldout_accuracy')} KL {c.get('kl_from_base')} - {state}"
+        )
+
+
+@persona_app.command("use")
+def persona_use(
+    version: Annotated[str, typer.Argument(help="A version id such as v2, or base.")],
+    persona: Annotated[str | None, typer.Option(help="Persona (default: the configured one).")] = None,
+) -> None:
+    """Run the persona with VERSION from the next episode on (promoted or not)."""
+    store, name = _versions(persona)
+    store.use(name, version)
+    out.print(f"persona {name} now runs {version}")
+
+
+@persona_app.command("rollback")
+def persona_rollback(
+    persona: Annotated[str | None, typer.Option(help="Persona (default: the configured one).")] = None,
+) -> None:
+    """Go back to the version the persona ran before the current one."""
+    store, name = _versions(persona)
+    out.print(f"persona {name} now runs {store.rollback(name)}")
 
 
 @app.command()

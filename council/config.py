@@ -89,6 +89,32 @@ class SleepSettings(BaseModel):
     seed: int = 0
 
 
+class TrainSettings(BaseModel):
+    """DPO with LoRA on the night's pairs, and the gate a trained persona version must pass."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    beta: float = Field(0.1, gt=0, description="DPO's beta: how far the policy may move from its reference")
+    lora_r: int = Field(8, ge=1, description="LoRA rank")
+    lora_alpha: float = Field(16, gt=0, description="LoRA alpha (scale alpha / r)")
+    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
+    learning_rate: float = Field(5e-4, gt=0)
+    epochs: float = Field(2, gt=0)
+    batch_size: int = Field(4, ge=1, description="pairs per optimiser step")
+    max_length: int = Field(512, ge=32, description="tokens per prompt + completion; longer rows are truncated")
+    holdout: float = Field(0.2, ge=0, lt=1, description="share of pairs kept out of training for the gate")
+    replay: float = Field(0.5, ge=0, description="earlier nights' pairs mixed in, as a share of the new ones")
+    save_steps: int = Field(4, ge=1, description="checkpoint every this many steps, so a killed run resumes")
+    seed: int = 0
+    max_kl: float = Field(0.5, gt=0, description="gate: mean per-token KL from the base on probe prompts, in nats")
+    approval_slack: float = Field(
+        0.0, ge=0, le=1, description="gate: how far the council's approval on probe prompts may fall"
+    )
+    probe_tokens: int = Field(60, ge=8, description="tokens the persona writes per probe prompt")
+    dev_set: Path | None = Field(None, description="human-labelled pairs JSONL (id, prompt, chosen, rejected)")
+    dev_pairs: int = Field(40, ge=0, description="how many of its pairs the report scores")
+
+
 class Settings(BaseSettings):
     """Everything configurable, validated once at start-up."""
 
@@ -103,6 +129,7 @@ class Settings(BaseSettings):
     models: ModelSettings = ModelSettings()
     memory: MemorySettings = MemorySettings()
     sleep: SleepSettings = SleepSettings()
+    train: TrainSettings = TrainSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -130,6 +157,11 @@ class Settings(BaseSettings):
     def chroma_dir(self) -> Path:
         """Where the embedded vector memory lives."""
         return self.home / "chroma"
+
+    @property
+    def personas_dir(self) -> Path:
+        """Where trained persona versions (adapters, reports) are kept."""
+        return self.home / "personas"
 
     @property
     def models_dir(self) -> Path:

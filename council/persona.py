@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from archetypes.backends import Backend, Chat
@@ -58,6 +59,20 @@ class PersonaWriter:
     def draft(self, prompt: str, answer: str, max_tokens: int, seed: int, recalled: str = "") -> Segment:
         """Continue the answer with its next segment."""
         return self.write_segment(prompts.draft_chat(self.persona, prompt, answer, recalled), answer, max_tokens, seed)
+
+    def drafts(self, prompt: str, max_tokens: int, seed: int) -> Iterator[tuple[Segment, str]]:
+        """Draft segment after segment, never stopping for a council: yields each segment and the answer so far."""
+        answer, used, index = "", 0, 0
+        while used < max_tokens:
+            seg = self.draft(prompt, answer, max_tokens - used, seed + index)
+            used += seg.n_tokens
+            if not seg.text.strip():
+                return
+            answer += seg.text
+            yield seg, answer
+            index += 1
+            if seg.ended:
+                return
 
     def rewrite(
         self, prompt: str, answer: str, segment: str, comments: dict[str, str], seed: int, recalled: str = ""

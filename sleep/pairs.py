@@ -56,6 +56,7 @@ class PreferencePair(BaseModel):
 
     def _metadata(self) -> dict[str, object]:
         return {
+            "id": self.id,
             "episode_id": self.episode_id,
             "source": self.source,
             "pool": self.pool,

@@ -1,0 +1,90 @@
+"""The before/after report of a trained persona version: HTML with plots, plus JSON and CSV."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from council.evaluation.report import figure, table, write_page
+from memory.versions import PersonaVersion
+from sleep.gate import Figures, GateResult
+
+_DECISIONS = ("continue", "revise", "let_go")
+
+
+def _versions(gate: GateResult) -> list[Figures]:
+    seen: dict[str, Figures] = {}
+    for f in (gate.base, gate.previous, gate.candidate):
+        seen.setdefault(f.version, f)
+    return list(seen.values())
+
+
+def _bars(
+    versions: list[Figures], values: list[float | None], ylabel: str, ylim: tuple[float, float] | None
+) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6, 3))
+    labels = [v.version for v in versions]
+    heights = [np.nan if x is None else x for x in values]
+    ax.bar(labels, heights, color=["#9e9e9e", "#4c78a8", "#f58518"][: len(labels)])
+    for i, h in enumerate(heights):
+        ax.text(i, 0 if np.isnan(h) else h, "n/a" if np.isnan(h) else f"{h:.3f}", ha="center", va="bottom")
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    return fig
+
+
+def _decision_bars(versions: list[Figures]) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.8 / len(versions)
+    x = np.arange(len(_DECISIONS))
+    for k, v in enumerate(versions):
+        ax.bar(x + k * width - 0.4 + width / 2, [v.decisions.get(d, 0.0) for d in _DECISIONS], width, label=v.version)
+    ax.set_xticks(x, list(_DECISIONS))
+    ax.set_ylabel("share of reflection points")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    return fig
+
+
+def write_report(version: PersonaVersion, gate: GateResult, out_dir: Path) -> Path:
+    """Write ``index.html``, ``results.json`` and ``results.csv`` comparing base, previous and new version."""
+    versions = _versions(gate)
+    verdict = "promoted" if gate.passed else "kept, not promoted: " + "; ".join(gate.reasons)
+    fields = ["heldout_accuracy", "heldout_margin", "kl_from_base", "approval", "marker_rate", "dev_agreement"]
+    rows = [[v.version, *[getattr(v, f) for f in fields], v.dev_pairs] for v in versions]
+    t = version.training
+    body = (
+        f"<p>Persona <b>{html.escape(version.persona)}</b>, version <b>{version.id}</b> (from {version.parent}): "
+        f"<b>{html.escape(verdict)}</b>.</p>"
+        f"<p>Trained on {t.get('new_pairs')} new and {t.get('replayed_pairs')} replayed pairs "
+        f"({t.get('steps')} steps, {t.get('seconds')} s on {t.get('device')}); {t.get('heldout_pairs')} pairs held "
+        f"out. Dataset {version.dataset_hash[:12]}, base model {version.base_hash[:12]}.</p>"
+        + table(["version", *fields, "dev pairs"], rows)
+        + figure(
+            _bars(versions, [v.heldout_accuracy for v in versions], "held-out pair accuracy", (0, 1)),
+            "Held-out pair accuracy: share of pairs never trained on where the version finds chosen more likely.",
+        )
+        + figure(
+            _decision_bars(versions),
+            "The council's decisions on the versions' greedy drafts of the probe prompts.",
+        )
+        + figure(
+            _bars(versions, [v.marker_rate for v in versions], "marker rate", None),
+            "How often the persona ends a segment with the stop-reflect marker on its own.",
+        )
+        + figure(
+            _bars(versions, [v.dev_agreement for v in versions], "agreement with people", (0, 1)),
+            "Human-labelled pairs where the version finds the human-chosen reply more likely.",
+        )
+        + figure(
+            _bars(versions, [v.kl_from_base for v in versions], "KL from base (nats/token)", None),
+            "Drift: mean per-token KL from the base model on the base's greedy answers to the probe prompts.",
+        )
+    )
+    results = {"version": version.model_dump(exclude={"pair_ids"}), "gate": gate.model_dump()}
+    csv_rows = [dict(zip(["version", *fields, "dev_pairs"], r, strict=True)) for r in rows]
+    return write_page(out_dir, f"{version.persona} {version.id}: before and after", body, results, csv_rows)
