@@ -488,7 +488,8 @@ def _print_wakeup(data: dict[str, Any]) -> None:
     for f in {gate[k]["version"]: gate[k] for k in ("base", "previous", "candidate")}.values():
         out.print(
             f"  {f['version']:<6} held-out accuracy {f['heldout_accuracy']}  KL {f['kl_from_base']}"
-            f"  approval {f['decisions'].get('continue')}  markers {f['marker_rate']}  people {f['dev_agreement']}"
+            f"  approval {f['decisions'].get('continue')}  markers {f['marker_rate']}  people {f['dev_agreement']}",
+            soft_wrap=True,
         )
     verdict = "promoted" if data["promoted"] else "not promoted: " + "; ".join(data["reasons"])
     out.print(f"{data['version']} {verdict}; the persona now runs {data['in_use']}")

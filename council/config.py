@@ -108,7 +108,7 @@ class TrainSettings(BaseModel):
     seed: int = 0
     max_kl: float = Field(0.5, gt=0, description="gate: mean per-token KL from the base on probe prompts, in nats")
     approval_slack: float = Field(
-        0.0, ge=0, le=1, description="gate: how far the council's approval on probe prompts may fall"
+        0.05, ge=0, le=1, description="gate: how far the council's approval on probe prompts may fall (noise)"
     )
     probe_tokens: int = Field(60, ge=8, description="tokens the persona writes per probe prompt")
     dev_set: Path | None = Field(None, description="human-labelled pairs JSONL (id, prompt, chosen, rejected)")

@@ -193,9 +193,7 @@ def decide(candidate: Figures, previous: Figures, settings: TrainSettings) -> li
             f"drift from the base {candidate.kl_from_base:.3f} nats/token exceeds train.max_kl {settings.max_kl}"
         )
     if candidate.approval < previous.approval - settings.approval_slack:
-        reasons.append(
-            f"council approval on the probes fell from {previous.approval:.3f} to {candidate.approval:.3f}"
-        )
+        reasons.append(f"council approval on the probes fell from {previous.approval:.3f} to {candidate.approval:.3f}")
     return reasons
 
 

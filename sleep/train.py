@@ -91,7 +91,7 @@ def _bucket(pair_id: str) -> float:
 
 def run_key(data: TrainingData, settings: TrainSettings, base_hash: str, parent: str) -> str:
     """What identifies a run: same key, same run, so a killed one resumes."""
-    what = json.dumps([sorted(data.new), sorted(data.replay), settings.model_dump(), base_hash, parent])
+    what = json.dumps([sorted(data.new), sorted(data.replay), settings.model_dump(mode="json"), base_hash, parent])
     return hashlib.sha256(what.encode()).hexdigest()[:16]
 
 
@@ -206,5 +206,5 @@ def train_adapter(
         "resumed_from": Path(resumed).name if resumed else None,
         "seconds": round(time.perf_counter() - start, 1),
         "device": device,
-        "settings": settings.model_dump(),
+        "settings": settings.model_dump(mode="json"),
     }

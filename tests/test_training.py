@@ -1,0 +1,256 @@
+"""Training the persona on the real SmolLM2 GGUF: export round trip, DPO that moves llama.cpp, gate, rollback."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trl", reason="training tests need the train extra")
+pytest.importorskip("peft", reason="training tests need the train extra")
+
+import torch  # noqa: E402
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+from archetypes.backends import Message  # noqa: E402
+from archetypes.backends.llama import LlamaBackend  # noqa: E402
+from archetypes.modelfiles import file_hash, resolve_gguf  # noqa: E402
+from council.config import TrainSettings, load_settings  # noqa: E402
+from council.runner import build_runtime  # noqa: E402
+from sleep.adapter import write_gguf_adapter  # noqa: E402
+from sleep.base_model import base_checkpoint  # noqa: E402
+from sleep.gate import VersionProbe, decide, pair_margins  # noqa: E402
+from sleep.train import read_pairs, split, train_adapter  # noqa: E402
+
+pytestmark = pytest.mark.integration
+GGUF = resolve_gguf("smollm2-135m", Path("/nonexistent"))
+TEXT = "The sky looks blue because sunlight scatters off the air, and blue light scatters the most."
+QUESTIONS = [
+    "How do I boil an egg?",
+    "What is a good name for a cat?",
+    "How can I sleep better?",
+    "Why is the sea salty?",
+    "How do I say sorry to a friend?",
+    "What should I cook tonight?",
+    "How do plants grow?",
+    "Why do cats purr?",
+    "How do I start running?",
+    "What is rain?",
+    "How do I water a cactus?",
+    "How do I fold a shirt?",
+    "What is a prime number?",
+    "How do I make tea?",
+    "Why do leaves fall?",
+    "How do I learn to juggle?",
+    "What is a comet?",
+    "How can I save money?",
+    "How do I clean a window?",
+    "Why is snow white?",
+    "How do bees make honey?",
+    "How do I tie a tie?",
+    "What is a rainbow?",
+    "How do I calm down before a test?",
+]
+
+
+def preference_rows() -> list[dict]:
+    """Pairs that differ only in tone: a kind reply over a dismissive one with the same content."""
+    rows = []
+    for i, q in enumerate(QUESTIONS):
+        tip = f"the short answer to '{q.rstrip('?')}' is to take it one small step at a time"
+        rows.append(
+            {
+                "id": f"pair{i:02d}",
+                "prompt": [{"role": "system", "content": "You are Ada."}, {"role": "user", "content": q}],
+                "chosen": [{"role": "assistant", "content": f"Happy to help! Gently: {tip}. I hope that helps."}],
+                "rejected": [{"role": "assistant", "content": f"Ugh, fine. Obviously {tip}. Stop bothering me."}],
+            }
+        )
+    return rows
+
+
+def write_dataset(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in preference_rows()))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory) -> Path:
+    return base_checkpoint(GGUF, tmp_path_factory.mktemp("hf"))
+
+
+@pytest.fixture(scope="module")
+def llama() -> LlamaBackend:
+    return LlamaBackend(GGUF)
+
+
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def random_lora(
+    base_dir: Path, scale: float, seed: int = 0, modules: list[str] = ATTENTION
+) -> tuple[torch.nn.Module, dict[str, np.ndarray]]:
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=modules))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+    state = {k: v.detach().numpy() for k, v in get_peft_model_state_dict(peft_model).items()}
+    return peft_model, state
+
+
+def export(state: dict, path: Path, model: torch.nn.Module, permute: bool = True) -> Path:
+    config = model.config
+    return write_gguf_adapter(
+        path, state, alpha=16, n_head=config.num_attention_heads, n_head_kv=config.num_key_value_heads, permute=permute
+    )
+
+
+def round_trip(
+    base_dir: Path, llama: LlamaBackend, path: Path, modules: list[str], permute: bool, scale: float = 0.08
+) -> tuple:
+    """Mean |llama.cpp - transformers| per-token log-probability with the adapter, and the correlation of the
+    adapter's per-token effect in the two (base quantization noise cancels in the effect)."""
+    peft_model, state = random_lora(base_dir, scale=scale, modules=modules)
+    messages = [Message("user", "Why is the sky blue?")]
+    tokens = llama.render(messages, TEXT)
+    start = len(llama.render(messages, ""))
+    ids = torch.tensor([tokens])
+
+    def transformers_logprobs() -> np.ndarray:
+        with torch.no_grad():
+            rows = peft_model(ids).logits[0].float().log_softmax(-1)
+        return np.array([rows[i - 1, tokens[i]].item() for i in range(start, len(tokens))])
+
+    with peft_model.disable_adapter():
+        hf_base = transformers_logprobs()
+    hf_lora = transformers_logprobs()
+    assert np.abs(hf_lora - hf_base).sum() > 2  # the adapter really changes the model
+    cpp_base = llama.token_logprobs(tokens, start)
+    cpp_lora = llama.with_adapter(export(state, path, peft_model, permute)).token_logprobs(tokens, start)
+    return float(np.abs(cpp_lora - hf_lora).mean()), float(np.corrcoef(cpp_lora - cpp_base, hf_lora - hf_base)[0, 1])
+
+
+def test_gguf_adapter_gives_llama_cpp_the_log_probabilities_of_transformers_with_peft(base_dir, llama, tmp_path):
+    error, correlation = round_trip(base_dir, llama, tmp_path / "all.gguf", ATTENTION, permute=True)
+    assert error < 0.15 and correlation > 0.95, (error, correlation)
+    error, correlation = round_trip(base_dir, llama, tmp_path / "qk.gguf", ["q_proj", "k_proj"], True, scale=0.3)
+    assert error < 0.15 and correlation > 0.95, (error, correlation)
+
+
+def test_without_the_rotary_permutation_q_and_k_adapters_come_out_wrong(base_dir, llama, tmp_path):
+    error, correlation = round_trip(base_dir, llama, tmp_path / "qk.gguf", ["q_proj", "k_proj"], False, scale=0.3)
+    assert error > 0.15 or correlation < 0.8, (error, correlation)
+
+
+def test_short_dpo_run_moves_the_margin_the_preferred_way_in_llama_cpp(base_dir, llama, tmp_path):
+    settings = TrainSettings(epochs=2, holdout=0.25)
+    data = split(read_pairs(write_dataset(tmp_path / "data")), set(), settings)
+    assert data.heldout and len(data.train) + len(data.heldout) == len(QUESTIONS)
+    figures = train_adapter(base_dir, None, data, settings, tmp_path / "run", tmp_path / "v1")
+    assert figures["steps"] > 0 and figures["device"] == "cpu"
+    assert (tmp_path / "v1" / "peft" / "adapter_model.safetensors").is_file()
+    before = pair_margins(llama, data.heldout)
+    after = pair_margins(llama.with_adapter(tmp_path / "v1" / "adapter.gguf"), data.heldout)
+    assert after.mean() > before.mean() + 1.0, (before, after)  # prompts it never saw
+    assert (after > before).mean() >= 0.8
+
+
+def test_the_gate_refuses_a_deliberately_bad_adapter(base_dir, llama, tmp_path, council_home):
+    settings = load_settings(train={"probe_tokens": 24, "dev_pairs": 0})
+    rt = build_runtime(settings)
+    base = rt.writer.backend
+    model, state = random_lora(base_dir, scale=0.5, seed=1)
+    bad = base.with_adapter(export(state, tmp_path / "bad.gguf", model))
+    heldout = preference_rows()[:6]
+    probe = VersionProbe(rt, base, settings.train, heldout)
+    before, after = probe.measure("base", base), probe.measure("bad", bad)
+    reasons = decide(after, before, settings.train)
+    assert after.kl_from_base > settings.train.max_kl
+    assert any("drift" in r for r in reasons), reasons
+    assert decide(before, after, settings.train) != []  # the base is no better than itself on held-out pairs
+    assert before.kl_from_base == 0.0 and sum(before.decisions.values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def council(*args: str, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "council.cli", *args], env=env, capture_output=True, text=True, timeout=900, check=check
+    )
+
+
+def persona_logprobs(env: dict) -> list[float]:
+    code = (
+        "import json; from archetypes.backends import Message; from council.config import load_settings;"
+        "from council.runner import build_runtime; b = build_runtime(load_settings()).writer.backend;"
+        "m = [Message('user', 'Why is the sky blue?')]; t = b.render(m, " + repr(TEXT) + ");"
+        "print(json.dumps(b.token_logprobs(t, len(b.render(m, ''))).tolist()))"
+    )
+    return json.loads(
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    )
+
+
+def test_train_resumes_after_a_kill_promotes_a_better_version_and_rollback_restores_the_base(
+    base_dir, council_home, tmp_path
+):
+    env = os.environ | {
+        "COUNCIL_HOME": str(council_home),
+        "COUNCIL_TRAIN__SAVE_STEPS": "2",
+        "COUNCIL_TRAIN__HOLDOUT": "0.25",
+        "COUNCIL_TRAIN__DEV_PAIRS": "6",
+        "COUNCIL_TRAIN__DEV_SET": str(Path(__file__).parent / "data" / "hh_pairs_sample.jsonl"),
+    }
+    cache = council_home / "models" / "hf" / file_hash(GGUF)[:16]
+    cache.parent.mkdir(parents=True)
+    cache.symlink_to(base_dir)  # the plain checkpoint made once for this module
+    dataset = write_dataset(tmp_path / "data")
+    base_lp = persona_logprobs(env)
+
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "council.cli", "train", str(dataset)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    runs = council_home / "personas" / "default" / "runs"
+    deadline = time.monotonic() + 600
+    while not list(runs.glob("*/checkpoint-2")) and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert killed.poll() is None, "training ended before it could be killed"
+    time.sleep(1.0)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+
+    result = json.loads(council("train", str(dataset), "--json", env=env).stdout)
+    assert result["training"]["resumed_from"] == "checkpoint-2"
+    assert result["version"] == "v1" and result["promoted"], result["reasons"]
+    gate = result["gate"]
+    assert gate["candidate"]["heldout_accuracy"] > gate["base"]["heldout_accuracy"]
+    report = Path(result["report"])
+    assert report.is_file() and "data:image/png;base64" in report.read_text()
+    assert json.loads((report.parent / "results.json").read_text())["gate"]["passed"] is True
+    assert not runs.exists() or not any(runs.iterdir())  # checkpoints cleaned up after success
+
+    episode = json.loads(council("run", "Say hello.", "--max-tokens", "20", "--json", env=env).stdout)
+    assert episode["persona_version"] == "v1" and episode["model_ids"]["persona"].endswith("+v1")
+    assert not episode["model_ids"]["archetype:reason"].endswith("+v1")  # the council is never trained
+    trained_lp = persona_logprobs(env)
+    assert np.abs(np.array(trained_lp) - np.array(base_lp)).max() > 0.01
+
+    listing = json.loads(council("persona", "versions", "--json", env=env).stdout)
+    assert listing["in_use"] == "v1" and listing["versions"][0]["gate"]["passed"]
+    assert "now runs base" in council("persona", "rollback", env=env).stdout
+    assert persona_logprobs(env) == base_lp  # identical, not merely close
+    assert "now runs v1" in council("persona", "use", "v1", env=env).stdout
+    assert persona_logprobs(env) == trained_lp
+    missing = council("persona", "use", "v9", env=env, check=False)
+    assert missing.returncode == 1 and "no version 'v9'" in missing.stderr and "Traceback" not in missing.stderr
