@@ -522,7 +522,8 @@ def persona_versions(
         state = "promoted" if v.promoted else f"not promoted: {v.reason}"
         out.print(
             f"{'*' if v.id == current else ' '} {v.id:<5} {v.created_at:%Y-%m-%d %H:%M} from {v.parent:<5}"
-            f" held-out {c.get('heldout_accuracy')} KL {c.get('kl_from_base')} - {state}"
+            f" held-out {c.get('heldout_accuracy')} KL {c.get('kl_from_base')} - {state}",
+            soft_wrap=True,
         )
 
 

@@ -1,0 +1,184 @@
+"""Persona versions, the training split, the gate's rules and the adapter's tensor mapping, without a model."""
+
+import json
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from council.cli import app
+from council.config import TrainSettings, load_settings
+from council.errors import DefinitionError, ModelError, NotFoundError
+from memory.log import EpisodeLog
+from memory.versions import BASE, PersonaVersion, PersonaVersions
+from sleep.adapter import gguf_tensors, permute_rows
+from sleep.gate import Figures, decide, hh_turns
+from sleep.train import read_pairs, row_id, split
+
+runner = CliRunner()
+
+
+def version(number: int, promoted: bool = True, pairs: tuple[str, ...] = ()) -> PersonaVersion:
+    return PersonaVersion(
+        id=f"v{number}",
+        persona="default",
+        number=number,
+        created_at=datetime.now(timezone.utc),
+        parent=BASE if number == 1 else f"v{number - 1}",
+        adapter=f"/nowhere/v{number}/adapter.gguf",
+        dataset_hash="d" * 64,
+        base_hash="b" * 64,
+        pair_ids=list(pairs),
+        promoted=promoted,
+        reason="" if promoted else "held-out pair accuracy does not beat base",
+    )
+
+
+@pytest.fixture
+def store() -> PersonaVersions:
+    return PersonaVersions(EpisodeLog(load_settings().db_url))
+
+
+def test_promoted_versions_are_used_and_rollback_walks_back_through_the_selections(store):
+    assert store.current("default") == BASE and store.next_id("default") == ("v1", 1)
+    store.add(version(1))
+    store.add(version(2, promoted=False))  # kept, not promoted: not used
+    assert store.current("default") == "v1" and store.next_id("default") == ("v3", 3)
+    store.use("default", "v2")
+    assert store.current("default") == "v2" and store.active("default").reason.startswith("held-out")
+    assert store.rollback("default") == "v1"
+    assert store.rollback("default") == BASE
+    with pytest.raises(NotFoundError, match="already runs its base model"):
+        store.rollback("default")
+    with pytest.raises(NotFoundError, match="no version 'v7'"):
+        store.use("default", "v7")
+    assert store.current("other") == BASE  # selections are per persona
+
+
+def test_trained_pairs_are_remembered_across_versions(store):
+    store.add(version(1, pairs=("a", "b")))
+    store.add(version(2, promoted=False, pairs=("c",)))
+    assert store.trained_pairs("default") == {"a", "b", "c"}
+
+
+def test_the_persona_commands_list_use_and_roll_back(store):
+    store.add(version(1))
+    store.add(version(2, promoted=False))
+    listing = runner.invoke(app, ["persona", "versions", "--json"])
+    data = json.loads(listing.stdout)
+    assert data["in_use"] == "v1" and [v["in_use"] for v in data["versions"]] == [True, False]
+    assert "pair_ids" not in data["versions"][0]
+    text = runner.invoke(app, ["persona", "versions"]).stdout
+    assert "* v1" in text and "not promoted: held-out" in text
+    assert "now runs v2" in runner.invoke(app, ["persona", "use", "v2"]).stdout
+    assert "now runs v1" in runner.invoke(app, ["persona", "rollback"]).stdout
+
+
+def test_a_version_needs_its_adapter_and_its_own_base_model(store):
+    from pathlib import Path
+
+    from archetypes.modelfiles import file_hash, resolve_gguf
+    from council.runner import build_runtime
+
+    store.add(version(1))  # base_hash "bbbb…": trained on some other GGUF
+    with pytest.raises(ModelError, match="trained on another base model"):
+        build_runtime(load_settings())
+    real = version(2).model_copy(update={"base_hash": file_hash(resolve_gguf("smollm2-135m", Path("/x")))})
+    store.add(real)
+    with pytest.raises(ModelError, match="adapter .* is missing.*persona use base"):
+        build_runtime(load_settings())
+
+
+def rows(n: int) -> list[dict]:
+    return [{"id": f"p{i}", "prompt": f"q{i}", "chosen": "good", "rejected": "bad"} for i in range(n)]
+
+
+def test_the_split_holds_out_a_stable_share_and_replays_earlier_pairs():
+    settings = TrainSettings(holdout=0.25, replay=0.5)
+    first = split(rows(40), set(), settings)
+    assert 4 <= len(first.heldout) <= 16 and len(first.train) == 40 - len(first.heldout)
+    assert first.replay == [] and sorted(first.new) == sorted(r["id"] for r in first.train)
+    later = split(rows(60), set(first.new), settings)
+    assert {r["id"] for r in first.heldout} <= {r["id"] for r in later.heldout}  # a held-out pair stays held out
+    assert not set(later.new) & set(first.new)
+    assert len(later.replay) == min(len(first.new), round(0.5 * len(later.new)))
+    assert set(later.replay) <= set(first.new)
+    assert later.dataset_hash != first.dataset_hash
+
+
+def test_read_pairs_keeps_ids_and_names_a_bad_line(tmp_path):
+    good = {"id": "x1", "prompt": "p", "chosen": "c", "rejected": "r", "scores": {}}
+    anonymous = {"prompt": "p2", "chosen": "c", "rejected": "r"}
+    (tmp_path / "pairs.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(anonymous) + "\n")
+    read = read_pairs(tmp_path)
+    assert [r["id"] for r in read] == ["x1", row_id(anonymous)] and "scores" not in read[0]
+    (tmp_path / "pairs.jsonl").write_text('{"prompt": "p"}\n')
+    with pytest.raises(DefinitionError, match="pairs.jsonl:1: not a preference row"):
+        read_pairs(tmp_path)
+    with pytest.raises(DefinitionError, match="run `council sleep` first"):
+        read_pairs(tmp_path / "missing")
+
+
+def figures(name: str, accuracy: float | None, margin: float = 0.0, kl: float = 0.0, approval: float = 1.0):
+    return Figures(
+        version=name,
+        heldout_accuracy=accuracy,
+        heldout_margin=margin,
+        kl_from_base=kl,
+        decisions={"continue": approval, "revise": 1 - approval, "let_go": 0.0},
+        marker_rate=0.0,
+    )
+
+
+def test_the_gate_promotes_only_a_better_close_and_approved_version():
+    s = TrainSettings(max_kl=0.5, approval_slack=0.05)
+    previous = figures("base", 0.6, margin=-1.0, approval=0.9)
+    assert decide(figures("v1", 0.7, kl=0.1, approval=0.9), previous, s) == []
+    assert decide(figures("v1", 0.6, margin=-0.5, approval=0.86), previous, s) == []  # a tie, won on margin
+    assert "does not beat base" in decide(figures("v1", 0.6, margin=-1.0), previous, s)[0]
+    assert "does not beat" in decide(figures("v1", 0.5, margin=3.0), previous, s)[0]
+    assert "exceeds train.max_kl" in decide(figures("v1", 0.9, kl=0.8), previous, s)[0]
+    assert "approval on the probes fell" in decide(figures("v1", 0.9, approval=0.8), previous, s)[0]
+    assert "no held-out pairs" in decide(figures("v1", None), figures("base", None), s)[0]
+    assert len(decide(figures("v1", 0.1, kl=2.0, approval=0.0), previous, s)) == 3
+
+
+def test_lora_tensors_get_llama_cpp_names_and_only_q_k_b_are_permuted():
+    n_head, n_kv, head_dim, r = 4, 2, 6, 3
+    rng = np.random.default_rng(0)
+    state = {
+        f"base_model.model.model.layers.5.self_attn.{m}_proj.lora_{w}.weight": rng.normal(size=shape).astype(np.float32)
+        for m, rows_ in (("q", n_head * head_dim), ("k", n_kv * head_dim), ("v", n_kv * head_dim))
+        for w, shape in (("A", (r, 24)), ("B", (rows_, r)))
+    }
+    out = gguf_tensors(state, n_head=n_head, n_head_kv=n_kv)
+    assert set(out) == {f"blk.5.attn_{m}.weight.lora_{w}" for m in "qkv" for w in "ab"}
+    base = "base_model.model.model.layers.5.self_attn"
+    assert np.array_equal(out["blk.5.attn_q.weight.lora_a"], state[f"{base}.q_proj.lora_A.weight"])
+    assert np.array_equal(out["blk.5.attn_v.weight.lora_b"], state[f"{base}.v_proj.lora_B.weight"])
+    assert np.allclose(out["blk.5.attn_k.weight.lora_b"], permute_rows(state[f"{base}.k_proj.lora_B.weight"], n_kv))
+    # within each head, rows (0, 1, 2, 3, 4, 5) become (0, 3, 1, 4, 2, 5): halves interleaved for rotary pairs
+    head = np.arange(head_dim, dtype=float)[:, None]
+    assert permute_rows(head, 1)[:, 0].tolist() == [0, 3, 1, 4, 2, 5]
+    with pytest.raises(ModelError, match="no LoRA weights"):
+        gguf_tensors({"something.else": np.zeros(2)}, n_head=1, n_head_kv=1)
+
+
+def test_hh_transcripts_become_chat_turns():
+    turns = hh_turns("You are Ada.", "Human: hi\n\nAssistant: hello\n\nHuman: how are you?")
+    assert turns == [
+        {"role": "system", "content": "You are Ada."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "how are you?"},
+    ]
+
+
+def test_training_a_non_gguf_persona_is_a_one_line_error(fake_setup, tmp_path, monkeypatch):
+    fake_setup()
+    monkeypatch.setenv("COUNCIL_PERSONA", "tester")
+    (tmp_path / "pairs.jsonl").write_text(json.dumps(rows(1)[0]) + "\n")
+    result = runner.invoke(app, ["train", str(tmp_path)])
+    assert result.exit_code != 0
+    assert "training needs a llama.cpp persona model" in str(result.exception)
