@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
+import json
+import os
 from pathlib import Path
 
 from council.errors import ModelError
@@ -55,12 +57,29 @@ def _assemble_gemma(models_dir: Path) -> Path:
     return target
 
 
-def file_hash(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB blocks."""
+def file_hash(path: Path, cache_dir: Path | None = None) -> str:
+    """SHA-256 of a file; with ``cache_dir``, remembered there by path, size and modification time."""
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    index = cache_dir / "sha256.json" if cache_dir else None
+    try:
+        known = json.loads(index.read_text()) if index and index.is_file() else {}
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
+    if index is not None:
+        try:
+            index.parent.mkdir(parents=True, exist_ok=True)
+            tmp = index.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(known | {key: digest.hexdigest()}))
+            tmp.replace(index)
+        except OSError:
+            pass  # a cache: without it the hash is computed again next time
     return digest.hexdigest()
 
 

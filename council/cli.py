@@ -408,10 +408,13 @@ def sleep(
         raise typer.BadParameter(f"{since!r} is not an ISO time such as 2026-11-26T00:00", param_hint="--since")
     if start is not None:
         start = start.astimezone(timezone.utc)  # a naive time is local; the log keeps UTC
+    from archetypes.backends import BackendPool
+
     base = _settings()
     settings = _settings(pool=pool or base.sleep.pool or base.pool)
+    backends = BackendPool(settings)
     with err.status("Loading models…"):
-        rt = build_runtime(settings)
+        rt = build_runtime(settings, backends)
     night = SleepPass(rt, settings.sleep)
     todo = night.pending(start)
     with Progress(console=err, transient=True) as bar:
@@ -424,7 +427,7 @@ def sleep(
     path = write_dataset(target, pairs, pool=rt.pool.name, hashes=hashes, fmt=fmt, render=render)  # type: ignore[arg-type]
     data = summary.model_dump() | {"dataset": str(path), "dataset_pairs": len(pairs)}
     if train:
-        data["training"] = _train(base, path)
+        data["training"] = _train(rt, backends, path, quiet_if_nothing_new=True)
     if as_json:
         return _dump(data)
     new = ", ".join(f"{k} {v}" for k, v in summary.pairs.items())
@@ -452,25 +455,34 @@ def train_command(
     if it beats the one in use on held-out pairs, stays within train.max_kl of the base model, and the council
     approves of it at least as often on the probe prompts. A killed run resumes from its last checkpoint.
     """
-    data = _train(_settings(persona=persona), dataset)
-    _dump(data) if as_json else _print_wakeup(data)
-
-
-def _train(settings: Settings, dataset: Path) -> dict[str, Any]:
     from archetypes.backends import BackendPool
     from council.runner import build_runtime
-    from sleep.wake import train_version
 
+    settings = _settings(persona=persona)
     backends = BackendPool(settings)
     with err.status("Loading models…"):
         rt = build_runtime(settings, backends)
+    data = _train(rt, backends, dataset, quiet_if_nothing_new=False)
+    _dump(data) if as_json else _print_wakeup(data)
+
+
+def _train(rt: Any, backends: Any, dataset: Path, *, quiet_if_nothing_new: bool) -> dict[str, Any]:
+    """Train and gate a persona version; after a night with nothing new, ``sleep --train`` just says so."""
+    from council.errors import NothingToTrainError
+    from sleep.wake import train_version
+
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("Training", total=None)
 
         def progress(phase: str, done: int, total: int) -> None:
             bar.update(task, description=phase, completed=done, total=total)
 
-        woke = train_version(rt, backends, dataset, progress)
+        try:
+            woke = train_version(rt, backends, dataset, progress)
+        except NothingToTrainError as exc:
+            if not quiet_if_nothing_new:
+                raise
+            return {"skipped": exc.what}
     return {
         "version": woke.version.id,
         "promoted": woke.version.promoted,
@@ -483,12 +495,16 @@ def _train(settings: Settings, dataset: Path) -> dict[str, Any]:
 
 
 def _print_wakeup(data: dict[str, Any]) -> None:
+    from sleep.gate import GateResult
+
+    if "skipped" in data:
+        return out.print(f"nothing to train: {data['skipped']}")
     t, gate = data["training"], data["gate"]
     out.print(f"trained {data['version']}: {t['steps']} steps on {t['pairs']} pairs, {t['seconds']} s on {t['device']}")
-    for f in {gate[k]["version"]: gate[k] for k in ("base", "previous", "candidate")}.values():
+    for f in GateResult.model_validate(gate).versions():
         out.print(
-            f"  {f['version']:<6} held-out accuracy {f['heldout_accuracy']}  KL {f['kl_from_base']}"
-            f"  approval {f['decisions'].get('continue')}  markers {f['marker_rate']}  people {f['dev_agreement']}",
+            f"  {f.version:<6} held-out accuracy {f.heldout_accuracy}  KL {f.kl_from_base}"
+            f"  approval {f.approval}  markers {f.marker_rate}  people {f.dev_agreement}",
             soft_wrap=True,
         )
     verdict = "promoted" if data["promoted"] else "not promoted: " + "; ".join(data["reasons"])
@@ -501,7 +517,9 @@ def _versions(persona: str | None) -> tuple[Any, str]:
     from memory.versions import PersonaVersions
 
     settings = _settings()
-    return PersonaVersions(EpisodeLog(settings.db_url)), persona or settings.persona
+    name = persona or settings.persona
+    Library.load(settings.home).persona(name)  # an unknown name is an error, not an empty history
+    return PersonaVersions(EpisodeLog(settings.db_url), settings.personas_dir), name
 
 
 @persona_app.command("versions")

@@ -31,3 +31,7 @@ class StorageError(CouncilError):
 
 class NotFoundError(CouncilError):
     """A named thing (episode, pool, archetype) does not exist."""
+
+
+class NothingToTrainError(CouncilError):
+    """A training run found no new preference pairs."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -42,7 +41,7 @@ def build_runtime(
     pool = library.pool(settings.pool)
     backends = backends or BackendPool(settings)
     log = EpisodeLog(settings.db_url)
-    version = PersonaVersions(log).active(persona.name)
+    version = PersonaVersions(log, settings.personas_dir).active(persona.name)
     backend = backends.get(persona.model) if version is None else persona_backend(backends, persona, version)
     writer = PersonaWriter(persona, backend, ReflectionPolicy(settings.reflection), settings.generation)
     council = Council(pool, library.members(pool), persona, backends)
@@ -56,12 +55,12 @@ def persona_backend(backends: BackendPool, persona: Persona, version: PersonaVer
     """The persona's model with ``version``'s adapter, after checking it was trained on this very GGUF."""
     base = backends.get(persona.model)
     path = getattr(base, "path", None)
-    if path is not None and file_hash(path) != version.base_hash:
+    if path is not None and file_hash(path, backends.settings.models_dir) != version.base_hash:
         raise ModelError(
             f"persona version {version.id} was trained on another base model than {path.name}",
-            "run `council persona use base`, or train a new version on this model",
+            "run `council persona use base` (or another version)",
         )
-    return backends.adapted(persona.model, Path(version.adapter))
+    return backends.adapted(persona.model, version.adapter_path(backends.settings.personas_dir))
 
 
 def run_episode(

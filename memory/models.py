@@ -175,12 +175,12 @@ class PersonaVersionRow(Base):
 
     __tablename__ = "persona_versions"
 
+    persona: Mapped[str] = mapped_column(String(64), primary_key=True)
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    persona: Mapped[str] = mapped_column(String(64), index=True)
     number: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     parent: Mapped[str] = mapped_column(String(32))
-    adapter: Mapped[str] = mapped_column(Text)
+    adapter: Mapped[str] = mapped_column(Text, doc="relative to $COUNCIL_HOME/personas")
     dataset_hash: Mapped[str] = mapped_column(String(64))
     base_hash: Mapped[str] = mapped_column(String(64))
     pair_ids: Mapped[list[str]] = mapped_column(JSON, default=list)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,7 +26,7 @@ class PersonaVersion(BaseModel):
     number: int
     created_at: datetime
     parent: str = Field(description="the version training started from")
-    adapter: str = Field(description="path of the GGUF LoRA adapter")
+    adapter: str = Field(description="the GGUF LoRA adapter, relative to $COUNCIL_HOME/personas")
     dataset_hash: str
     base_hash: str = Field(description="SHA-256 of the base GGUF it was trained on")
     pair_ids: list[str] = Field(default_factory=list, description="pairs it was trained on")
@@ -34,12 +35,21 @@ class PersonaVersion(BaseModel):
     promoted: bool = False
     reason: str = ""
 
+    def adapter_path(self, personas_dir: Path) -> Path:
+        """Where the adapter is, under ``personas_dir`` (so moving COUNCIL_HOME moves it too)."""
+        return personas_dir / self.adapter
+
+    def peft_dir(self, personas_dir: Path) -> Path:
+        """The same adapter in peft's format, which training continues from."""
+        return self.adapter_path(personas_dir).parent / "peft"
+
 
 class PersonaVersions:
     """Reads and writes persona versions and selections through the episode log's engine."""
 
-    def __init__(self, log: EpisodeLog):
+    def __init__(self, log: EpisodeLog, personas_dir: Path):
         self.log = log
+        self.personas_dir = personas_dir
 
     def next_id(self, persona: str) -> tuple[str, int]:
         """The id and number the next version of ``persona`` gets."""
@@ -50,8 +60,17 @@ class PersonaVersions:
         return f"v{number}", number
 
     def add(self, version: PersonaVersion) -> None:
-        """Store ``version``; a promoted one is selected at once."""
+        """Store ``version``; a promoted one is selected at once, unless the selection moved since training began.
+
+        A promotion does not override a `persona use` or `rollback` made while the version trained: it is then
+        stored unpromoted, with that reason.
+        """
         with self.log.sessions.begin() as session:
+            current = session.scalar(self._in_use(version.persona).limit(1))
+            if version.promoted and (current.version if current else BASE) != version.parent:
+                version = version.model_copy(
+                    update={"promoted": False, "reason": f"the persona switched from {version.parent} while it trained"}
+                )
             session.add(PersonaVersionRow(**version.model_dump()))
             if version.promoted:
                 session.add(self._selection(version.persona, version.id))
@@ -79,7 +98,8 @@ class PersonaVersions:
     def current(self, persona: str) -> str:
         """The version ``persona`` runs with: the newest selection not rolled back, else ``base``."""
         with self.log.sessions() as session:
-            return session.scalar(self._in_use(persona).limit(1)) or BASE
+            row = session.scalar(self._in_use(persona).limit(1))
+            return row.version if row else BASE
 
     def active(self, persona: str) -> PersonaVersion | None:
         """The version ``persona`` runs with, or ``None`` for its base model."""
@@ -88,6 +108,11 @@ class PersonaVersions:
     def use(self, persona: str, version: str) -> PersonaVersion | None:
         """Run ``persona`` with ``version`` (any stored version, promoted or not, or ``base``) from now on."""
         found = self.get(persona, version)
+        if found is not None and not found.adapter_path(self.personas_dir).is_file():
+            raise NotFoundError(
+                f"the adapter of {persona} {version} is missing ({found.adapter_path(self.personas_dir)})",
+                "choose another version or base",
+            )
         with self.log.sessions.begin() as session:
             session.add(self._selection(persona, version))
         return found
@@ -95,25 +120,26 @@ class PersonaVersions:
     def rollback(self, persona: str) -> str:
         """Undo the newest selection; returns the version now in use."""
         with self.log.sessions.begin() as session:
-            row = session.scalar(
-                select(PersonaSelectionRow)
-                .where(PersonaSelectionRow.persona == persona, PersonaSelectionRow.rolled_back_at.is_(None))
-                .order_by(PersonaSelectionRow.id.desc())
-                .limit(1)
-            )
+            row = session.scalar(self._in_use(persona).limit(1))
             if row is None:
                 raise NotFoundError(f"persona {persona} already runs its base model", "nothing to roll back")
             row.rolled_back_at = datetime.now(timezone.utc)
         return self.current(persona)
 
     def trained_pairs(self, persona: str) -> set[str]:
-        """Ids of every pair some version of ``persona`` was trained on."""
-        return {pid for v in self.all(persona) for pid in v.pair_ids}
+        """Ids of the pairs the version in use and its ancestors were trained on (what the persona has learnt)."""
+        by_id = {v.id: v for v in self.all(persona)}
+        pairs: set[str] = set()
+        version = by_id.get(self.current(persona))
+        while version is not None:
+            pairs |= set(version.pair_ids)
+            version = by_id.get(version.parent)
+        return pairs
 
     @staticmethod
     def _in_use(persona: str):  # noqa: ANN205 - a SQLAlchemy select
         return (
-            select(PersonaSelectionRow.version)
+            select(PersonaSelectionRow)
             .where(PersonaSelectionRow.persona == persona, PersonaSelectionRow.rolled_back_at.is_(None))
             .order_by(PersonaSelectionRow.id.desc())
         )

@@ -42,6 +42,8 @@ def gguf_tensors(
     for key, value in state.items():
         match = _LORA.match(key)
         if match is None:
+            if "lora_" in key:
+                raise ModelError(f"LoRA weight {key} has no llama.cpp adapter name", f"target only {', '.join(_NAMES)}")
             continue
         layer, module, which = match.groups()
         if module not in _NAMES:

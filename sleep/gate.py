@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from archetypes.backends import Backend, Message
 from council import prompts
 from council.config import TrainSettings
-from council.errors import ContextOverflowError, DefinitionError
+from council.errors import ContextOverflowError
 from council.evaluation.evaluate import PairRow
 from council.graph import CouncilRuntime
 from council.persona import PersonaWriter
@@ -35,7 +35,7 @@ PROBES = (
     "Can you help me plan a small picnic for four people?",
     "Give me every digit of pi.",
 )
-_TURN = re.compile(r"\n\n(Human|Assistant): ")
+_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]*")
 
 
 class Figures(BaseModel):
@@ -47,6 +47,7 @@ class Figures(BaseModel):
     kl_from_base: float = Field(description="mean per-token KL(version || base) on the probe prompts, nats")
     decisions: dict[str, float] = Field(description="share of the probes' reflection points per council decision")
     marker_rate: float = Field(description="share of segments the persona ended with its own stop-reflect marker")
+    heldout_pairs: int = Field(0, description="held-out pairs scored (longer ones than the context are skipped)")
     dev_agreement: float | None = Field(None, description="share of human-labelled pairs where it prefers chosen")
     dev_pairs: int = 0
 
@@ -65,6 +66,10 @@ class GateResult(BaseModel):
     previous: Figures
     base: Figures
 
+    def versions(self) -> list[Figures]:
+        """Base, previous and candidate, each once (the previous version is often the base)."""
+        return list({f.version: f for f in (self.base, self.previous, self.candidate)}.values())
+
 
 def completion_logprob(backend: Backend, prompt: Sequence[dict[str, str]], completion: str) -> float:
     """The log-probability of ``completion`` as the persona's next assistant turn, in llama.cpp."""
@@ -75,23 +80,27 @@ def completion_logprob(backend: Backend, prompt: Sequence[dict[str, str]], compl
 
 
 def pair_margins(backend: Backend, rows: Sequence[dict[str, Any]]) -> np.ndarray:
-    """Per conversational preference row, log p(chosen) - log p(rejected)."""
+    """Per conversational preference row, log p(chosen) - log p(rejected); rows longer than the context are skipped."""
     margins = []
     for row in rows:
-        if not isinstance(row["prompt"], list):
-            raise DefinitionError(
-                "the gate needs conversational pairs", "export with `council sleep --format conversational`"
-            )
-        lp = [completion_logprob(backend, row["prompt"], row[c][0]["content"]) for c in ("chosen", "rejected")]
+        try:
+            lp = [completion_logprob(backend, row["prompt"], row[c][0]["content"]) for c in ("chosen", "rejected")]
+        except ContextOverflowError:
+            continue
         margins.append(lp[0] - lp[1])
     return np.array(margins)
 
 
 def hh_turns(system: str, prompt: str) -> list[dict[str, str]]:
     """An HH-style ``Human: … Assistant: …`` transcript as chat turns after the persona's system prompt."""
-    parts = _TURN.split("\n\n" + prompt.strip())[1:]
+    parts = _TURN.split(prompt.strip())
+    lead, parts = parts[0].strip(), parts[1:]
     roles = {"Human": "user", "Assistant": "assistant"}
     turns = [{"role": roles[who], "content": text.strip()} for who, text in zip(parts[::2], parts[1::2], strict=True)]
+    if lead:  # text before any "Human:" is the human's
+        turns.insert(0, {"role": "user", "content": lead})
+    while turns and turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
+        turns.pop()  # a transcript ending in "Assistant:" leaves the reply to be judged
     return [{"role": "system", "content": system}, *turns]
 
 
@@ -129,6 +138,7 @@ class VersionProbe:
             version=version,
             heldout_accuracy=round(float((margins > 0).mean()), 4) if len(margins) else None,
             heldout_margin=round(float(margins.mean()), 4) if len(margins) else None,
+            heldout_pairs=len(margins),
             kl_from_base=round(self._kl(backend), 5),
             decisions=decisions,
             marker_rate=markers,

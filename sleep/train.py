@@ -8,6 +8,7 @@ A run is keyed by what it trains on; a killed run finds its checkpoints under th
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import random
 import shutil
@@ -20,7 +21,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from council.config import TrainSettings
-from council.errors import CouncilError, DefinitionError, ModelError
+from council.errors import CouncilError, ModelError
+from council.jsonl import read_jsonl
 from sleep.adapter import write_gguf_adapter
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -37,6 +39,15 @@ class TrainingData(BaseModel):
     dataset_hash: str
 
 
+class DatasetRow(BaseModel):
+    """A row of a preference dataset, in TRL's conversational or standard format (other columns are ignored)."""
+
+    id: str | None = None
+    prompt: str | list[dict[str, str]]
+    chosen: str | list[dict[str, str]]
+    rejected: str | list[dict[str, str]]
+
+
 def row_id(row: dict[str, Any]) -> str:
     """A pair's id: the exported ``id``, else a hash of its texts."""
     if row.get("id"):
@@ -47,31 +58,19 @@ def row_id(row: dict[str, Any]) -> str:
 def read_pairs(dataset_dir: Path) -> list[dict[str, Any]]:
     """The rows of ``DATASET_DIR/pairs.jsonl`` (as written by `council sleep`), each with an ``id``."""
     path = dataset_dir / "pairs.jsonl" if dataset_dir.is_dir() else dataset_dir
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DefinitionError(f"cannot read {path} ({exc.strerror})", "run `council sleep` first or give its --out DIR")
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            rows.append({c: row[c] for c in _COLUMNS} | {"id": row_id(row)})
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise DefinitionError(
-                f"{path}:{number}: not a preference row ({exc})", "each line needs prompt, chosen and rejected"
-            ) from exc
-    return rows
+    rows = [r.model_dump() for r in read_jsonl(path, DatasetRow, "preference")]
+    return [r | {"id": row_id(r)} for r in rows]
 
 
 def split(rows: list[dict[str, Any]], trained: set[str], settings: TrainSettings) -> TrainingData:
     """Split the pairs: a stable held-out share, the new ones, and a replayed share of earlier ones.
 
-    The held-out share is chosen by id, so a pair never moves between training and evaluation across nights.
+    The held-out share is chosen by id, so a pair never moves between training and evaluation across nights,
+    and a pair the persona has already learnt is never held out.
     """
-    heldout = [r for r in rows if _bucket(r["id"]) < settings.holdout]
-    rest = [r for r in rows if _bucket(r["id"]) >= settings.holdout]
+    held = {r["id"] for r in rows if _bucket(r["id"]) < settings.holdout and r["id"] not in trained}
+    heldout = [r for r in rows if r["id"] in held]
+    rest = [r for r in rows if r["id"] not in held]
     new = [r for r in rest if r["id"] not in trained]
     earlier = [r for r in rest if r["id"] in trained]
     replay = random.Random(settings.seed).sample(earlier, min(len(earlier), round(settings.replay * len(new))))
@@ -89,10 +88,33 @@ def _bucket(pair_id: str) -> float:
     return int(hashlib.sha1(pair_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
+_TRAINING_FIELDS = {"beta", "lora_r", "lora_alpha", "target_modules", "learning_rate", "epochs", "batch_size"}
+
+
 def run_key(data: TrainingData, settings: TrainSettings, base_hash: str, parent: str) -> str:
-    """What identifies a run: same key, same run, so a killed one resumes."""
-    what = json.dumps([sorted(data.new), sorted(data.replay), settings.model_dump(mode="json"), base_hash, parent])
+    """What identifies a run (pairs, training settings, base, parent): same key, same run, so a killed one resumes."""
+    knobs = settings.model_dump(mode="json", include=_TRAINING_FIELDS | {"max_length", "seed"})
+    what = json.dumps([sorted(data.new), sorted(data.replay), knobs, base_hash, parent])
     return hashlib.sha256(what.encode()).hexdigest()[:16]
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint of a run; incomplete ones (killed while saving) are removed."""
+    found = [p for p in run_dir.glob("checkpoint-*") if p.name.removeprefix("checkpoint-").isdigit()]
+    for checkpoint in sorted(found, key=lambda p: int(p.name.removeprefix("checkpoint-")), reverse=True):
+        if (checkpoint / "trainer_state.json").is_file():
+            return checkpoint
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    return None
+
+
+def require_train_extra() -> None:
+    """Fail early, in one line, when the training stack is not installed."""
+    for module in ("torch", "transformers", "trl", "peft", "datasets", "gguf"):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise CouncilError(f"training needs {module}", "pip install 'archetype-council[train]'") from exc
 
 
 def train_adapter(
@@ -108,19 +130,14 @@ def train_adapter(
 
     Returns the training figures: steps, loss, DPO reward accuracy and margin, seconds, device.
     """
-    try:
-        import datasets
-        import torch
-        import transformers
-        from peft import LoraConfig, PeftModel, get_peft_model_state_dict
-        from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
-        from transformers.trainer_utils import get_last_checkpoint
-        from trl import DPOConfig, DPOTrainer
-    except ImportError as exc:
-        raise CouncilError(f"training needs {exc.name}", "pip install 'archetype-council[train]'") from exc
+    require_train_extra()
+    import datasets
+    import torch
+    import transformers
+    from peft import LoraConfig, PeftModel, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
 
-    if not data.train:
-        raise DefinitionError("no new preference pairs to train on", "run `council sleep` after a day of episodes")
     torch.manual_seed(settings.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
@@ -171,11 +188,11 @@ def train_adapter(
     )
     trainer.remove_callback(PrinterCallback)
     start = time.perf_counter()
-    resumed = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    resumed = last_checkpoint(run_dir)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecation notices of the training stack, not the user's concern
-            result = trainer.train(resume_from_checkpoint=resumed)
+            trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
     except torch.OutOfMemoryError as exc:
         raise ModelError("training ran out of memory", "lower train.batch_size or train.max_length") from exc
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -199,11 +216,11 @@ def train_adapter(
         "new_pairs": len(data.new),
         "replayed_pairs": len(data.replay),
         "heldout_pairs": len(data.heldout),
-        "train_loss": round(float(result.training_loss), 4),
+        "train_loss": round(float(sum(e["loss"] for e in logs) / max(len(logs), 1)), 4),
         "last_loss": round(float(last.get("loss", float("nan"))), 4),
         "reward_accuracy": round(float(last.get("rewards/accuracies", float("nan"))), 4),
         "reward_margin": round(float(last.get("rewards/margins", float("nan"))), 4),
-        "resumed_from": Path(resumed).name if resumed else None,
+        "resumed_from": resumed.name if resumed else None,
         "seconds": round(time.perf_counter() - start, 1),
         "device": device,
         "settings": settings.model_dump(mode="json"),

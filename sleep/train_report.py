@@ -15,13 +15,6 @@ from sleep.gate import Figures, GateResult
 _DECISIONS = ("continue", "revise", "let_go")
 
 
-def _versions(gate: GateResult) -> list[Figures]:
-    seen: dict[str, Figures] = {}
-    for f in (gate.base, gate.previous, gate.candidate):
-        seen.setdefault(f.version, f)
-    return list(seen.values())
-
-
 def _bars(
     versions: list[Figures], values: list[float | None], ylabel: str, ylim: tuple[float, float] | None
 ) -> plt.Figure:
@@ -52,8 +45,8 @@ def _decision_bars(versions: list[Figures]) -> plt.Figure:
 
 def write_report(version: PersonaVersion, gate: GateResult, out_dir: Path) -> Path:
     """Write ``index.html``, ``results.json`` and ``results.csv`` comparing base, previous and new version."""
-    versions = _versions(gate)
-    verdict = "promoted" if gate.passed else "kept, not promoted: " + "; ".join(gate.reasons)
+    versions = gate.versions()
+    verdict = "promoted" if version.promoted else "kept, not promoted: " + version.reason
     fields = ["heldout_accuracy", "heldout_margin", "kl_from_base", "approval", "marker_rate", "dev_agreement"]
     rows = [[v.version, *[getattr(v, f) for f in fields], v.dev_pairs] for v in versions]
     t = version.training

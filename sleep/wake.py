@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -10,82 +13,123 @@ from pydantic import BaseModel
 
 from archetypes.backends import BackendPool
 from archetypes.modelfiles import file_hash
-from council.errors import ModelError
+from council.errors import CouncilError, DefinitionError, ModelError, NothingToTrainError
 from council.graph import CouncilRuntime
 from memory.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.base_model import base_checkpoint
 from sleep.gate import GateResult, VersionProbe, decide, load_dev
-from sleep.train import Progress, read_pairs, run_key, split, train_adapter
+from sleep.train import Progress, read_pairs, require_train_extra, run_key, split, train_adapter
 from sleep.train_report import write_report
 
 
 class Wakeup(BaseModel):
-    """What `council train` did: the new version, its gate, and where its report is."""
+    """What `council train` did: the new version, its gate, where its report is, and the version now in use."""
 
     version: PersonaVersion
     gate: GateResult
     report: str
+    in_use: str
 
-    @property
-    def in_use(self) -> str:
-        """The version the persona runs with from now on."""
-        return self.version.id if self.version.promoted else self.version.parent
+
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise CouncilError(f"another `council train` holds {lock}", "wait for it to finish") from exc
+        yield
 
 
 def train_version(
     rt: CouncilRuntime, backends: BackendPool, dataset_dir: Path, progress: Progress | None = None
 ) -> Wakeup:
-    """Train a new version of ``rt``'s persona on ``dataset_dir``, gate it against the one in use, store both."""
-    settings = rt.settings.train
-    persona = rt.persona
-    versions = PersonaVersions(rt.log)
+    """Train a new version of ``rt``'s persona on ``dataset_dir``, gate it against the one in use, store both.
+
+    Everything that can be refused (missing extra, no new pairs, a dataset the gate cannot score, a bad dev set,
+    a parent without its weights) is refused before training starts.
+    """
+    require_train_extra()
+    settings, persona = rt.settings.train, rt.persona
+    versions = PersonaVersions(rt.log, rt.settings.personas_dir)
     base = backends.get(persona.model)
     gguf = getattr(base, "path", None)
     if gguf is None:
         raise ModelError(f"training needs a llama.cpp persona model, not {base.model_id}", "give the persona a GGUF")
-    base_hash = file_hash(gguf)
-    parent = versions.active(persona.name)
-    data = split(read_pairs(dataset_dir), versions.trained_pairs(persona.name), settings)
-    version_id, number = versions.next_id(persona.name)
     home = rt.settings.personas_dir / persona.name
-    out_dir = home / version_id
-    run_dir = home / "runs" / run_key(data, settings, base_hash, parent.id if parent else BASE)
-    figures = train_adapter(
-        base_checkpoint(gguf, rt.settings.models_dir / "hf"),
-        Path(parent.adapter).parent / "peft" if parent else None,
-        data,
-        settings,
-        run_dir,
-        out_dir,
-        progress,
-    )
-    candidate = backends.adapted(persona.model, out_dir / "adapter.gguf")
-    probe = VersionProbe(rt, base, settings, data.heldout, load_dev(settings.dev_set, settings.dev_pairs))
+    with _exclusive(home / "train.lock"):
+        parent = versions.active(persona.name)
+        data = split(read_pairs(dataset_dir), versions.trained_pairs(persona.name), settings)
+        if not data.train:
+            raise NothingToTrainError(
+                f"no new preference pairs in {dataset_dir} ({len(data.heldout)} held out)",
+                "sleep on new episodes first",
+            )
+        if any(not isinstance(r["prompt"], list) for r in data.heldout):
+            raise DefinitionError(
+                "the gate scores conversational pairs only", "export with `council sleep --format conversational`"
+            )
+        dev = load_dev(settings.dev_set, settings.dev_pairs)
+        parent_peft = parent.peft_dir(rt.settings.personas_dir) if parent else None
+        if parent_peft is not None and not parent_peft.is_dir():
+            raise ModelError(
+                f"{parent_peft} is missing: training cannot continue from it", "run `council persona use base`"
+            )
+        base_hash = file_hash(gguf, rt.settings.models_dir)
+        version_id, number = versions.next_id(persona.name)
+        out_dir = home / version_id
+        figures = train_adapter(
+            base_checkpoint(gguf, rt.settings.models_dir / "hf"),
+            parent_peft,
+            data,
+            settings,
+            home / "runs" / run_key(data, settings, base_hash, parent.id if parent else BASE),
+            out_dir,
+            progress,
+        )
+        gate = _gate(rt, backends, data.heldout, dev, parent, version_id, out_dir / "adapter.gguf", progress)
+        version = PersonaVersion(
+            id=version_id,
+            persona=persona.name,
+            number=number,
+            created_at=datetime.now(timezone.utc),
+            parent=parent.id if parent else BASE,
+            adapter=f"{persona.name}/{version_id}/adapter.gguf",
+            dataset_hash=data.dataset_hash,
+            base_hash=base_hash,
+            pair_ids=data.new + data.replay,
+            training=figures,
+            gate=gate.model_dump(),
+            promoted=gate.passed,
+            reason="; ".join(gate.reasons),
+        )
+        versions.add(version)
+        stored = versions.get(persona.name, version_id)
+        report = write_report(stored, gate, out_dir / "report")  # type: ignore[arg-type]
+        shutil.rmtree(home / "runs", ignore_errors=True)
+        return Wakeup(version=stored, gate=gate, report=str(report), in_use=versions.current(persona.name))
+
+
+def _gate(
+    rt: CouncilRuntime,
+    backends: BackendPool,
+    heldout: list[dict],
+    dev: list,
+    parent: PersonaVersion | None,
+    version_id: str,
+    adapter: Path,
+    progress: Progress | None,
+) -> GateResult:
+    """Measure the version in use, the base and the candidate; decide."""
     step = progress or (lambda what, done, total: None)
+    base = backends.get(rt.persona.model)
+    probe = VersionProbe(rt, base, rt.settings.train, heldout, dev)
     step("measuring the version in use", 0, 3)
     previous = probe.measure(parent.id if parent else BASE, rt.writer.backend)
     step("measuring the base model", 1, 3)
     before = previous if parent is None else probe.measure(BASE, base)
     step(f"measuring {version_id}", 2, 3)
-    after = probe.measure(version_id, candidate)
-    reasons = decide(after, previous, settings)
-    gate = GateResult(passed=not reasons, reasons=reasons, candidate=after, previous=previous, base=before)
-    version = PersonaVersion(
-        id=version_id,
-        persona=persona.name,
-        number=number,
-        created_at=datetime.now(timezone.utc),
-        parent=parent.id if parent else BASE,
-        adapter=str(out_dir / "adapter.gguf"),
-        dataset_hash=data.dataset_hash,
-        base_hash=base_hash,
-        pair_ids=data.new + data.replay,
-        training=figures,
-        gate=gate.model_dump(),
-        promoted=gate.passed,
-        reason="; ".join(reasons),
-    )
-    report = write_report(version, gate, out_dir / "report")
-    versions.add(version)
-    shutil.rmtree(run_dir, ignore_errors=True)
-    return Wakeup(version=version, gate=gate, report=str(report))
+    after = probe.measure(version_id, backends.adapted(rt.persona.model, adapter))
+    reasons = decide(after, previous, rt.settings.train)
+    return GateResult(passed=not reasons, reasons=reasons, candidate=after, previous=previous, base=before)

@@ -177,7 +177,7 @@ def test_the_gate_refuses_a_deliberately_bad_adapter(base_dir, llama, tmp_path, 
     reasons = decide(after, before, settings.train)
     assert after.kl_from_base > settings.train.max_kl
     assert any("drift" in r for r in reasons), reasons
-    assert decide(before, after, settings.train) != []  # the base is no better than itself on held-out pairs
+    assert any("does not beat base" in r for r in decide(before, before, settings.train))
     assert before.kl_from_base == 0.0 and sum(before.decisions.values()) == pytest.approx(1.0, abs=1e-3)
 
 
@@ -197,6 +197,17 @@ def persona_logprobs(env: dict) -> list[float]:
     return json.loads(
         subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     )
+
+
+def council_votes(env: dict) -> list[dict]:
+    code = (
+        "import json; from council import prompts; from council.config import load_settings;"
+        "from council.runner import build_runtime; rt = build_runtime(load_settings());"
+        "m = prompts.vote_messages(rt.persona, 'Why is the sky blue?', " + repr(TEXT) + ");"
+        "print(json.dumps([v.probs for v in rt.council.vote(m)]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
 
 
 def test_train_resumes_after_a_kill_promotes_a_better_version_and_rollback_restores_the_base(
@@ -223,15 +234,14 @@ def test_train_resumes_after_a_kill_promotes_a_better_version_and_rollback_resto
     )
     runs = council_home / "personas" / "default" / "runs"
     deadline = time.monotonic() + 600
-    while not list(runs.glob("*/checkpoint-2")) and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert killed.poll() is None, "training ended before it could be killed"
-    time.sleep(1.0)
+    while not list(runs.glob("*/checkpoint-2/trainer_state.json")) and time.monotonic() < deadline:
+        assert killed.poll() is None, "training ended before it could be killed"
+        time.sleep(0.2)
     killed.send_signal(signal.SIGKILL)
     killed.wait()
 
     result = json.loads(council("train", str(dataset), "--json", env=env).stdout)
-    assert result["training"]["resumed_from"] == "checkpoint-2"
+    assert result["training"]["resumed_from"] in ("checkpoint-2", "checkpoint-4")  # the newest complete one
     assert result["version"] == "v1" and result["promoted"], result["reasons"]
     gate = result["gate"]
     assert gate["candidate"]["heldout_accuracy"] > gate["base"]["heldout_accuracy"]
@@ -244,12 +254,14 @@ def test_train_resumes_after_a_kill_promotes_a_better_version_and_rollback_resto
     assert episode["persona_version"] == "v1" and episode["model_ids"]["persona"].endswith("+v1")
     assert not episode["model_ids"]["archetype:reason"].endswith("+v1")  # the council is never trained
     trained_lp = persona_logprobs(env)
+    trained_votes = council_votes(env)
     assert np.abs(np.array(trained_lp) - np.array(base_lp)).max() > 0.01
 
     listing = json.loads(council("persona", "versions", "--json", env=env).stdout)
     assert listing["in_use"] == "v1" and listing["versions"][0]["gate"]["passed"]
     assert "now runs base" in council("persona", "rollback", env=env).stdout
     assert persona_logprobs(env) == base_lp  # identical, not merely close
+    assert council_votes(env) == trained_votes  # the council read the same with v1 in use as without
     assert "now runs v1" in council("persona", "use", "v1", env=env).stdout
     assert persona_logprobs(env) == trained_lp
     missing = council("persona", "use", "v9", env=env, check=False)

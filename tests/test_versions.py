@@ -19,14 +19,20 @@ from sleep.train import read_pairs, row_id, split
 runner = CliRunner()
 
 
-def version(number: int, promoted: bool = True, pairs: tuple[str, ...] = ()) -> PersonaVersion:
+def version(
+    number: int, promoted: bool = True, pairs: tuple[str, ...] = (), persona: str = "default", parent: str = ""
+) -> PersonaVersion:
+    settings = load_settings()
+    adapter = settings.personas_dir / persona / f"v{number}" / "adapter.gguf"
+    adapter.parent.mkdir(parents=True, exist_ok=True)
+    adapter.write_bytes(b"GGUF")
     return PersonaVersion(
         id=f"v{number}",
-        persona="default",
+        persona=persona,
         number=number,
         created_at=datetime.now(timezone.utc),
-        parent=BASE if number == 1 else f"v{number - 1}",
-        adapter=f"/nowhere/v{number}/adapter.gguf",
+        parent=parent or (BASE if number == 1 else f"v{number - 1}"),
+        adapter=f"{persona}/v{number}/adapter.gguf",
         dataset_hash="d" * 64,
         base_hash="b" * 64,
         pair_ids=list(pairs),
@@ -37,7 +43,8 @@ def version(number: int, promoted: bool = True, pairs: tuple[str, ...] = ()) -> 
 
 @pytest.fixture
 def store() -> PersonaVersions:
-    return PersonaVersions(EpisodeLog(load_settings().db_url))
+    settings = load_settings()
+    return PersonaVersions(EpisodeLog(settings.db_url), settings.personas_dir)
 
 
 def test_promoted_versions_are_used_and_rollback_walks_back_through_the_selections(store):
@@ -45,6 +52,7 @@ def test_promoted_versions_are_used_and_rollback_walks_back_through_the_selectio
     store.add(version(1))
     store.add(version(2, promoted=False))  # kept, not promoted: not used
     assert store.current("default") == "v1" and store.next_id("default") == ("v3", 3)
+    assert store.active("default").adapter_path(store.personas_dir).is_file()
     store.use("default", "v2")
     assert store.current("default") == "v2" and store.active("default").reason.startswith("held-out")
     assert store.rollback("default") == "v1"
@@ -56,10 +64,41 @@ def test_promoted_versions_are_used_and_rollback_walks_back_through_the_selectio
     assert store.current("other") == BASE  # selections are per persona
 
 
-def test_trained_pairs_are_remembered_across_versions(store):
+def test_what_the_persona_has_learnt_is_the_pairs_of_the_version_in_use_and_its_ancestors(store):
     store.add(version(1, pairs=("a", "b")))
-    store.add(version(2, promoted=False, pairs=("c",)))
-    assert store.trained_pairs("default") == {"a", "b", "c"}
+    store.add(version(2, promoted=False, pairs=("c",)))  # refused: its pairs were never learnt
+    assert store.trained_pairs("default") == {"a", "b"}
+    store.add(version(3, pairs=("d",), parent="v1"))
+    assert store.trained_pairs("default") == {"a", "b", "d"}
+    store.rollback("default")
+    assert store.trained_pairs("default") == {"a", "b"}
+
+
+def test_each_persona_has_its_own_versions(store):
+    store.add(version(1))
+    store.add(version(1, persona="other"))
+    assert store.current("default") == store.current("other") == "v1"
+    assert [v.persona for v in store.all("other")] == ["other"]
+    store.rollback("other")
+    assert (store.current("default"), store.current("other")) == ("v1", BASE)
+
+
+def test_a_promotion_does_not_override_a_choice_made_while_it_trained(store):
+    store.add(version(1))
+    store.use("default", BASE)  # the user switched back while v2 (trained from v1) was training
+    store.add(version(2, parent="v1"))
+    stored = store.get("default", "v2")
+    assert not stored.promoted and "switched from v1" in stored.reason
+    assert store.current("default") == BASE
+
+
+def test_use_refuses_a_version_whose_adapter_is_gone(store):
+    store.add(version(1))
+    store.add(version(2, promoted=False))
+    (store.personas_dir / "default" / "v2" / "adapter.gguf").unlink()
+    with pytest.raises(NotFoundError, match="adapter of default v2 is missing"):
+        store.use("default", "v2")
+    assert store.current("default") == "v1"
 
 
 def test_the_persona_commands_list_use_and_roll_back(store):
@@ -75,19 +114,29 @@ def test_the_persona_commands_list_use_and_roll_back(store):
     assert "now runs v1" in runner.invoke(app, ["persona", "rollback"]).stdout
 
 
-def test_a_version_needs_its_adapter_and_its_own_base_model(store):
+def test_a_version_needs_its_own_base_model_and_a_loadable_adapter(store):
     from pathlib import Path
 
     from archetypes.modelfiles import file_hash, resolve_gguf
     from council.runner import build_runtime
 
     store.add(version(1))  # base_hash "bbbb…": trained on some other GGUF
-    with pytest.raises(ModelError, match="trained on another base model"):
+    with pytest.raises(ModelError, match="trained on another base model.*persona use base"):
         build_runtime(load_settings())
     real = version(2).model_copy(update={"base_hash": file_hash(resolve_gguf("smollm2-135m", Path("/x")))})
-    store.add(real)
-    with pytest.raises(ModelError, match="adapter .* is missing.*persona use base"):
+    store.add(real)  # its adapter file holds 4 bytes, not a LoRA
+    with pytest.raises(ModelError, match="could not load the LoRA adapter.*persona use base"):
         build_runtime(load_settings())
+    assert (load_settings().models_dir / "sha256.json").is_file()  # the GGUF's hash is remembered
+
+
+def test_persona_commands_fail_in_one_line_without_a_traceback(capsys):
+    from council.cli import main
+
+    assert main(["persona", "use", "v9"]) == 1
+    assert main(["persona", "versions", "--persona", "nobody"]) == 1
+    errors = capsys.readouterr().err
+    assert "no version 'v9'" in errors and "nobody" in errors and "Traceback" not in errors
 
 
 def rows(n: int) -> list[dict]:
@@ -114,9 +163,9 @@ def test_read_pairs_keeps_ids_and_names_a_bad_line(tmp_path):
     read = read_pairs(tmp_path)
     assert [r["id"] for r in read] == ["x1", row_id(anonymous)] and "scores" not in read[0]
     (tmp_path / "pairs.jsonl").write_text('{"prompt": "p"}\n')
-    with pytest.raises(DefinitionError, match="pairs.jsonl:1: not a preference row"):
+    with pytest.raises(DefinitionError, match="pairs.jsonl:1: not a valid preference row"):
         read_pairs(tmp_path)
-    with pytest.raises(DefinitionError, match="run `council sleep` first"):
+    with pytest.raises(DefinitionError, match="cannot read .*missing"):
         read_pairs(tmp_path / "missing")
 
 
@@ -166,19 +215,35 @@ def test_lora_tensors_get_llama_cpp_names_and_only_q_k_b_are_permuted():
 
 
 def test_hh_transcripts_become_chat_turns():
-    turns = hh_turns("You are Ada.", "Human: hi\n\nAssistant: hello\n\nHuman: how are you?")
-    assert turns == [
+    expected = [
         {"role": "system", "content": "You are Ada."},
         {"role": "user", "content": "hi"},
         {"role": "assistant", "content": "hello"},
         {"role": "user", "content": "how are you?"},
     ]
+    assert hh_turns("You are Ada.", "Human: hi\n\nAssistant: hello\n\nHuman: how are you?") == expected
+    assert hh_turns("You are Ada.", "Human: hi\n\nAssistant: hello\n\nHuman: how are you?\n\nAssistant:") == expected
+    assert hh_turns("You are Ada.", "hi") == expected[:2]
 
 
-def test_training_a_non_gguf_persona_is_a_one_line_error(fake_setup, tmp_path, monkeypatch):
+def test_resuming_skips_a_checkpoint_killed_while_it_was_saved(tmp_path):
+    from sleep.train import last_checkpoint
+
+    for step, complete in ((2, True), (4, True), (6, False)):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        if complete:
+            (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    assert not (tmp_path / "checkpoint-6").exists()
+    assert last_checkpoint(tmp_path / "none") is None
+
+
+def test_training_a_non_gguf_persona_is_a_one_line_error(fake_setup, tmp_path, monkeypatch, capsys):
+    from council.cli import main
+
     fake_setup()
     monkeypatch.setenv("COUNCIL_PERSONA", "tester")
     (tmp_path / "pairs.jsonl").write_text(json.dumps(rows(1)[0]) + "\n")
-    result = runner.invoke(app, ["train", str(tmp_path)])
-    assert result.exit_code != 0
-    assert "training needs a llama.cpp persona model" in str(result.exception)
+    assert main(["train", str(tmp_path)]) == 1
+    errors = capsys.readouterr().err
+    assert "training needs a llama.cpp persona model" in errors and "Traceback" not in errors

@@ -96,16 +96,17 @@ class LlamaBackend:
 
     def _set_adapter(self, path: Path) -> None:
         if not path.is_file():
-            raise ModelError(f"LoRA adapter {path} is missing", "run `council persona use base` or retrain")
+            raise ModelError(f"LoRA adapter {path} is missing", "run `council persona use base` (or another version)")
         lora = llama_cpp.llama_adapter_lora_init(self._model.model, str(path).encode("utf-8"))
         if not lora:
             raise ModelError(
-                f"llama.cpp could not load the LoRA adapter {path}", "check it was trained on this persona's GGUF"
+                f"llama.cpp could not load the LoRA adapter {path}",
+                "run `council persona use base` (or another version)",
             )
         self._lora = lora  # freed with the model
         adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(lora)
         if llama_cpp.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, (ctypes.c_float * 1)(1.0)):
-            raise ModelError(f"llama.cpp could not apply the LoRA adapter {path}", "retrain the persona version")
+            raise ModelError(f"llama.cpp could not apply the LoRA adapter {path}", "run `council persona use base`")
 
     # ---- tokens -------------------------------------------------------------------------------------
 
@@ -285,9 +286,13 @@ class LlamaBackend:
             for j in range(len(chunk)):
                 yield _log_softmax(self._logits(j))
 
+    def encode(self, text: str) -> list[int]:
+        """The tokens of ``text`` as message content (special tokens stay plain text)."""
+        return self._tok(text, trusted=False)
+
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes as message content."""
-        return len(self._tok(text, trusted=False))
+        return len(self.encode(text))
 
     def score(
         self, messages: Sequence[Message], prefills: Sequence[str], choices: Mapping[str, Sequence[str]]

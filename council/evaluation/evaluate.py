@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from council.errors import DefinitionError
 from council.evaluation import metrics as m
 from council.evaluation.judges import PERSONA, Judges, calibrate, council_probability
 from council.graph import CouncilRuntime
+from council.jsonl import read_jsonl
 
 Task = Literal["ethics", "pairs"]
 METRICS: dict[str, m.Metric] = {
@@ -44,28 +43,8 @@ class PairRow(BaseModel):
 
 
 def load_rows(path: Path, task: Task, limit: int | None = None) -> list[Any]:
-    """Read and validate a JSONL file; a bad line is a one-line error naming the file and line."""
-    model = EthicsRow if task == "ethics" else PairRow
-    rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise DefinitionError(f"cannot read {path} ({exc.strerror})", "check the path") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(model.model_validate(json.loads(line)))
-        except (json.JSONDecodeError, ValidationError) as exc:
-            raise DefinitionError(
-                f"{path}:{number}: not a valid {task} row ({str(exc).splitlines()[0]})",
-                f"each line must be a JSON object with {', '.join(model.model_fields)}",
-            ) from exc
-        if limit and len(rows) >= limit:
-            break
-    if not rows:
-        raise DefinitionError(f"{path} has no rows", "give a JSONL file with one item per line")
-    return rows
+    """Read and validate a JSONL file of ``task`` rows; a bad line is a one-line error naming the file and line."""
+    return read_jsonl(path, EthicsRow if task == "ethics" else PairRow, task, limit)
 
 
 def minimal_pairs(rows: list[EthicsRow]) -> list[tuple[int, int]]:

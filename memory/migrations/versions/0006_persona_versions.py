@@ -17,8 +17,8 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "persona_versions",
+        sa.Column("persona", sa.String(64), primary_key=True),
         sa.Column("id", sa.String(32), primary_key=True),
-        sa.Column("persona", sa.String(64), nullable=False, index=True),
         sa.Column("number", sa.Integer, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("parent", sa.String(32), nullable=False),
