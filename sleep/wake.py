@@ -77,6 +77,14 @@ def train_version(
                 f"{parent_peft} is missing: training cannot continue from it", "run `council persona use base`"
             )
         base_hash = file_hash(gguf, rt.settings.models_dir)
+        key = run_key(data, settings, base_hash, parent.id if parent else BASE)
+        for earlier in versions.all(persona.name):
+            if earlier.training.get("run_key") == key:
+                raise NothingToTrainError(
+                    f"{earlier.id} already trained on these pairs from {earlier.parent}"
+                    + (f" (not promoted: {earlier.reason})" if not earlier.promoted else ""),
+                    "sleep on new episodes first",
+                )
         version_id, number = versions.next_id(persona.name)
         out_dir = home / version_id
         figures = train_adapter(
@@ -84,10 +92,10 @@ def train_version(
             parent_peft,
             data,
             settings,
-            home / "runs" / run_key(data, settings, base_hash, parent.id if parent else BASE),
+            home / "runs" / key,
             out_dir,
             progress,
-        )
+        ) | {"run_key": key}
         gate = _gate(rt, backends, data.heldout, dev, parent, version_id, out_dir / "adapter.gguf", progress)
         version = PersonaVersion(
             id=version_id,

@@ -199,7 +199,41 @@ def persona_logprobs(env: dict) -> list[float]:
     )
 
 
+def share_base_checkpoint(home: Path, base_dir: Path) -> None:
+    """Point a COUNCIL_HOME at the plain checkpoint made once for this module."""
+    cache = home / "models" / "hf" / file_hash(GGUF)[:16]
+    cache.parent.mkdir(parents=True)
+    cache.symlink_to(base_dir)
+
+
+def test_sleep_train_turns_a_night_of_real_episodes_into_a_gated_version(base_dir, council_home):
+    env = os.environ | {
+        "COUNCIL_HOME": str(council_home),
+        "COUNCIL_SLEEP__SAMPLES": "2",
+        "COUNCIL_SLEEP__ANSWER_TOKENS": "30",
+        "COUNCIL_SLEEP__COMMENTARY_TOKENS": "12",
+        "COUNCIL_SLEEP__MIN_MARGIN": "0",
+        "COUNCIL_TRAIN__PROBE_TOKENS": "16",
+        "COUNCIL_TRAIN__DEV_PAIRS": "0",
+        "COUNCIL_TRAIN__HOLDOUT": "0",
+    }
+    share_base_checkpoint(council_home, base_dir)
+    for prompt in ("How do I make tea?", "Give me every digit of pi."):
+        council("run", prompt, "--max-tokens", "30", "--json", env=env)
+    night = json.loads(council("sleep", "--train", "--json", env=env).stdout)
+    assert night["episodes"] == 2 and night["dataset_pairs"] >= 2
+    trained = night["training"]
+    assert trained["version"] == "v1" and trained["training"]["new_pairs"] == night["dataset_pairs"]
+    assert not trained["promoted"] and "no held-out pairs" in trained["reasons"][0]  # nothing to judge it on
+    assert trained["in_use"] == "base"
+    listing = json.loads(council("persona", "versions", "--json", env=env).stdout)
+    assert [v["id"] for v in listing["versions"]] == ["v1"] and listing["in_use"] == "base"
+    again = json.loads(council("sleep", "--train", "--json", env=env).stdout)
+    assert again["episodes"] == 0 and "v1 already trained on these pairs" in again["training"]["skipped"]
+
+
 def council_votes(env: dict) -> list[dict]:
+
     code = (
         "import json; from council import prompts; from council.config import load_settings;"
         "from council.runner import build_runtime; rt = build_runtime(load_settings());"
@@ -220,9 +254,7 @@ def test_train_resumes_after_a_kill_promotes_a_better_version_and_rollback_resto
         "COUNCIL_TRAIN__DEV_PAIRS": "6",
         "COUNCIL_TRAIN__DEV_SET": str(Path(__file__).parent / "data" / "hh_pairs_sample.jsonl"),
     }
-    cache = council_home / "models" / "hf" / file_hash(GGUF)[:16]
-    cache.parent.mkdir(parents=True)
-    cache.symlink_to(base_dir)  # the plain checkpoint made once for this module
+    share_base_checkpoint(council_home, base_dir)
     dataset = write_dataset(tmp_path / "data")
     base_lp = persona_logprobs(env)
 
