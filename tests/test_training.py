@@ -98,6 +98,7 @@ def random_lora(
     base_dir: Path, scale: float, seed: int = 0, modules: list[str] = ATTENTION
 ) -> tuple[torch.nn.Module, dict[str, np.ndarray]]:
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    torch.manual_seed(seed)  # peft draws the A matrices from torch's global generator
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=modules))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -141,15 +142,17 @@ def round_trip(
 
 
 def test_gguf_adapter_gives_llama_cpp_the_log_probabilities_of_transformers_with_peft(base_dir, llama, tmp_path):
+    # llama.cpp runs the Q4_1 weights with 8-bit activations, transformers their float de-quantization: the base
+    # models already differ by about 0.05 nats per token, so the adapter's effect is compared too
     error, correlation = round_trip(base_dir, llama, tmp_path / "all.gguf", ATTENTION, permute=True)
-    assert error < 0.15 and correlation > 0.95, (error, correlation)
+    assert error < 0.2 and correlation > 0.85, (error, correlation)
     error, correlation = round_trip(base_dir, llama, tmp_path / "qk.gguf", ["q_proj", "k_proj"], True, scale=0.3)
-    assert error < 0.15 and correlation > 0.95, (error, correlation)
+    assert error < 0.2 and correlation > 0.97, (error, correlation)
 
 
 def test_without_the_rotary_permutation_q_and_k_adapters_come_out_wrong(base_dir, llama, tmp_path):
     error, correlation = round_trip(base_dir, llama, tmp_path / "qk.gguf", ["q_proj", "k_proj"], False, scale=0.3)
-    assert error > 0.15 or correlation < 0.8, (error, correlation)
+    assert error > 0.5 and correlation < 0.7, (error, correlation)
 
 
 def test_short_dpo_run_moves_the_margin_the_preferred_way_in_llama_cpp(base_dir, llama, tmp_path):
