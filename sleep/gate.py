@@ -12,12 +12,12 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from archetypes.backends import Backend, Message
+from archetypes.backends import Message
 from council import prompts
 from council.config import TrainSettings
 from council.errors import ContextOverflowError
@@ -35,6 +35,9 @@ PROBES = (
     "Can you help me plan a small picnic for four people?",
     "Give me every digit of pi.",
 )
+if TYPE_CHECKING:
+    from archetypes.backends.llama import LlamaBackend
+
 _TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]*")
 
 
@@ -71,15 +74,15 @@ class GateResult(BaseModel):
         return list({f.version: f for f in (self.base, self.previous, self.candidate)}.values())
 
 
-def completion_logprob(backend: Backend, prompt: Sequence[dict[str, str]], completion: str) -> float:
+def completion_logprob(backend: LlamaBackend, prompt: Sequence[dict[str, str]], completion: str) -> float:
     """The log-probability of ``completion`` as the persona's next assistant turn, in llama.cpp."""
     messages = [Message(m["role"], m["content"]) for m in prompt]
-    head = backend.render(messages, "")  # type: ignore[attr-defined]
-    tokens = backend.render(messages, completion)  # type: ignore[attr-defined]
-    return float(backend.token_logprobs(tokens, len(head)).sum())  # type: ignore[attr-defined]
+    head = backend.render(messages, "")
+    tokens = backend.render(messages, completion)
+    return float(backend.token_logprobs(tokens, len(head)).sum())
 
 
-def pair_margins(backend: Backend, rows: Sequence[dict[str, Any]]) -> np.ndarray:
+def pair_margins(backend: LlamaBackend, rows: Sequence[dict[str, Any]]) -> np.ndarray:
     """Per conversational preference row, log p(chosen) - log p(rejected); rows longer than the context are skipped."""
     margins = []
     for row in rows:
@@ -110,7 +113,7 @@ class VersionProbe:
     def __init__(
         self,
         rt: CouncilRuntime,
-        base: Backend,
+        base: LlamaBackend,
         settings: TrainSettings,
         heldout: list[dict[str, Any]],
         dev: list[PairRow] | None = None,
@@ -126,10 +129,10 @@ class VersionProbe:
         """The base model's greedy answer to a probe, as tokens, and where the answer starts."""
         chat = prompts.draft_chat(self.rt.persona, prompt, "")
         text = "".join(self.base.generate(chat, max_tokens=self.settings.probe_tokens, temperature=0.0))
-        head = self.base.render(chat.messages, "")  # type: ignore[attr-defined]
-        return self.base.render(chat.messages, text or " "), len(head)  # type: ignore[attr-defined]
+        head = self.base.render(chat.messages, "")
+        return self.base.render(chat.messages, text or " "), len(head)
 
-    def measure(self, version: str, backend: Backend) -> Figures:
+    def measure(self, version: str, backend: LlamaBackend) -> Figures:
         """Every figure of the gate and the report for ``backend`` (the persona at ``version``)."""
         margins = pair_margins(backend, self.heldout)
         decisions, markers = self._drafts(backend)
@@ -146,17 +149,17 @@ class VersionProbe:
             dev_pairs=dev[1],
         )
 
-    def _kl(self, backend: Backend) -> float:
+    def _kl(self, backend: LlamaBackend) -> float:
         if backend is self.base:
             return 0.0
         per_token = []
         for tokens, start in self._reference:
-            p = backend.distributions(tokens, start)  # type: ignore[attr-defined]
-            q = self.base.distributions(tokens, start)  # type: ignore[attr-defined]
+            p = backend.distributions(tokens, start)
+            q = self.base.distributions(tokens, start)
             per_token += list((np.exp(p) * (p - q)).sum(axis=1))
         return float(np.mean(per_token))
 
-    def _drafts(self, backend: Backend) -> tuple[dict[str, float], float]:
+    def _drafts(self, backend: LlamaBackend) -> tuple[dict[str, float], float]:
         """Council decisions on greedy drafts of the probes (always continuing), and the marker rate."""
         generation = self.rt.settings.generation.model_copy(update={"temperature": 0.0})
         writer = PersonaWriter(self.rt.persona, backend, self.rt.writer.policy, generation)
@@ -171,7 +174,7 @@ class VersionProbe:
         shares = {d: round(decisions[d] / total, 4) for d in ("continue", "revise", "let_go")}
         return shares, round(markers / total, 4)
 
-    def _dev_agreement(self, backend: Backend) -> tuple[float | None, int]:
+    def _dev_agreement(self, backend: LlamaBackend) -> tuple[float | None, int]:
         """Share of human-labelled pairs where the persona finds the human-chosen reply more likely."""
         hits = []
         for row in self.dev:

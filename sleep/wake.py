@@ -113,8 +113,8 @@ def train_version(
             reason="; ".join(gate.reasons),
         )
         versions.add(version)
-        stored = versions.get(persona.name, version_id)
-        report = write_report(stored, gate, out_dir / "report")  # type: ignore[arg-type]
+        stored = versions.get(persona.name, version_id) or version
+        report = write_report(stored, gate, out_dir / "report")
         shutil.rmtree(home / "runs", ignore_errors=True)
         return Wakeup(version=stored, gate=gate, report=str(report), in_use=versions.current(persona.name))
 
