@@ -6,7 +6,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -18,6 +18,9 @@ from rich.text import Text
 from archetypes.library import Library
 from council.config import Settings, load_settings
 from council.errors import CouncilError
+
+if TYPE_CHECKING:
+    from council.graph import CouncilRuntime
 
 app = typer.Typer(
     help="A persona that pauses to reflect, and a council of archetypes that votes continue, revise or let go.",
@@ -408,13 +411,10 @@ def sleep(
         raise typer.BadParameter(f"{since!r} is not an ISO time such as 2026-11-26T00:00", param_hint="--since")
     if start is not None:
         start = start.astimezone(timezone.utc)  # a naive time is local; the log keeps UTC
-    from archetypes.backends import BackendPool
-
     base = _settings()
     settings = _settings(pool=pool or base.sleep.pool or base.pool)
-    backends = BackendPool(settings)
     with err.status("Loading models…"):
-        rt = build_runtime(settings, backends)
+        rt = build_runtime(settings)
     night = SleepPass(rt, settings.sleep)
     todo = night.pending(start)
     with Progress(console=err, transient=True) as bar:
@@ -427,7 +427,7 @@ def sleep(
     path = write_dataset(target, pairs, pool=rt.pool.name, hashes=hashes, fmt=fmt, render=render)  # type: ignore[arg-type]
     data = summary.model_dump() | {"dataset": str(path), "dataset_pairs": len(pairs)}
     if train:
-        data["training"] = _train(rt, backends, path, quiet_if_nothing_new=True)
+        data["training"] = _train(rt, path, quiet_if_nothing_new=True)
     if as_json:
         return _dump(data)
     new = ", ".join(f"{k} {v}" for k, v in summary.pairs.items())
@@ -455,18 +455,15 @@ def train_command(
     if it beats the one in use on held-out pairs, stays within train.max_kl of the base model, and the council
     approves of it at least as often on the probe prompts. A killed run resumes from its last checkpoint.
     """
-    from archetypes.backends import BackendPool
     from council.runner import build_runtime
 
-    settings = _settings(persona=persona)
-    backends = BackendPool(settings)
     with err.status("Loading models…"):
-        rt = build_runtime(settings, backends)
-    data = _train(rt, backends, dataset, quiet_if_nothing_new=False)
+        rt = build_runtime(_settings(persona=persona))
+    data = _train(rt, dataset, quiet_if_nothing_new=False)
     _dump(data) if as_json else _print_wakeup(data)
 
 
-def _train(rt: Any, backends: Any, dataset: Path, *, quiet_if_nothing_new: bool) -> dict[str, Any]:
+def _train(rt: CouncilRuntime, dataset: Path, *, quiet_if_nothing_new: bool) -> dict[str, Any]:
     """Train and gate a persona version; after a night with nothing new, ``sleep --train`` just says so."""
     from council.errors import NothingToTrainError
     from sleep.wake import train_version
@@ -478,7 +475,7 @@ def _train(rt: Any, backends: Any, dataset: Path, *, quiet_if_nothing_new: bool)
             bar.update(task, description=phase, completed=done, total=total)
 
         try:
-            woke = train_version(rt, backends, dataset, progress)
+            woke = train_version(rt, dataset, progress)
         except NothingToTrainError as exc:
             if not quiet_if_nothing_new:
                 raise

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 import yaml
@@ -89,6 +89,9 @@ class SleepSettings(BaseModel):
     seed: int = 0
 
 
+LoraTarget = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # llama.cpp has names
+
+
 class TrainSettings(BaseModel):
     """DPO with LoRA on the night's pairs, and the gate a trained persona version must pass."""
 
@@ -97,7 +100,7 @@ class TrainSettings(BaseModel):
     beta: float = Field(0.1, gt=0, description="DPO's beta: how far the policy may move from its reference")
     lora_r: int = Field(8, ge=1, description="LoRA rank")
     lora_alpha: float = Field(16, gt=0, description="LoRA alpha (scale alpha / r)")
-    target_modules: list[str] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
+    target_modules: list[LoraTarget] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
     learning_rate: float = Field(5e-4, gt=0)
     epochs: float = Field(2, gt=0)
     batch_size: int = Field(4, ge=1, description="pairs per optimiser step")

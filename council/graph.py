@@ -16,6 +16,7 @@ from typing import Any, Literal, TypedDict
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 
+from archetypes.backends import BackendPool
 from archetypes.models import Persona, Pool
 from council import prompts
 from council.config import Settings
@@ -62,6 +63,7 @@ class CouncilRuntime:
     log: EpisodeLog
     memory: VectorMemory | None = None
     persona_version: str = "base"
+    backends: BackendPool | None = None  # every loaded model, for work beyond episodes (training a version)
 
     def model_ids(self) -> dict[str, str]:
         """Which model plays each role."""

@@ -47,7 +47,15 @@ def build_runtime(
     council = Council(pool, library.members(pool), persona, backends)
     memory = VectorMemory(settings.memory, settings.chroma_dir)
     return CouncilRuntime(
-        settings, persona, pool, writer, council, log, memory, persona_version=version.id if version else BASE
+        settings,
+        persona,
+        pool,
+        writer,
+        council,
+        log,
+        memory,
+        persona_version=version.id if version else BASE,
+        backends=backends,
     )
 
 

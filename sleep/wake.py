@@ -42,9 +42,7 @@ def _exclusive(lock: Path) -> Iterator[None]:
         yield
 
 
-def train_version(
-    rt: CouncilRuntime, backends: BackendPool, dataset_dir: Path, progress: Progress | None = None
-) -> Wakeup:
+def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | None = None) -> Wakeup:
     """Train a new version of ``rt``'s persona on ``dataset_dir``, gate it against the one in use, store both.
 
     Everything that can be refused (missing extra, no new pairs, a dataset the gate cannot score, a bad dev set,
@@ -52,6 +50,7 @@ def train_version(
     """
     require_train_extra()
     settings, persona = rt.settings.train, rt.persona
+    backends = rt.backends or BackendPool(rt.settings)
     versions = PersonaVersions(rt.log, rt.settings.personas_dir)
     base = backends.get(persona.model)
     gguf = getattr(base, "path", None)

@@ -190,37 +190,53 @@ def council(*args: str, env: dict, check: bool = True) -> subprocess.CompletedPr
     )
 
 
-def persona_logprobs(env: dict) -> list[float]:
+def from_runtime(env: dict, expression: str) -> object:
+    """``expression`` evaluated on a fresh process's runtime ``rt`` (as `council run` would build it), as JSON."""
     code = (
-        "import json; from archetypes.backends import Message; from council.config import load_settings;"
-        "from council.runner import build_runtime; b = build_runtime(load_settings()).writer.backend;"
-        "m = [Message('user', 'Why is the sky blue?')]; t = b.render(m, " + repr(TEXT) + ");"
-        "print(json.dumps(b.token_logprobs(t, len(b.render(m, ''))).tolist()))"
+        "import json; from archetypes.backends import Message; from council import prompts;"
+        "from council.config import load_settings; from council.runner import build_runtime;"
+        f"rt = build_runtime(load_settings()); print(json.dumps({expression}))"
     )
-    return json.loads(
-        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def persona_logprobs(env: dict) -> list[float]:
+    """The persona's log-probabilities of a fixed answer."""
+    return from_runtime(
+        env,
+        "(lambda b, m: b.token_logprobs(b.render(m, " + repr(TEXT) + "), len(b.render(m, ''))).tolist())"
+        "(rt.writer.backend, [Message('user', 'Why is the sky blue?')])",
     )
 
 
-def share_base_checkpoint(home: Path, base_dir: Path) -> None:
-    """Point a COUNCIL_HOME at the plain checkpoint made once for this module."""
+def council_votes(env: dict) -> list[dict]:
+    """Every archetype's verdict probabilities on a fixed answer."""
+    return from_runtime(
+        env, "[v.probs for v in rt.council.vote(prompts.vote_messages(rt.persona, 'Why?', " + repr(TEXT) + "))]"
+    )
+
+
+def cli_env(home: Path, base_dir: Path, **settings: str) -> dict:
+    """Environment for `council` subprocesses on ``home``, sharing the plain checkpoint made once for this module."""
     cache = home / "models" / "hf" / file_hash(GGUF)[:16]
     cache.parent.mkdir(parents=True)
     cache.symlink_to(base_dir)
+    return os.environ | {"COUNCIL_HOME": str(home)} | {f"COUNCIL_{k.upper()}": v for k, v in settings.items()}
 
 
 def test_sleep_train_turns_a_night_of_real_episodes_into_a_gated_version(base_dir, council_home):
-    env = os.environ | {
-        "COUNCIL_HOME": str(council_home),
-        "COUNCIL_SLEEP__SAMPLES": "2",
-        "COUNCIL_SLEEP__ANSWER_TOKENS": "30",
-        "COUNCIL_SLEEP__COMMENTARY_TOKENS": "12",
-        "COUNCIL_SLEEP__MIN_MARGIN": "0",
-        "COUNCIL_TRAIN__PROBE_TOKENS": "16",
-        "COUNCIL_TRAIN__DEV_PAIRS": "0",
-        "COUNCIL_TRAIN__HOLDOUT": "0",
-    }
-    share_base_checkpoint(council_home, base_dir)
+    env = cli_env(
+        council_home,
+        base_dir,
+        sleep__samples="2",
+        sleep__answer_tokens="30",
+        sleep__commentary_tokens="12",
+        sleep__min_margin="0",
+        train__probe_tokens="16",
+        train__dev_pairs="0",
+        train__holdout="0",
+    )
     for prompt in ("How do I make tea?", "Give me every digit of pi."):
         council("run", prompt, "--max-tokens", "30", "--json", env=env)
     night = json.loads(council("sleep", "--train", "--json", env=env).stdout)
@@ -235,29 +251,17 @@ def test_sleep_train_turns_a_night_of_real_episodes_into_a_gated_version(base_di
     assert again["episodes"] == 0 and "v1 already trained on these pairs" in again["training"]["skipped"]
 
 
-def council_votes(env: dict) -> list[dict]:
-
-    code = (
-        "import json; from council import prompts; from council.config import load_settings;"
-        "from council.runner import build_runtime; rt = build_runtime(load_settings());"
-        "m = prompts.vote_messages(rt.persona, 'Why is the sky blue?', " + repr(TEXT) + ");"
-        "print(json.dumps([v.probs for v in rt.council.vote(m)]))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)
-
-
 def test_train_resumes_after_a_kill_promotes_a_better_version_and_rollback_restores_the_base(
     base_dir, council_home, tmp_path
 ):
-    env = os.environ | {
-        "COUNCIL_HOME": str(council_home),
-        "COUNCIL_TRAIN__SAVE_STEPS": "2",
-        "COUNCIL_TRAIN__HOLDOUT": "0.25",
-        "COUNCIL_TRAIN__DEV_PAIRS": "6",
-        "COUNCIL_TRAIN__DEV_SET": str(Path(__file__).parent / "data" / "hh_pairs_sample.jsonl"),
-    }
-    share_base_checkpoint(council_home, base_dir)
+    env = cli_env(
+        council_home,
+        base_dir,
+        train__save_steps="2",
+        train__holdout="0.25",
+        train__dev_pairs="6",
+        train__dev_set=str(Path(__file__).parent / "data" / "hh_pairs_sample.jsonl"),
+    )
     dataset = write_dataset(tmp_path / "data")
     base_lp = persona_logprobs(env)
 

@@ -247,3 +247,12 @@ def test_training_a_non_gguf_persona_is_a_one_line_error(fake_setup, tmp_path, m
     assert main(["train", str(tmp_path)]) == 1
     errors = capsys.readouterr().err
     assert "training needs a llama.cpp persona model" in errors and "Traceback" not in errors
+
+
+def test_only_lora_targets_llama_cpp_can_load_are_accepted():
+    assert load_settings(train={"target_modules": ["q_proj", "down_proj"]}).train.target_modules == [
+        "q_proj",
+        "down_proj",
+    ]
+    with pytest.raises(DefinitionError, match="train.target_modules"):
+        load_settings(train={"target_modules": ["lm_head"]})
