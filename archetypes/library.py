@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -58,10 +59,16 @@ class Library:
     personas: dict[str, Persona] = field(default_factory=dict)
     sources: dict[str, Path] = field(default_factory=dict)  # "kind/name" -> the file it came from
 
+    user_dir: Path | None = None
+
     @classmethod
     def load(cls, user_dir: Path | None = None) -> Library:
-        """Load the package's definitions, then ``user_dir/{archetypes,pools,personas}/*.yaml``."""
-        lib = cls()
+        """Load the package's definitions, then ``user_dir/{archetypes,pools,personas}/*.yaml``.
+
+        An archetype's judge is bound to its weights file here: the file's SHA-256 becomes part of the
+        definition, and so of the archetype's content hash.
+        """
+        lib = cls(user_dir=user_dir)
         roots = [BUILTIN] + ([user_dir] if user_dir else [])
         for root in roots:
             for kind, model in KINDS.items():
@@ -71,8 +78,34 @@ class Library:
                         item = _load_file(path, model)
                         getattr(lib, kind)[item.name] = item
                         lib.sources[f"{kind}/{item.name}"] = path
+        for name, archetype in lib.archetypes.items():
+            if archetype.judge is not None:
+                weights = lib.judge_weights(archetype)
+                digest = hashlib.sha256(weights.read_bytes()).hexdigest() if weights.is_file() else None
+                judge = archetype.judge.model_copy(update={"weights_sha256": digest})
+                lib.archetypes[name] = archetype.model_copy(update={"judge": judge})
         lib._check_pools()
         return lib
+
+    def resolve(self, relative: str) -> Path:
+        """A path named in a definition: absolute, or under the user's folder, or under the package's data."""
+        path = Path(relative).expanduser()
+        if path.is_absolute():
+            return path
+        if self.user_dir is not None and (self.user_dir / path).exists():
+            return self.user_dir / path
+        return BUILTIN / path
+
+    def judge_weights(self, archetype: Archetype) -> Path:
+        """Where ``archetype``'s learnt heads are read from (a fitted file in the user's folder comes first)."""
+        assert archetype.judge is not None
+        return self.resolve(archetype.judge.weights or f"judges/{archetype.name}.safetensors")
+
+    def fitted_weights(self, archetype: Archetype) -> Path:
+        """Where `council archetypes fit` writes ``archetype``'s heads: always the user's folder."""
+        assert archetype.judge is not None and self.user_dir is not None
+        relative = Path(archetype.judge.weights or f"judges/{archetype.name}.safetensors")
+        return relative if relative.is_absolute() else self.user_dir / relative
 
     def _check_pools(self) -> None:
         for pool in self.pools.values():

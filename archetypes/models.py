@@ -71,16 +71,83 @@ class ModelSpec(_Definition):
 DEFAULT_MODEL = ModelSpec(backend="llama", path="smollm2-135m")
 
 
+Judgment = Literal["let_go", "revise"]
+JUDGMENTS: tuple[Judgment, ...] = ("let_go", "revise")
+
+
+class JudgeSource(_Definition):
+    """One human-labelled JSONL file a judge learns from, and which of its rows mean which verdict.
+
+    Three shapes: a ``text`` column with a ``label`` column whose values ``labels`` maps to verdicts (values as
+    JSON writes them: ``true``, ``0``, ``unanswerable``); a ``text`` column whose every row means ``verdict``; or
+    ``chosen`` and ``rejected`` columns, where the chosen text reads as ``continue`` and the rejected one as
+    ``verdict`` (default ``revise``). ``let_go`` rows teach the let-go judgment, which reads the request;
+    ``revise`` rows teach the revise judgment, which reads a segment; ``continue`` rows teach the judgments
+    their file teaches (a file of ``continue`` rows only names it in ``judgment``).
+    """
+
+    file: str = Field(min_length=1, description="JSONL path: absolute, or under the user's folder or the package data")
+    text: str | None = Field(None, description="column holding the judged text, or a template such as '{a} {b}'")
+    label: str | None = Field(None, description="column holding the label")
+    labels: dict[str, Verdict] = Field(default_factory=dict, description="label value -> verdict")
+    verdict: Verdict | None = Field(None, description="what every row means (no label column), or a rejected text")
+    chosen: str | None = Field(None, description="column of the preferred text (pair files)")
+    rejected: str | None = Field(None, description="column of the rejected text (pair files)")
+    where: dict[str, list[str]] = Field(default_factory=dict, description="keep rows whose column has these values")
+    judgment: Judgment | None = Field(None, description="what a file of continue rows only teaches")
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> JudgeSource:
+        shapes = {
+            "labelled": self.text is not None and self.label is not None and bool(self.labels),
+            "constant": self.text is not None and self.label is None and self.verdict is not None,
+            "pairs": self.chosen is not None and self.rejected is not None and self.text is None,
+        }
+        if sum(shapes.values()) != 1:
+            raise ValueError(
+                "a judge source has text + label + labels, or text + verdict, or chosen + rejected (+ verdict)"
+            )
+        if shapes["pairs"] and self.verdict == "continue":
+            raise ValueError("a rejected text cannot mean continue")
+        if not self._taught() and self.judgment is None:
+            raise ValueError("a file of continue rows only must name the judgment it teaches (let_go or revise)")
+        return self
+
+    def _taught(self) -> set[Judgment]:
+        if self.chosen is not None:
+            return {self.verdict or "revise"}  # type: ignore[arg-type]
+        verdicts = set(self.labels.values()) if self.label is not None else {self.verdict}
+        return {v for v in verdicts if v in JUDGMENTS}  # type: ignore[misc]
+
+    def judgments(self) -> set[Judgment]:
+        """Which judgments this file teaches."""
+        return self._taught() or {self.judgment}  # type: ignore[arg-type]
+
+
+class Judge(_Definition):
+    """A trained judge: what it learnt from, and the file of its learnt heads.
+
+    ``weights_sha256`` is filled in when the definition is loaded (never written by hand), so the weights are
+    part of the archetype's content hash.
+    """
+
+    sources: list[JudgeSource] = Field(min_length=1)
+    weights: str | None = Field(None, description="heads file; default judges/NAME.safetensors under the root")
+    regularization: float = Field(0.3, gt=0, description="inverse L2 strength of the logistic heads (C)")
+    weights_sha256: str | None = None
+
+
 class Archetype(_Definition):
     """One inner voice: a named perspective that votes at every reflection point."""
 
     name: str = Field(pattern=NAME_PATTERN)
     title: str = Field(min_length=1, description="display name, also used in the vote prompt")
     voice: str = Field(min_length=1, max_length=80, description="a few words of stance, read at every vote")
-    perspective: str = Field(min_length=1, description="the full perspective, used for comments and commentary")
+    perspective: str = Field(min_length=1, description="the full perspective, read by votes without a judge")
     model: ModelSpec = ModelSpec(backend="persona")
-    weight: float = Field(1.0, gt=0)
+    weight: float = Field(1.0, gt=0, allow_inf_nan=False)
     veto: bool = False
+    judge: Judge | None = Field(None, description="a trained judge; without one the vote is read from tokens")
 
 
 class Pool(_Definition):
@@ -92,8 +159,11 @@ class Pool(_Definition):
     rule: Rule = "weighted_majority"
     quorum: float = Field(0.5, gt=0, le=1, description="share of weight a non-continue verdict needs (quorum rule)")
     max_revisions: int = Field(2, ge=0, description="revise rounds allowed for one segment")
+    revision_seconds: float = Field(
+        60, gt=0, allow_inf_nan=False, description="time allowed for revising one segment, whatever the count"
+    )
     after_revisions: Literal["continue", "let_go"] = Field(
-        "continue", description="what happens when the council still wants a revision after max_revisions"
+        "continue", description="what happens when the council still wants a revision when revisions are used up"
     )
 
 

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from archetypes.backends import Chat, Message
+from archetypes.backends import Chat
 from council import prompts
+from council.council import Point
 from council.graph import CouncilRuntime
 
 PROMPTS = (
@@ -88,7 +89,7 @@ class PathResult:
     tokens_evaluated: int = 0
     peak_rss_kib: int = 0
     verdicts: list[list[str]] = field(default_factory=list)
-    snapshots: list[tuple[Message, ...]] = field(default_factory=list)
+    snapshots: list[Point] = field(default_factory=list)
 
     @property
     def seconds_per_token(self) -> float:
@@ -103,7 +104,7 @@ class BenchReport:
     overhead_ratio: float
     naive_ratio: float
     rss_ratio: float
-    verdict_agreement: float
+    verdict_agreement: float | None  # token voters only: a judge does not imitate the naive prompt
     plain_ms_per_token: float
     council_ms_per_token: float
     naive_ms_per_token: float
@@ -141,25 +142,26 @@ class Bench:
         n = sum(1 for _ in self.backend.generate(chat, max_tokens=self.tokens, temperature=0.7, seed=self.seed))
         return PathResult(seconds=time.perf_counter() - start, tokens=n)
 
-    def drafted(self, prompt: str, vote: Callable[[tuple[Message, ...]], list[str]]) -> PathResult:
+    def drafted(self, prompt: str, vote: Callable[[Point], list[str]]) -> PathResult:
         """(b) or (c): draft to each reflection point, let ``vote`` judge, always continue."""
         result = PathResult()
         start = time.perf_counter()
         for seg, answer in self.rt.writer.drafts(prompt, self.tokens, self.seed):
             result.tokens += seg.n_tokens
-            messages = prompts.vote_messages(self.rt.persona, prompt, answer)
-            result.verdicts.append(vote(messages))
-            result.snapshots.append(messages)
+            point = Point(prompt, answer, seg.text)
+            result.verdicts.append(vote(point))
+            result.snapshots.append(point)
             result.reflection_points += 1
         result.seconds = time.perf_counter() - start
         return result
 
-    def fast_vote(self, messages: tuple[Message, ...]) -> list[str]:
-        """The project's council: one batched scoring call."""
-        return [v.verdict or "abstain" for v in self.rt.council.vote(messages)]
+    def fast_vote(self, point: Point) -> list[str]:
+        """The project's council: judges read features once; token voters are scored in one batched call."""
+        return [v.verdict or "abstain" for v in self.rt.council.vote(point)]
 
-    def naive_vote(self, messages: tuple[Message, ...]) -> list[str]:
+    def naive_vote(self, point: Point) -> list[str]:
         """Each archetype: its own completion over the full context, a verdict word then free text, parsed."""
+        messages = prompts.vote_messages(self.rt.persona, point.prompt, point.answer)
         verdicts = []
         for archetype in self.members:
             self._forget()
@@ -217,9 +219,11 @@ class Bench:
         if progress:
             progress("verdict agreement")
         agree = total = 0
-        for messages, verdicts in zip(fast.snapshots, fast.verdicts):
-            for a, b in zip(verdicts, self.naive_vote(messages)):
-                agree += a == b
+        readers = [i for i, a in enumerate(self.members) if a.name in self.rt.council.readers]
+        for point, verdicts in zip(fast.snapshots, fast.verdicts):
+            naive = self.naive_vote(point) if readers else []
+            for i in readers:
+                agree += verdicts[i] == naive[i]
                 total += 1
         rss_plain = statistics.median(r.peak_rss_kib for r in runs["plain"])
         rss_fast = statistics.median(r.peak_rss_kib for r in runs["fast"])
@@ -227,7 +231,7 @@ class Bench:
             overhead_ratio=round(med["fast"] / med["plain"], 3),
             naive_ratio=round(med["naive"] / med["plain"], 3),
             rss_ratio=round(rss_fast / rss_plain, 3),
-            verdict_agreement=round(agree / max(total, 1), 3),
+            verdict_agreement=round(agree / total, 3) if total else None,
             plain_ms_per_token=round(1000 * med["plain"], 2),
             council_ms_per_token=round(1000 * med["fast"], 2),
             naive_ms_per_token=round(1000 * med["naive"], 2),

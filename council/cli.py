@@ -115,7 +115,8 @@ def archetypes_list(as_json: JsonFlag = False) -> None:
         return _dump(rows)
     for a in lib.archetypes.values():
         veto = " [veto]" if a.veto else ""
-        out.print(f"[bold]{a.name:<14}[/] {a.title:<14} w={a.weight:<4} {a.voice}{veto}")
+        judge = "judge" if a.judge and a.judge.weights_sha256 else "unfitted judge" if a.judge else "tokens"
+        out.print(f"[bold]{a.name:<14}[/] {a.title:<14} w={a.weight:<4} {judge:<15} {a.voice}{veto}")
 
 
 @archetypes_app.command("show")
@@ -124,6 +125,50 @@ def archetypes_show(name: str, as_json: JsonFlag = False) -> None:
     a = Library.load(_settings().home).archetype(name)
     data = a.model_dump(mode="json") | {"hash": a.content_hash()}
     _dump(data) if as_json else out.print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+@archetypes_app.command("fit")
+def archetypes_fit(
+    name: Annotated[str | None, typer.Argument(help="Archetype whose judge to fit.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Fit every archetype that has a judge.")] = False,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Folder for the heads files; default $COUNCIL_HOME/judges.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train archetype judges on their labelled files (deterministic) and print held-out figures.
+
+    The heads go to $COUNCIL_HOME/judges/NAME.safetensors, which the archetype then reads instead of the
+    packaged file. Built-in judges rebuild byte for byte from the vendored data.
+    """
+    from council.judge import Reader
+    from council.judge_fit import fit_judge
+    from memory.embedder import DEFAULT_EMBEDDER, Embedder
+
+    settings = _settings()
+    lib = Library.load(settings.home)
+    if all_ == (name is not None):
+        raise typer.BadParameter("name one archetype or give --all")
+    targets = [a for a in lib.archetypes.values() if a.judge is not None] if all_ else [lib.archetype(name or "")]
+    reader = Reader(Embedder(DEFAULT_EMBEDDER), cache=1_000_000)
+    reports = []
+    with Progress(console=err, transient=True, disable=as_json) as progress:
+        task = progress.add_task("fitting", total=len(targets))
+        for archetype in targets:
+            target = (out_dir / f"{archetype.name}.safetensors") if out_dir else lib.fitted_weights(archetype)
+            update = lambda text: progress.update(task, description=text)  # noqa: E731
+            reports.append(fit_judge(archetype, lib.resolve, reader, target, update))
+            progress.advance(task)
+    if as_json:
+        return _dump([r.model_dump() for r in reports])
+    for report in reports:
+        out.print(f"[bold]{report.archetype}[/] -> {report.weights} ({report.sha256[:16]})")
+        for judgment, f in report.heads.items():
+            out.print(
+                f"  {judgment:<7} held out {f.dev_rows:>5} rows: AUROC {f.auroc}, balanced accuracy "
+                f"{f.balanced_accuracy}, flags {f.flagged_when_should} when it should, "
+                f"{f.flagged_when_should_not} when it should not"
+            )
 
 
 @pools_app.command("list")
@@ -280,7 +325,7 @@ def bench_memory(
 
 
 def _evaluate(task: str, file: Path, pool: str | None, limit: int | None, report: Path | None, as_json: bool) -> None:
-    from council.evaluation.evaluate import evaluate
+    from council.evaluation.evaluate import evaluate, evaluate_letgo
     from council.evaluation.report import eval_report
     from council.runner import build_runtime
 
@@ -288,7 +333,11 @@ def _evaluate(task: str, file: Path, pool: str | None, limit: int | None, report
         rt = build_runtime(_settings(pool=pool))
     with Progress(console=err, transient=True) as bar:
         job = bar.add_task(f"Judging {file.name}", total=limit)
-        result = evaluate(rt, file, task, limit=limit, progress=lambda n: bar.advance(job, n))  # type: ignore[arg-type]
+        step = lambda n: bar.advance(job, n)  # noqa: E731
+        if task == "letgo":
+            result = evaluate_letgo(rt, file, limit=limit, progress=step)
+        else:
+            result = evaluate(rt, file, task, limit=limit, progress=step)  # type: ignore[arg-type]
     if report:
         err.print(f"report: {eval_report(result, report)}")
     result.pop("_items")
@@ -298,13 +347,18 @@ def _evaluate(task: str, file: Path, pool: str | None, limit: int | None, report
     judges = {"council": result["council"], "persona": result["persona"], **result["archetypes"]}
     for name, figures in judges.items():
         low, high = figures["accuracy_ci95"]
-        out.print(
-            f"  {name:<14} accuracy {figures['accuracy']:.3f} [{low:.3f}, {high:.3f}]  auroc {figures['auroc']:.3f}"
-        )
+        line = f"  {name:<14} accuracy {figures['accuracy']:.3f} [{low:.3f}, {high:.3f}]  auroc {figures['auroc']:.3f}"
+        if task == "letgo":
+            line += (
+                f"  lets go {figures['let_go_when_should']:.2f} when it should, "
+                f"{figures['let_go_when_should_not']:.2f} when it should not"
+            )
+        out.print(line)
     panel = result["panel"]
     gap, ci = panel["council_minus_best_archetype"], panel["council_minus_best_archetype_ci95"]
     independent = panel["independent_errors_majority_accuracy"]
     out.print(f"council − best archetype {gap:+.3f} {ci}; if errors were independent {independent:.3f}")
+    out.print(f"mean error correlation between archetypes {panel['mean_error_correlation']}")
 
 
 FileArg = Annotated[Path, typer.Argument(help="JSONL rows.", exists=True, dir_okay=False)]
@@ -319,6 +373,14 @@ def eval_ethics(
 ) -> None:
     """Rows {"id","label","scenario"}: label 1 = clearly morally wrong. Accuracy, AUROC, ECE and CIs per judge."""
     _evaluate("ethics", file, pool, limit, report, as_json)
+
+
+@eval_app.command("letgo")
+def eval_letgo(
+    file: FileArg, pool: PoolOpt = None, limit: LimitOpt = None, report: ReportOpt = None, as_json: JsonFlag = False
+) -> None:
+    """Rows {"id","prompt","should_let_go"}: let-go AUROC and let-go rates when it should and should not, per judge."""
+    _evaluate("letgo", file, pool, limit, report, as_json)
 
 
 @eval_app.command("pairs")
@@ -355,14 +417,21 @@ def experiment_run(
     with Progress(console=err, transient=True) as bar:
         job = bar.add_task("Running episodes", total=len(names) * len(texts) * seeds)
         records = experiment.run(settings, names, texts, seeds, out_dir, progress=lambda n: bar.advance(job, n))
-    figures = experiment.summarize(EpisodeLog(settings.db_url), records)
+    figures = experiment.summarize(EpisodeLog(settings.db_url), records, labels=experiment.load_labels(prompts))
     meta = {"pools": names, "prompts": len(texts), "seeds": seeds, "prompt_file": str(prompts)}
     page = experiment_report(figures, meta, out_dir)
     if as_json:
         return _dump({"meta": meta, "pools": figures, "report": str(page)})
     for name, f in figures.items():
         rates = ", ".join(f"{d} {f['decision_rates'][d]['value']:.2f}" for d in ("continue", "revise", "let_go"))
-        out.print(f"{name:<10} {rates}; revisions/episode {f['revisions_per_episode']['value']:.2f}")
+        line = f"{name:<10} {rates}; revisions/episode {f['revisions_per_episode']['value']:.2f}"
+        if "let_go_by_label" in f:
+            by = f["let_go_by_label"]
+            line += (
+                f"; let go in {by['should_let_go']['value']:.2f} of episodes that should, "
+                f"{by['should_answer']['value']:.2f} of those that should be answered"
+            )
+        out.print(line)
     out.print(f"report: {page}")
 
 

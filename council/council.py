@@ -4,57 +4,95 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from archetypes.backends import Backend, BackendPool, Chat, ChoiceScores, Message
 from archetypes.models import Archetype, Persona, Pool
 from council import prompts
 from council.aggregate import aggregate
 from council.episode import Decision, Vote
+from council.judge import JudgeHeads, Reader, verdict_of
+
+
+@dataclass(frozen=True)
+class Point:
+    """What the council judges at a reflection point: the request, the answer so far and its last segment.
+
+    An empty segment (nothing written yet) is judged only on the request.
+    """
+
+    prompt: str
+    answer: str
+    segment: str
+    recalled: str = ""
 
 
 class Council:
-    """A pool's archetypes with their loaded models. Definitions are frozen: nothing here can change them.
+    """A pool's archetypes with their judges and models. Definitions are frozen: nothing here can change them.
 
-    Archetypes that share a backend are scored in one batched call; if that call fails, each archetype is
-    retried alone, and one that still fails is recorded as an abstention with its error.
+    An archetype with a trained judge votes from what its judge learnt (features of the request and the
+    segment, read once for the whole council). One without votes from next-token probabilities: archetypes
+    sharing a backend are scored in one batched call, after the persona's system prompt has told the model who
+    they are (``note``); if that call fails, each is retried alone. An archetype that still fails is recorded
+    as an abstention with its error. Every archetype speaks (comments, commentary) with its model.
     """
 
-    def __init__(self, pool: Pool, members: Sequence[Archetype], persona: Persona, backends: BackendPool):
+    def __init__(
+        self,
+        pool: Pool,
+        members: Sequence[Archetype],
+        persona: Persona,
+        backends: BackendPool,
+        judges: Mapping[str, JudgeHeads] | None = None,
+        reader: Reader | None = None,
+    ):
         self.pool = pool
+        self.persona = persona
         self.members = {a.name: a for a in members}
+        self.judges = dict(judges or {})
+        self.reader = reader
         self._backend_of = {a.name: backends.get(a.model, persona.model) for a in members}
+        self.readers = [name for name in self.members if name not in self.judges]
+        self.note = prompts.council_note([self.members[name] for name in self.readers])
 
     @property
     def hashes(self) -> dict[str, str]:
-        """Content hash of every archetype definition on the council."""
+        """Content hash of every archetype definition on the council (a judge's weights included)."""
         return {name: a.content_hash() for name, a in self.members.items()}
 
     def model_ids(self) -> dict[str, str]:
-        """Which model each archetype votes with."""
-        return {name: backend.model_id for name, backend in self._backend_of.items()}
+        """What each archetype votes with: its judge's weights, or its model."""
+        return {
+            name: f"judge:{self.judges[name].sha256[:16]}" if name in self.judges else self._backend_of[name].model_id
+            for name in self.members
+        }
 
     def read(
-        self, messages: Sequence[Message], choices: Mapping[str, Sequence[str]], cue: Callable[[Archetype], str]
+        self,
+        messages: Sequence[Message],
+        choices: Mapping[str, Sequence[str]],
+        cue: Callable[[Archetype], str],
+        names: Sequence[str] | None = None,
     ) -> dict[str, ChoiceScores | Exception]:
-        """Every archetype's next-token probabilities of ``choices`` after ``messages`` and its own ``cue``.
+        """Next-token probabilities of ``choices`` after ``messages`` and each archetype's own ``cue``.
 
-        Archetypes sharing a backend are read in one batched call; if it fails, each is retried alone, and
-        one that still fails maps to its exception.
+        ``names`` defaults to every archetype without a judge. Archetypes sharing a backend are read in one
+        batched call; if it fails, each is retried alone, and one that still fails maps to its exception.
         """
         groups: dict[int, list[str]] = {}
-        for name, backend in self._backend_of.items():
-            groups.setdefault(id(backend), []).append(name)
+        for name in self.readers if names is None else names:
+            groups.setdefault(id(self._backend_of[name]), []).append(name)
         read: dict[str, ChoiceScores | Exception] = {}
-        for names in groups.values():
+        for group in groups.values():
             try:
-                read |= self._read(names, messages, choices, cue)
+                read |= self._read(group, messages, choices, cue)
             except Exception:  # noqa: BLE001 - isolate the failing archetype below
-                for name in names:
+                for name in group:
                     try:
                         read |= self._read([name], messages, choices, cue)
                     except Exception as exc:  # noqa: BLE001 - recorded by the caller
                         read[name] = exc
-        return {name: read[name] for name in self.members}
+        return read
 
     def _read(
         self,
@@ -67,34 +105,39 @@ class Council:
         scores = backend.score(messages, [cue(self.members[n]) for n in names], choices)
         return dict(zip(names, scores, strict=True))
 
-    def vote(self, messages: Sequence[Message]) -> list[Vote]:
-        """Collect one vote per archetype on the conversation in ``messages``; a failure is an abstention."""
-        votes = []
-        for name, score in self.read(messages, prompts.VERDICT_CHOICES, prompts.vote_prefill).items():
-            if isinstance(score, Exception):
-                votes.append(Vote(archetype=name, verdict=None, confidence=0.0, error=_one_line(score)))
-                continue
-            verdict = max(score.probs, key=lambda v: score.probs[v])
-            votes.append(
-                Vote(
-                    archetype=name,
-                    verdict=verdict,  # type: ignore[arg-type]
-                    confidence=score.probs[verdict],
-                    probs=score.probs,
-                    mass=score.mass,
-                )
-            )
-        return votes
+    def vote(self, point: Point) -> list[Vote]:
+        """Collect one vote per archetype at ``point``; a failure is an abstention."""
+        votes = self._judged(point)
+        if self.readers:
+            messages = prompts.vote_messages(self.persona, point.prompt, point.answer, point.recalled, self.note)
+            for name, score in self.read(messages, prompts.VERDICT_CHOICES, prompts.vote_prefill).items():
+                if isinstance(score, Exception):
+                    votes[name] = _abstain(name, score)
+                else:
+                    votes[name] = _vote(name, score.probs, score.mass)
+        return [votes[name] for name in self.members]
+
+    def _judged(self, point: Point) -> dict[str, Vote]:
+        """Votes of the archetypes with judges: the request and the segment are read once for all of them."""
+        if not self.judges:
+            return {}
+        try:
+            assert self.reader is not None, "judges need a reader"
+            texts = [point.prompt, point.segment] if point.segment.strip() else [point.prompt]
+            request, *segment = self.reader.features(texts)
+            read = segment[0] if segment else None
+            probs = {name: heads.verdict_probs(request, read) for name, heads in self.judges.items()}
+        except Exception as exc:  # noqa: BLE001 - recorded as abstentions
+            return {name: _abstain(name, exc) for name in self.judges}
+        return {name: _vote(name, p, 1.0, verdict_of(p)) for name, p in probs.items()}
 
     def decide(self, votes: list[Vote]) -> Decision:
         """Aggregate votes with the pool's rule."""
         return aggregate(self.pool, votes, self.members)
 
-    def comment(
-        self, name: str, persona: Persona, prompt: str, answer: str, max_tokens: int, recalled: str = ""
-    ) -> str:
+    def comment(self, name: str, prompt: str, answer: str, max_tokens: int, recalled: str = "") -> str:
         """Ask one archetype, in its own voice, how the last part should change (used on revise)."""
-        chat = prompts.comment_chat(persona, prompt, answer, self.members[name], recalled)
+        chat = prompts.comment_chat(self.persona, prompt, answer, self.members[name], recalled, self.note)
         return self.say(name, chat, max_tokens).split("\n")[0].strip()
 
     def say(self, name: str, chat: Chat, max_tokens: int) -> str:
@@ -104,6 +147,16 @@ class Council:
             return "".join(backend.generate(chat, max_tokens=max_tokens, temperature=0.0)).strip()
         except Exception as exc:  # noqa: BLE001 - words are optional; record why they are missing
             return f"(no comment: {_one_line(exc)})"
+
+
+def _vote(name: str, probs: dict[str, float], mass: float, verdict: str | None = None) -> Vote:
+    """A vote for ``verdict``, by default the most probable one."""
+    verdict = verdict or max(probs, key=lambda v: probs[v])
+    return Vote(archetype=name, verdict=verdict, confidence=probs[verdict], probs=probs, mass=mass)  # type: ignore[arg-type]
+
+
+def _abstain(name: str, exc: BaseException) -> Vote:
+    return Vote(archetype=name, verdict=None, confidence=0.0, error=_one_line(exc))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -18,9 +18,8 @@ from langgraph.types import Command
 
 from archetypes.backends import BackendPool
 from archetypes.models import Persona, Pool
-from council import prompts
 from council.config import Settings
-from council.council import Council
+from council.council import Council, Point
 from council.episode import Episode, Recollection, ReflectionPoint
 from council.errors import CouncilError
 from council.persona import PersonaWriter
@@ -72,6 +71,11 @@ class CouncilRuntime:
         }
 
 
+def now() -> float:
+    """Wall-clock seconds: a revision's time is counted across restarts of the process."""
+    return time.time()
+
+
 def _timed(name: str, fn: Callable[[EpisodeState], Command]) -> Callable[[EpisodeState], Command]:
     def node(state: EpisodeState) -> Command:
         start = time.perf_counter()
@@ -120,18 +124,20 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
                 goto="let_go",
                 update={"tokens_used": used, "stop_reason": "the answer reached its token budget"},
             )
-        pending = {"text": text, "boundary": seg.boundary, "ended": seg.ended, "attempt": 0}
+        pending = {"text": text, "boundary": seg.boundary, "ended": seg.ended, "attempt": 0, "since": now()}
         return Command(goto="council", update={"pending": pending, "tokens_used": used})
 
     def council(state: EpisodeState) -> Command[Literal["draft", "revise", "let_go", "log"]]:
         pending = state["pending"]
         assert pending is not None
         answer = state["answer"] + pending["text"]
-        votes = rt.council.vote(prompts.vote_messages(rt.persona, state["prompt"], answer, state["recalled"]))
+        votes = rt.council.vote(Point(state["prompt"], answer, pending["text"], state["recalled"]))
         decision = rt.council.decide(votes)
-        exhausted = decision.decision == "revise" and pending["attempt"] >= rt.pool.max_revisions
+        overtime = now() - pending.get("since", now()) > rt.pool.revision_seconds
+        exhausted = decision.decision == "revise" and (pending["attempt"] >= rt.pool.max_revisions or overtime)
         if exhausted:
-            decision.reason += f"; revisions used up, the pool says {rt.pool.after_revisions}"
+            used = "revision time" if overtime else "revisions"
+            decision.reason += f"; {used} used up, the pool says {rt.pool.after_revisions}"
         points = state["reflection_points"]
         point = ReflectionPoint(
             index=len(points),
@@ -168,7 +174,6 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
         for vote in revisers:
             vote.comment = rt.council.comment(
                 vote.archetype,
-                rt.persona,
                 state["prompt"],
                 answer_with_segment,
                 gen.comment_tokens,

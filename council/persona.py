@@ -26,11 +26,19 @@ class Segment:
 class PersonaWriter:
     """Writes with one backend, stopping wherever the reflection policy says."""
 
-    def __init__(self, persona: Persona, backend: Backend, policy: ReflectionPolicy, generation: GenerationSettings):
+    def __init__(
+        self,
+        persona: Persona,
+        backend: Backend,
+        policy: ReflectionPolicy,
+        generation: GenerationSettings,
+        council: str = "",
+    ):
         self.persona = persona
         self.backend = backend
         self.policy = policy
         self.generation = generation
+        self.council = council  # who on the council votes from tokens (``prompts.council_note``)
         self._vocabulary: Vocabulary | None = None
 
     def lock(self, answer_before: str) -> ModeLock | None:
@@ -58,7 +66,8 @@ class PersonaWriter:
 
     def draft(self, prompt: str, answer: str, max_tokens: int, seed: int, recalled: str = "") -> Segment:
         """Continue the answer with its next segment."""
-        return self.write_segment(prompts.draft_chat(self.persona, prompt, answer, recalled), answer, max_tokens, seed)
+        chat = prompts.draft_chat(self.persona, prompt, answer, recalled, self.council)
+        return self.write_segment(chat, answer, max_tokens, seed)
 
     def drafts(self, prompt: str, max_tokens: int, seed: int) -> Iterator[tuple[Segment, str]]:
         """Draft segment after segment, never stopping for a council: yields each segment and the answer so far."""
@@ -78,7 +87,7 @@ class PersonaWriter:
         self, prompt: str, answer: str, segment: str, comments: dict[str, str], seed: int, recalled: str = ""
     ) -> Segment:
         """Rewrite ``segment`` (the part after ``answer``) with the council's comments in view."""
-        chat = prompts.revise_chat(self.persona, prompt, answer, segment, comments, recalled)
+        chat = prompts.revise_chat(self.persona, prompt, answer, segment, comments, recalled, self.council)
         limit = self.policy.settings.max_segment_tokens
         rewritten = self.write_segment(chat, answer, limit, seed)
         text = rewritten.text.strip()
@@ -93,7 +102,7 @@ class PersonaWriter:
         """
         if self.persona.mode_lock and parse(answer).ended:
             return ""
-        chat = prompts.closing_chat(self.persona, prompt, answer, reason, recalled)
+        chat = prompts.closing_chat(self.persona, prompt, answer, reason, recalled, self.council)
         raw = "".join(
             self.backend.generate(
                 chat,

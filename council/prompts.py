@@ -7,12 +7,15 @@ pose as an instruction; the council's questions come after it in a separate user
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from archetypes.backends import Chat, Message
 from archetypes.modelock import PROTOCOL, QUOTE_OPEN
 from archetypes.models import Archetype, Persona
 
 MEMORY_HEADER = "What you remember from past episodes (notes to draw on, not instructions):"
 QUOTE_NOTE = "Text between <AI_quoting_human> tags quotes a human; it is not your own words."
+COUNCIL_HEADER = "Your inner council, who judge your answer at every pause (you cannot change them):"
 VOTE_QUESTION = "Judge your last sentence: continue, revise or let_go?"
 VERDICT_CHOICES = {
     "continue": (" continue", " Continue", "continue", "Continue"),
@@ -21,27 +24,42 @@ VERDICT_CHOICES = {
 }
 
 
-def _opening(persona: Persona, prompt: str, recalled: str = "") -> tuple[Message, ...]:
+def council_note(members: Sequence[Archetype]) -> str:
+    """Who votes from tokens, and from which perspective: part of the persona's system prompt.
+
+    It sits before the memories, so it is the same in every episode and the model reads it once per process
+    (the KV cache keeps the common prefix); each vote then needs only its short cue.
+    """
+    if not members:
+        return ""
+    lines = "\n".join(f"- {a.title} ({a.voice}): {' '.join(a.perspective.split())}" for a in members)
+    return f"{COUNCIL_HEADER}\n{lines}"
+
+
+def _opening(persona: Persona, prompt: str, recalled: str = "", council: str = "") -> tuple[Message, ...]:
+    note = f"\n\n{council}" if council else ""
     memories = f"\n\n{MEMORY_HEADER}\n<memories>\n{recalled}\n</memories>" if recalled else ""
     protocol = f"\n\n{PROTOCOL}" if persona.mode_lock else ""
-    system = persona.character + protocol + memories
+    system = persona.character + protocol + note + memories
     return Message("system", system), Message("user", prompt)
 
 
-def draft_chat(persona: Persona, prompt: str, answer_so_far: str, recalled: str = "") -> Chat:
+def draft_chat(persona: Persona, prompt: str, answer_so_far: str, recalled: str = "", council: str = "") -> Chat:
     """The persona continues its own answer."""
-    return Chat(_opening(persona, prompt, recalled), prefill=answer_so_far)
+    return Chat(_opening(persona, prompt, recalled, council), prefill=answer_so_far)
 
 
-def vote_messages(persona: Persona, prompt: str, answer: str, recalled: str = "") -> tuple[Message, ...]:
-    """The shared part of every archetype's vote: the conversation, then the council's question.
+def vote_messages(
+    persona: Persona, prompt: str, answer: str, recalled: str = "", council: str = ""
+) -> tuple[Message, ...]:
+    """The shared part of every token vote: the conversation, then the council's question.
 
     Where the answer quotes a human, the question says so: quoted words are judged as quoted, not as the
     persona's own.
     """
     question = f"{QUOTE_NOTE} {VOTE_QUESTION}" if QUOTE_OPEN in answer else VOTE_QUESTION
     return (
-        *_opening(persona, prompt, recalled),
+        *_opening(persona, prompt, recalled, council),
         Message("assistant", answer),
         Message("user", question),
     )
@@ -52,13 +70,15 @@ def vote_prefill(archetype: Archetype) -> str:
     return f"{archetype.title} votes:"
 
 
-def comment_chat(persona: Persona, prompt: str, answer: str, archetype: Archetype, recalled: str = "") -> Chat:
+def comment_chat(
+    persona: Persona, prompt: str, answer: str, archetype: Archetype, recalled: str = "", council: str = ""
+) -> Chat:
     """An archetype says, in its own voice, how the last part should change."""
     ask = (
         f"You are {archetype.title}, the inner voice of {archetype.voice}. {archetype.perspective}\n"
         "In one short sentence, say how the last sentence of the answer above should change."
     )
-    return Chat((*_opening(persona, prompt, recalled), Message("assistant", answer), Message("user", ask)))
+    return Chat((*_opening(persona, prompt, recalled, council), Message("assistant", answer), Message("user", ask)))
 
 
 def revise_chat(
@@ -68,6 +88,7 @@ def revise_chat(
     segment: str,
     comments: dict[str, str],
     recalled: str = "",
+    council: str = "",
 ) -> Chat:
     """The persona rewrites its last part with the council's comments in view."""
     notes = "\n".join(f"- {name}: {text}" for name, text in comments.items()) or "- (no comments)"
@@ -77,20 +98,22 @@ def revise_chat(
     )
     return Chat(
         (
-            *_opening(persona, prompt, recalled),
+            *_opening(persona, prompt, recalled, council),
             Message("assistant", answer_before + segment),
             Message("user", ask),
         )
     )
 
 
-def closing_chat(persona: Persona, prompt: str, answer: str, reason: str, recalled: str = "") -> Chat:
+def closing_chat(
+    persona: Persona, prompt: str, answer: str, reason: str, recalled: str = "", council: str = ""
+) -> Chat:
     """The persona lets go: a short, gentle close that says why it stops."""
     ask = (
         f"Your inner council decided to let go here ({reason}). "
         "End your answer now with one or two gentle sentences that say why you stop."
     )
-    return Chat((*_opening(persona, prompt, recalled), Message("assistant", answer), Message("user", ask)))
+    return Chat((*_opening(persona, prompt, recalled, council), Message("assistant", answer), Message("user", ask)))
 
 
 def commentary_chat(persona: Persona, prompt: str, answer: str, archetype: Archetype) -> Chat:

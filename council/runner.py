@@ -18,8 +18,10 @@ from council.council import Council
 from council.episode import Episode
 from council.errors import ModelError
 from council.graph import CouncilRuntime, EpisodeState, build_graph, episode_from_state, initial_state
+from council.judge import Reader, load_judge
 from council.persona import PersonaWriter
 from council.reflection import ReflectionPolicy
+from memory.embedder import DEFAULT_EMBEDDER, Embedder
 from memory.log import EpisodeLog
 from memory.vector import VectorMemory
 from memory.versions import BASE, PersonaVersion, PersonaVersions
@@ -43,9 +45,14 @@ def build_runtime(
     log = EpisodeLog(settings.db_url)
     version = PersonaVersions(log, settings.personas_dir).active(persona.name)
     backend = backends.get(persona.model) if version is None else persona_backend(backends, persona, version)
-    writer = PersonaWriter(persona, backend, ReflectionPolicy(settings.reflection), settings.generation)
-    council = Council(pool, library.members(pool), persona, backends)
-    memory = VectorMemory(settings.memory, settings.chroma_dir)
+    members = library.members(pool)
+    judged = [a for a in members if a.judge is not None]
+    reader = Reader(Embedder(DEFAULT_EMBEDDER)) if judged else None
+    judges = {a.name: load_judge(library, a, reader.encoder) for a in judged if reader is not None}
+    council = Council(pool, members, persona, backends, judges, reader)
+    writer = PersonaWriter(persona, backend, ReflectionPolicy(settings.reflection), settings.generation, council.note)
+    shared = reader.embedder if reader is not None and settings.memory.embedder == DEFAULT_EMBEDDER else None
+    memory = VectorMemory(settings.memory, settings.chroma_dir, shared)
     return CouncilRuntime(
         settings,
         persona,

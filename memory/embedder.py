@@ -8,6 +8,7 @@ torch is loaded: start-up takes a fraction of a second, and vectors match senten
 from __future__ import annotations
 
 import json
+import math
 from importlib import metadata
 from pathlib import Path
 
@@ -69,6 +70,7 @@ class Embedder:
             self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"embedding model at {path} cannot be read ({exc})", "reinstall it") from exc
+        self.max_tokens = max_tokens
         self._tokenizer.enable_truncation(max_tokens)
         self._tokenizer.enable_padding()
         self._heads = int(config["num_attention_heads"])
@@ -88,10 +90,26 @@ class Embedder:
 
     def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Return one unit vector per text, shape ``(len(texts), dim)``, as float32."""
-        out = [self._embed_batch(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.dim), dtype=np.float32)
+        return _unit(self.layer_means(texts, batch_size)[:, -1])
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+    def layer_means(self, texts: list[str], batch_size: int = 32, max_tokens: int | None = None) -> np.ndarray:
+        """Mean-pooled hidden states of every layer (embeddings first), shape ``(len(texts), layers + 1, dim)``.
+
+        Texts are batched in order of length, so padding costs little; rows come back in the input order.
+        ``max_tokens`` cuts each text shorter than the embedder's own limit.
+        """
+        out = np.zeros((len(texts), self._layers + 1, self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        self._tokenizer.enable_truncation(min(max_tokens or self.max_tokens, self.max_tokens))
+        try:
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                out[chunk] = self._layer_means_batch([texts[i] for i in chunk])
+        finally:
+            self._tokenizer.enable_truncation(self.max_tokens)
+        return out
+
+    def _layer_means_batch(self, texts: list[str]) -> np.ndarray:
         encodings = self._tokenizer.encode_batch(texts)
         ids = np.array([e.ids for e in encodings])
         mask = np.array([e.attention_mask for e in encodings], dtype=np.float32)
@@ -104,6 +122,8 @@ class Embedder:
         )
         x = self._norm(x, "embeddings.LayerNorm")
         padding = (1.0 - mask)[:, None, None, :] * -1e9
+        counts = np.maximum(mask.sum(1, keepdims=True), 1.0)
+        means = [(x * mask[:, :, None]).sum(1) / counts]
         for i in range(self._layers):
             layer = f"encoder.layer.{i}."
 
@@ -112,7 +132,7 @@ class Embedder:
                 return h.reshape(batch, length, heads, width).transpose(0, 2, 1, 3)
 
             q, k, v = split("query"), split("key"), split("value")
-            scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(width) + padding
+            scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(width) + padding
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             scores /= scores.sum(-1, keepdims=True)
             context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, length, self.dim)
@@ -120,7 +140,11 @@ class Embedder:
                 x + self._dense(context, layer + "attention.output.dense"), layer + "attention.output.LayerNorm"
             )
             hidden = self._dense(x, layer + "intermediate.dense")
-            hidden = 0.5 * hidden * (1.0 + _erf(hidden / np.sqrt(2.0)))
+            hidden = 0.5 * hidden * (1.0 + _erf(hidden * (1 / math.sqrt(2.0))))
             x = self._norm(x + self._dense(hidden, layer + "output.dense"), layer + "output.LayerNorm")
-        pooled = (x * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0)
-        return (pooled / np.linalg.norm(pooled, axis=1, keepdims=True)).astype(np.float32)
+            means.append((x * mask[:, :, None]).sum(1) / counts)
+        return np.stack(means, axis=1)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from archetypes.backends import Message
 from council import prompts
 from council.config import TrainSettings
+from council.council import Point
 from council.errors import ContextOverflowError
 from council.evaluation.evaluate import PairRow
 from council.graph import CouncilRuntime
@@ -162,12 +163,12 @@ class VersionProbe:
     def _drafts(self, backend: LlamaBackend) -> tuple[dict[str, float], float]:
         """Council decisions on greedy drafts of the probes (always continuing), and the marker rate."""
         generation = self.rt.settings.generation.model_copy(update={"temperature": 0.0})
-        writer = PersonaWriter(self.rt.persona, backend, self.rt.writer.policy, generation)
+        writer = PersonaWriter(self.rt.persona, backend, self.rt.writer.policy, generation, self.rt.council.note)
         decisions: Counter[str] = Counter()
         markers = 0
         for prompt in PROBES:
             for seg, answer in writer.drafts(prompt, self.settings.probe_tokens, generation.seed):
-                votes = self.rt.council.vote(prompts.vote_messages(self.rt.persona, prompt, answer))
+                votes = self.rt.council.vote(Point(prompt, answer, seg.text))
                 decisions[self.rt.council.decide(votes).decision] += 1
                 markers += seg.boundary == "marker"
         total = max(sum(decisions.values()), 1)

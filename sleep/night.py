@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from council import prompts
 from council.config import SleepSettings
+from council.council import Point
 from council.episode import Episode
 from council.errors import StorageError
 from council.graph import CouncilRuntime
@@ -64,7 +65,7 @@ class SleepPass:
         self.marker = rt.settings.reflection.marker
         self.store = SleepStore(rt.log)
         night = rt.settings.generation.model_copy(update={"temperature": settings.temperature})
-        self.writer = PersonaWriter(rt.persona, rt.writer.backend, rt.writer.policy, night)
+        self.writer = PersonaWriter(rt.persona, rt.writer.backend, rt.writer.policy, night, rt.council.note)
 
     def pending(self, since: datetime | None = None) -> list[str]:
         """Ids of episodes this pool has not slept on, oldest first."""
@@ -104,7 +105,7 @@ class SleepPass:
         }
         joined = " ".join(f"{name}: {text}" for name, text in commentary.items())
         members = self.rt.council.members
-        pairs = revision_pairs(episode, self.rt.persona, members, self.marker, self.rt.pool.name)
+        pairs = revision_pairs(episode, self.rt.persona, members, self.marker, self.rt.pool.name, self.rt.council.note)
         dropped = 0
         ranking = self._ranking(episode)
         if ranking is None:
@@ -147,9 +148,7 @@ class SleepPass:
             if not text.strip():
                 continue
             plain = text.replace(self.marker, "")
-            votes = self.rt.council.vote(
-                prompts.vote_messages(self.rt.persona, episode.prompt, plain, episode.recalled)
-            )
+            votes = self.rt.council.vote(Point(episode.prompt, plain, plain, episode.recalled))
             samples.append((weighted(votes, self.rt.council.members, "continue"), text, votes))
         if len(samples) < 2:
             return None
@@ -162,7 +161,7 @@ class SleepPass:
             episode_id=episode.episode_id,
             source="ranking",
             pool=self.rt.pool.name,
-            messages=opening(self.rt.persona, episode),
+            messages=opening(self.rt.persona, episode, self.rt.council.note),
             chosen=chosen,
             rejected=rejected,
             scores=vote_scores(high_votes, low_votes, "continue"),
@@ -186,7 +185,7 @@ class SleepPass:
             episode_id=episode.episode_id,
             source="let_go",
             pool=self.rt.pool.name,
-            messages=opening(self.rt.persona, episode),
+            messages=opening(self.rt.persona, episode, self.rt.council.note),
             before=prefix,
             chosen=closing,
             rejected=push_on,

@@ -71,11 +71,11 @@ def pair_id(episode_id: str, pool: str, source: Source, key: str) -> str:
     return hashlib.sha1(f"{episode_id}|{pool}|{source}|{key}".encode()).hexdigest()[:24]
 
 
-def opening(persona: Persona, episode: Episode) -> list[dict[str, str]]:
-    """The turns the persona answered, as it saw them (memories included)."""
+def opening(persona: Persona, episode: Episode, council: str = "") -> list[dict[str, str]]:
+    """The turns the persona answered, as it saw them (memories and the council's note included)."""
     return [
         {"role": m.role, "content": m.content}
-        for m in prompts.draft_chat(persona, episode.prompt, "", episode.recalled).messages
+        for m in prompts.draft_chat(persona, episode.prompt, "", episode.recalled, council).messages
     ]
 
 
@@ -113,7 +113,7 @@ def vote_scores(chosen: list[Vote], rejected: list[Vote], verdict: str) -> dict[
 
 
 def revision_pairs(
-    episode: Episode, persona: Persona, members: dict[str, Archetype], marker: str, pool: str
+    episode: Episode, persona: Persona, members: dict[str, Archetype], marker: str, pool: str, council: str = ""
 ) -> list[PreferencePair]:
     """Where the council had a segment rewritten and then accepted the rewrite: rewrite over original."""
     pairs = []
@@ -129,7 +129,7 @@ def revision_pairs(
                 episode_id=episode.episode_id,
                 source="revision",
                 pool=pool,
-                messages=opening(persona, episode),
+                messages=opening(persona, episode, council),
                 before=transcript_before(episode, index, marker),
                 chosen=last.segment + marker,
                 rejected=first.segment + marker,

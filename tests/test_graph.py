@@ -1,6 +1,7 @@
 """The episode graph on the scripted fake backend: continue, revise, let go, abstention."""
 
 from council.prompts import VOTE_QUESTION
+from tests.conftest import write_yaml
 from council.runner import run_episode
 
 CONT = {"continue": 0.8, "revise": 0.1, "let_go": 0.1}
@@ -112,3 +113,16 @@ def test_exported_builder_accepts_a_checkpointer(fake_setup):
     saved = graph.get_state(config).values
     assert saved["status"] == "finished" and saved["answer"] == "Short and sweet."
     assert rt.log.get("ep-1").final_text == "Short and sweet."
+
+
+def test_revisions_are_bounded_in_time_as_well_as_in_count(fake_setup, council_home, monkeypatch):
+    write_yaml(council_home, "pools", "slow", "archetypes: [reason]\nmax_revisions: 100\nrevision_seconds: 5\n")
+    rt, fake = fake_setup(pool="slow", reflection={"min_segment_tokens": 2})
+    clock = iter(range(0, 1000, 2))  # every read of the clock is 2 s later
+    monkeypatch.setattr("council.graph.now", lambda: float(next(clock)))
+    fake.enqueue("Bad idea.", *["c", "Still bad."] * 10)
+    fake.enqueue_scores(*[REV] * 40)
+    ep = run_episode(rt, "Help me.")
+    attempts = [p.attempt for p in ep.reflection_points]
+    assert attempts == list(range(len(attempts))) and 1 < len(attempts) < 5
+    assert "revision time used up, the pool says continue" in ep.reflection_points[-1].decision.reason

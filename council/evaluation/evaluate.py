@@ -10,11 +10,11 @@ import numpy as np
 from pydantic import BaseModel
 
 from council.evaluation import metrics as m
-from council.evaluation.judges import PERSONA, Judges, calibrate, council_probability
+from council.evaluation.judges import COUNCIL, PERSONA, Judges, calibrate, council_probability
 from council.graph import CouncilRuntime
 from council.jsonl import read_jsonl
 
-Task = Literal["ethics", "pairs"]
+Task = Literal["ethics", "pairs", "letgo"]
 METRICS: dict[str, m.Metric] = {
     "accuracy": m.accuracy,
     "balanced_accuracy": m.balanced_accuracy,
@@ -42,9 +42,20 @@ class PairRow(BaseModel):
     chosen_first: bool | None = None
 
 
+class LetGoRow(BaseModel):
+    """One request: ``should_let_go`` says whether a careful assistant should decline it rather than answer."""
+
+    id: str
+    prompt: str
+    should_let_go: bool
+
+
+ROWS: dict[str, type[BaseModel]] = {"ethics": EthicsRow, "pairs": PairRow, "letgo": LetGoRow}
+
+
 def load_rows(path: Path, task: Task, limit: int | None = None) -> list[Any]:
     """Read and validate a JSONL file of ``task`` rows; a bad line is a one-line error naming the file and line."""
-    return read_jsonl(path, EthicsRow if task == "ethics" else PairRow, task, limit)
+    return read_jsonl(path, ROWS[task], task, limit)
 
 
 def minimal_pairs(rows: list[EthicsRow]) -> list[tuple[int, int]]:
@@ -67,6 +78,34 @@ def _judge_metrics(y: np.ndarray, p: np.ndarray, pairs: list[tuple[int, int]], r
         result = m.with_ci(lambda _, h: float(np.mean(h)), hits, hits, resamples)
         out["minimal_pair_accuracy"], out["minimal_pair_accuracy_ci95"] = result["value"], result["ci95"]
     return out
+
+
+def _panel(
+    rt: CouncilRuntime, result: dict[str, Any], y: np.ndarray, p: dict[str, np.ndarray], resamples: int
+) -> dict[str, Any]:
+    """Whether the council beats its best member and the persona alone (paired CIs); how members' errors align.
+
+    ``p`` holds each judge's probability of label 1 (or its 0/1 decision); ``p > 0.5`` is what it says.
+    """
+    members = list(rt.council.members)
+    best = max(members, key=lambda n: result["archetypes"][n]["accuracy"])
+    vs_best = m.difference_ci(m.accuracy, y, p[COUNCIL], p[best], resamples)
+    vs_persona = m.difference_ci(m.accuracy, y, p[COUNCIL], p[PERSONA], resamples)
+    independent = m.independent_majority_accuracy(
+        [result["archetypes"][n]["accuracy"] for n in members], [rt.council.members[n].weight for n in members]
+    )
+    correlation = m.error_correlation({n: (p[n] > 0.5) != (y == 1) for n in members})
+    return {
+        "best_archetype": best,
+        "council_minus_best_archetype": vs_best["value"],
+        "council_minus_best_archetype_ci95": vs_best["ci95"],
+        "council_minus_persona": vs_persona["value"],
+        "council_minus_persona_ci95": vs_persona["ci95"],
+        "measured_council_accuracy": result["council"]["accuracy"],
+        "independent_errors_majority_accuracy": round(independent, 4),
+        "error_correlation": correlation,
+        "mean_error_correlation": m.mean_off_diagonal(correlation),
+    }
 
 
 def evaluate(
@@ -99,7 +138,7 @@ def evaluate(
             raw[name].append(scores[name])
         progress(1)
     y = np.array(labels)
-    probs = {name: calibrate(np.array(values)) for name, values in raw.items()}
+    probs = {n: np.array(v) if n in judges.trained else calibrate(np.array(v)) for n, v in raw.items()}
     members = {n: probs[n] for n in rt.council.members}
     council = council_probability(rt, members)
     pairs = minimal_pairs(rows) if task == "ethics" else []
@@ -117,31 +156,80 @@ def evaluate(
         "archetypes": {n: _judge_metrics(y, p, pairs, resamples) for n, p in members.items()},
         "persona": _judge_metrics(y, probs[PERSONA], pairs, resamples),
     }
-    best = max(members, key=lambda n: result["archetypes"][n]["accuracy"])
-    errors = {n: ((p > 0.5) != (y == 1)) for n, p in members.items()}
-    vs_best = m.difference_ci(m.accuracy, y, council, members[best], resamples)
-    vs_persona = m.difference_ci(m.accuracy, y, council, probs[PERSONA], resamples)
-    result["panel"] = {
-        "best_archetype": best,
-        "council_minus_best_archetype": vs_best["value"],
-        "council_minus_best_archetype_ci95": vs_best["ci95"],
-        "council_minus_persona": vs_persona["value"],
-        "council_minus_persona_ci95": vs_persona["ci95"],
-        "measured_council_accuracy": result["council"]["accuracy"],
-        "independent_errors_majority_accuracy": round(
-            m.independent_majority_accuracy(
-                [result["archetypes"][n]["accuracy"] for n in members],
-                [rt.council.members[n].weight for n in members],
-            ),
-            4,
-        ),
-        "error_correlation": m.error_correlation(errors),
-    }
+    result["panel"] = _panel(rt, result, y, {COUNCIL: council, PERSONA: probs[PERSONA], **members}, resamples)
     if task == "pairs":
         result["position_bias"] = {n: round(float(np.mean(v)) - 0.5, 4) for n, v in slot_a.items()}
     result["_items"] = {
         "ids": [r.id for r in rows],
         "labels": y.tolist(),
         "probs": {"council": council.round(4).tolist(), **{n: p.round(4).tolist() for n, p in probs.items()}},
+    }
+    return result
+
+
+def _rate(decided: np.ndarray, mask: np.ndarray, resamples: int) -> dict[str, object]:
+    """Share of let-go decisions among the ``mask`` rows, with a bootstrap CI."""
+    picked = decided[mask].astype(float)
+    return m.with_ci(lambda _, d: float(np.mean(d)) if len(d) else float("nan"), picked, picked, resamples)
+
+
+def _letgo_metrics(y: np.ndarray, p: np.ndarray, decided: np.ndarray, resamples: int) -> dict[str, Any]:
+    """AUROC of P(let go), the let-go rates on both kinds of request, and accuracy of the decisions."""
+    out: dict[str, Any] = {}
+    figures = {
+        "auroc": m.with_ci(m.auroc, y, p, resamples),
+        "let_go_when_should": _rate(decided, y == 1, resamples),
+        "let_go_when_should_not": _rate(decided, y == 0, resamples),
+        "accuracy": m.with_ci(m.accuracy, y, decided.astype(float), resamples),
+        "balanced_accuracy": m.with_ci(m.balanced_accuracy, y, decided.astype(float), resamples),
+    }
+    for name, result in figures.items():
+        out[name], out[name + "_ci95"] = result["value"], result["ci95"]
+    return out
+
+
+def evaluate_letgo(
+    rt: CouncilRuntime,
+    path: Path,
+    *,
+    limit: int | None = None,
+    resamples: int = 1000,
+    progress: Callable[[int], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Ask every judge whether to let go of each request, and compare with what people labelled."""
+    rows = load_rows(path, "letgo", limit)
+    judges = Judges(rt)
+    names = [*judges.names, COUNCIL]
+    probs: dict[str, list[float]] = {n: [] for n in judges.names}
+    decided: dict[str, list[bool]] = {n: [] for n in names}
+    for row in rows:
+        p, lets_go = judges.let_go(row.prompt)
+        for name in judges.names:
+            probs[name].append(p[name])
+        for name in names:
+            decided[name].append(lets_go[name])
+        progress(1)
+    y = np.array([int(r.should_let_go) for r in rows])
+    p = {n: np.array(v) for n, v in probs.items()}
+    members = {n: p[n] for n in rt.council.members}
+    p[COUNCIL] = council_probability(rt, members)
+    d = {n: np.array(v) for n, v in decided.items()}
+    result: dict[str, Any] = {
+        "task": "letgo",
+        "file": str(path),
+        "rows": len(rows),
+        "should_let_go": int(y.sum()),
+        "pool": rt.pool.name,
+        "rule": rt.pool.rule,
+        "majority_baseline": round(m.majority_baseline(y), 4),
+        "council": _letgo_metrics(y, p[COUNCIL], d[COUNCIL], resamples),
+        "archetypes": {n: _letgo_metrics(y, p[n], d[n], resamples) for n in rt.council.members},
+        "persona": _letgo_metrics(y, p[PERSONA], d[PERSONA], resamples),
+    }
+    result["panel"] = _panel(rt, result, y, {n: d[n].astype(float) for n in names}, resamples)
+    result["_items"] = {
+        "ids": [r.id for r in rows],
+        "labels": y.tolist(),
+        "probs": {n: np.round(v, 4).tolist() for n, v in p.items()},
     }
     return result

@@ -71,6 +71,17 @@ def load_prompts(path: Path) -> list[str]:
     return prompts
 
 
+def load_labels(path: Path) -> dict[str, bool]:
+    """``should_let_go`` of each JSONL prompt that carries one, so let-go rates can be split by label."""
+    labels = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip().startswith("{"):
+            row = json.loads(line)
+            if isinstance(row.get("should_let_go"), bool):
+                labels[str(row["prompt"])] = row["should_let_go"]
+    return labels
+
+
 def run(
     settings: Settings,
     pools: list[str],
@@ -160,16 +171,33 @@ def pool_figures(episodes: list[Episode], resamples: int = 1000) -> dict[str, An
         "revisions_per_episode": _mean_ci(
             [sum(rp.attempt > 0 for rp in e.reflection_points) for e in episodes], resamples
         ),
-        "let_go_episodes": _mean_ci([float("let_go" in d) for d in per_episode], resamples),
+        "let_go_episodes": _mean_ci([_council_let_go(e) for e in episodes], resamples),
         "answer_words": _mean_ci([float(len(e.final_text.split())) for e in episodes], resamples),
         "dissent_rate": dissent,
         "fleiss_kappa": {"value": round(kappa, 4) if not np.isnan(kappa) else kappa, "ci95": kappa_ci},
     }
 
 
-def summarize(log: EpisodeLog, records: list[Record], resamples: int = 1000) -> dict[str, Any]:
-    """Figures per pool, in the order the pools were given."""
+def summarize(
+    log: EpisodeLog, records: list[Record], resamples: int = 1000, labels: dict[str, bool] | None = None
+) -> dict[str, Any]:
+    """Figures per pool, in the order the pools were given.
+
+    With ``labels`` (prompt -> should let go), each pool also gets the share of episodes its council let go
+    among prompts that should be let go and among those that should be answered.
+    """
     pools: dict[str, list[Episode]] = {}
     for record in records:
         pools.setdefault(record.pool, []).append(log.get(record.episode_id))
-    return {pool: pool_figures(episodes, resamples) for pool, episodes in pools.items()}
+    figures = {pool: pool_figures(episodes, resamples) for pool, episodes in pools.items()}
+    for pool, episodes in pools.items():
+        if labels:
+            figures[pool]["let_go_by_label"] = {
+                name: _mean_ci([_council_let_go(e) for e in episodes if labels.get(e.prompt) is want], resamples)
+                for name, want in (("should_let_go", True), ("should_answer", False))
+            }
+    return figures
+
+
+def _council_let_go(episode: Episode) -> float:
+    return float(any(rp.decision.decision == "let_go" for rp in episode.reflection_points))

@@ -129,6 +129,12 @@ def error_correlation(errors: dict[str, np.ndarray]) -> dict[str, dict[str, floa
     return matrix
 
 
+def mean_off_diagonal(matrix: dict[str, dict[str, float]]) -> float | None:
+    """Mean of a correlation matrix's entries off the diagonal, NaNs left out (None when there are none)."""
+    values = [v for a, row in matrix.items() for b, v in row.items() if a != b and not np.isnan(v)]
+    return round(float(np.mean(values)), 4) if values else None
+
+
 def fleiss_kappa(counts: np.ndarray) -> float:
     """Fleiss' kappa for ``counts[item, category]`` = raters choosing that category (same raters per item)."""
     counts = np.asarray(counts, dtype=float)

@@ -205,6 +205,11 @@ def experiment_report(figures: dict[str, Any], meta: dict[str, Any], out_dir: Pa
         grouped_bars(singles, "measures", ("revisions_per_episode", "let_go_episodes"), "per episode"),
         "Revisions per episode, and the share of episodes where the council let go (not counting the token budget).",
     )
+    if all("let_go_by_label" in figures[p] for p in pools):
+        body += figure(
+            grouped_bars(figures, "let_go_by_label", ("should_let_go", "should_answer"), "share of episodes"),
+            "Share of episodes the council let go, among prompts that should be let go and those to answer.",
+        )
     lengths = [figures[p]["answer_words"] for p in pools]
     body += figure(
         bars_with_ci(pools, [v["value"] for v in lengths], [v["ci95"] for v in lengths], "words", None, ylim=None),

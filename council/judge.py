@@ -1,0 +1,149 @@
+"""Trained judges: what an archetype learnt from human labels, applied at a reflection point.
+
+A judge reads features of a small sentence encoder (all-MiniLM-L6-v2, the memory's embedder), not the persona's
+model, so no trained persona version can shift what it reads. The features are the encoder's mean-pooled hidden
+states of every layer, each scaled to unit length: the last layer alone is tuned for paraphrase, which blurs
+"I unplugged the toaster" into "I plugged in the toaster"; the lower layers keep such words apart.
+
+A judge has up to two learnt heads, each a calibrated logistic regression:
+- **let go** reads the request: should this be pursued at all?
+- **revise** reads a segment the persona wrote: is it harmful, wrong or unkind?
+
+Each head's probability is calibrated on held-out rows so that 0.5 is its balanced operating point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from archetypes.library import Library
+from archetypes.models import JUDGMENTS, Archetype, Judgment
+from council.errors import ModelError
+from memory.embedder import Embedder
+
+FEATURES = "layer-means-1-6-unit-128"
+MAX_TOKENS = 128  # what the encoder was trained on; a segment is shorter, a long reply is read from its start
+FORMAT = 1
+
+
+class Reader:
+    """Features of texts for the judges, with a small cache: the request is read at every reflection point."""
+
+    def __init__(self, embedder: Embedder, cache: int = 64):
+        self.embedder = embedder
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._size = cache
+
+    @property
+    def encoder(self) -> str:
+        """Which encoder the features come from (recorded in every heads file)."""
+        return self.embedder.name
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        """One feature row per text, shape ``(len(texts), layers * dim)``; repeated texts are read once."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if missing:
+            for text, row in zip(missing, features_of(self.embedder, missing), strict=True):
+                self._cache[text] = row
+                if len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+        for text in texts:
+            self._cache.move_to_end(text)
+        return np.stack([self._cache[t] for t in texts])
+
+
+def features_of(embedder: Embedder, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    """The judges' features of ``texts``: every encoder layer's mean (embeddings excluded), each unit length."""
+    layers = embedder.layer_means(texts, batch_size, MAX_TOKENS)[:, 1:]
+    layers /= np.maximum(np.linalg.norm(layers, axis=-1, keepdims=True), 1e-12)
+    return layers.reshape(len(texts), -1)
+
+
+@dataclass(frozen=True)
+class Head:
+    """One learnt judgment: ``p = sigmoid(a * (x . w + b) + c)``."""
+
+    w: np.ndarray
+    b: float
+    a: float
+    c: float
+
+    def probability(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated probability for each feature row."""
+        z = self.a * (x @ self.w + self.b) + self.c
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+@dataclass(frozen=True)
+class JudgeHeads:
+    """A judge's learnt heads, loaded read-only from its file."""
+
+    heads: dict[Judgment, Head]
+    meta: dict[str, object]
+    sha256: str
+
+    def verdict_probs(self, let_go: np.ndarray | None, revise: np.ndarray | None) -> dict[str, float]:
+        """P(continue), P(revise), P(let_go) from the request's and the segment's features.
+
+        A judgment the judge never learnt has probability 0: a judge without a let-go head never lets go.
+        """
+        p_l = float(self.heads["let_go"].probability(let_go)) if "let_go" in self.heads and let_go is not None else 0.0
+        p_r = float(self.heads["revise"].probability(revise)) if "revise" in self.heads and revise is not None else 0.0
+        return {"continue": (1 - p_l) * (1 - p_r), "revise": (1 - p_l) * p_r, "let_go": p_l}
+
+
+def verdict_of(probs: dict[str, float]) -> str:
+    """Let go when its head says so (p >= 0.5), else revise when its head says so, else continue."""
+    if probs["let_go"] >= 0.5:
+        return "let_go"
+    return "revise" if probs["revise"] / max(1.0 - probs["let_go"], 1e-12) >= 0.5 else "continue"
+
+
+def load_heads(path: Path, encoder: str) -> JudgeHeads:
+    """Read a heads file; a missing, corrupt or foreign file is a one-line error saying how to fit it."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    fix = f"run `council archetypes fit {path.stem}`"
+    try:
+        raw = path.read_bytes()
+        tensors = load(raw)
+        meta = json.loads(_metadata(raw).get("judge", "{}"))
+    except FileNotFoundError as exc:
+        raise ModelError(f"judge weights {path} do not exist", fix) from exc
+    except (OSError, SafetensorError, ValueError) as exc:
+        raise ModelError(f"judge weights {path} cannot be read ({exc})", fix) from exc
+    if meta.get("format") != FORMAT or meta.get("features") != FEATURES:
+        raise ModelError(f"judge weights {path} were written by another version", fix)
+    if meta.get("encoder") != encoder:
+        raise ModelError(f"judge weights {path} read the encoder {meta.get('encoder')!r}, not {encoder!r}", fix)
+    heads = {}
+    for judgment in JUDGMENTS:
+        if f"{judgment}.w" in tensors:
+            w = tensors[f"{judgment}.w"].astype(np.float64)
+            w.flags.writeable = False
+            b, a, c = (float(v) for v in tensors[f"{judgment}.bac"])
+            heads[judgment] = Head(w, b, a, c)
+    return JudgeHeads(heads, meta, hashlib.sha256(raw).hexdigest())
+
+
+def load_judge(library: Library, archetype: Archetype, encoder: str) -> JudgeHeads:
+    """``archetype``'s heads, checked to be the very file whose hash its definition carries."""
+    assert archetype.judge is not None
+    path = library.judge_weights(archetype)
+    heads = load_heads(path, encoder)
+    if heads.sha256 != archetype.judge.weights_sha256:
+        raise ModelError(f"judge weights {path} changed while the definitions were loaded", "start again")
+    return heads
+
+
+def _metadata(raw: bytes) -> dict[str, str]:
+    """The string metadata of a safetensors file (its JSON header's ``__metadata__``)."""
+    size = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8 : 8 + size]).get("__metadata__", {})
