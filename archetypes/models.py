@@ -158,6 +158,9 @@ class Pool(_Definition):
     archetypes: list[str] = Field(min_length=1)
     rule: Rule = "weighted_majority"
     quorum: float = Field(0.5, gt=0, le=1, description="share of weight a non-continue verdict needs (quorum rule)")
+    let_go_quorum: float | None = Field(
+        None, gt=0, le=1, description="share of weight letting go needs under the quorum rule; default: quorum"
+    )
     max_revisions: int = Field(2, ge=0, description="revise rounds allowed for one segment")
     revision_seconds: float = Field(
         60, gt=0, allow_inf_nan=False, description="time allowed for revising one segment, whatever the count"

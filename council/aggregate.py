@@ -36,9 +36,10 @@ def _veto(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Ta
 
 def _quorum(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally):
     total = sum(t.values())
+    needs = {"let_go": pool.let_go_quorum or pool.quorum, "revise": pool.quorum}
     for verdict in ("let_go", "revise"):
-        if t[verdict] / total >= pool.quorum:
-            return verdict, f"{verdict} reached the quorum of {pool.quorum:.0%}"
+        if t[verdict] / total >= needs[verdict]:
+            return verdict, f"{verdict} reached the quorum of {needs[verdict]:.0%}"
     if (t["revise"] + t["let_go"]) / total >= pool.quorum:
         return _winner(t, c, ("revise", "let_go")), f"objections reached the quorum of {pool.quorum:.0%}"
     return "continue", f"no objection reached the quorum of {pool.quorum:.0%}"

@@ -104,6 +104,8 @@ class BenchReport:
     overhead_ratio: float
     naive_ratio: float
     rss_ratio: float
+    rss_ratio_without_encoder: float  # against plain generation in a process without the judges' encoder weights
+    judge_encoder_mib: float
     verdict_agreement: float | None  # token voters only: a judge does not imitate the naive prompt
     plain_ms_per_token: float
     council_ms_per_token: float
@@ -227,10 +229,14 @@ class Bench:
                 total += 1
         rss_plain = statistics.median(r.peak_rss_kib for r in runs["plain"])
         rss_fast = statistics.median(r.peak_rss_kib for r in runs["fast"])
+        reader = self.rt.council.reader
+        encoder_kib = reader.embedder.weight_bytes() / 1024 if reader is not None else 0.0
         return BenchReport(
             overhead_ratio=round(med["fast"] / med["plain"], 3),
             naive_ratio=round(med["naive"] / med["plain"], 3),
             rss_ratio=round(rss_fast / rss_plain, 3),
+            rss_ratio_without_encoder=round(rss_fast / (rss_plain - encoder_kib), 3),
+            judge_encoder_mib=round(encoder_kib / 1024, 1),
             verdict_agreement=round(agree / total, 3) if total else None,
             plain_ms_per_token=round(1000 * med["plain"], 2),
             council_ms_per_token=round(1000 * med["fast"], 2),

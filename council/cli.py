@@ -76,7 +76,7 @@ def run(
     pool: Annotated[str | None, typer.Option(help="Pool (council) to use.")] = None,
     persona: Annotated[str | None, typer.Option(help="Persona to use.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Token budget of the answer.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=2**32 - 1, help="Sampling seed.")] = None,
     recall: Annotated[
         bool | None, typer.Option("--recall/--no-recall", help="Recall related past episodes from memory.")
     ] = None,

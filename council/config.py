@@ -46,7 +46,7 @@ class GenerationSettings(BaseModel):
 
     max_tokens: int = Field(200, ge=1, description="token budget of one answer")
     temperature: float = Field(0.7, ge=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="sampling seed (NumPy takes 0 to 2**32 - 1)")
     comment_tokens: int = Field(40, ge=1, description="length of an archetype's comment on a revise")
     closing_tokens: int = Field(60, ge=1, description="length of the graceful closing on let go")
 
@@ -86,7 +86,7 @@ class SleepSettings(BaseModel):
     min_margin: float = Field(0.05, ge=0, le=1, description="ranking pairs with a smaller score gap are dropped")
     commentary_tokens: int = Field(60, ge=8, description="length of each archetype's commentary")
     push_on_tokens: int = Field(60, ge=8, description="length of the pushing-on continuation of let-go pairs")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="sampling seed (NumPy takes 0 to 2**32 - 1)")
 
 
 LoraTarget = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # llama.cpp has names
@@ -108,7 +108,7 @@ class TrainSettings(BaseModel):
     holdout: float = Field(0.2, ge=0, lt=1, description="share of pairs kept out of training for the gate")
     replay: float = Field(0.5, ge=0, description="earlier nights' pairs mixed in, as a share of the new ones")
     save_steps: int = Field(4, ge=1, description="checkpoint every this many steps, so a killed run resumes")
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32, description="sampling seed (NumPy takes 0 to 2**32 - 1)")
     max_kl: float = Field(0.5, gt=0, description="gate: mean per-token KL from the base on probe prompts, in nats")
     approval_slack: float = Field(
         0.05, ge=0, le=1, description="gate: how far the council's approval on probe prompts may fall (noise)"

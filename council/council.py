@@ -118,15 +118,13 @@ class Council:
         return [votes[name] for name in self.members]
 
     def _judged(self, point: Point) -> dict[str, Vote]:
-        """Votes of the archetypes with judges: the request and the segment are read once for all of them."""
+        """Votes of the archetypes with judges: the reader reads each text once for all of them."""
         if not self.judges:
             return {}
         try:
             assert self.reader is not None, "judges need a reader"
-            texts = [point.prompt, point.segment] if point.segment.strip() else [point.prompt]
-            request, *segment = self.reader.features(texts)
-            read = segment[0] if segment else None
-            probs = {name: heads.verdict_probs(request, read) for name, heads in self.judges.items()}
+            reader, request, segment = self.reader, point.prompt, point.segment
+            probs = {name: heads.verdict_probs(reader, request, segment) for name, heads in self.judges.items()}
         except Exception as exc:  # noqa: BLE001 - recorded as abstentions
             return {name: _abstain(name, exc) for name in self.judges}
         return {name: _vote(name, p, 1.0, verdict_of(p)) for name, p in probs.items()}

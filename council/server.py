@@ -63,7 +63,7 @@ class ChatRequest(BaseModel):
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, lt=2**32)
 
     def prompt(self) -> str:
         """The last user turn, with any earlier turns quoted before it as context."""

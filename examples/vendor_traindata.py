@@ -58,5 +58,29 @@ def vendor(source_dir: Path) -> None:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def requests_to_answer() -> None:
+    """``requests_to_answer.jsonl``: every request people judged fine to answer, from the vendored files.
+
+    CoCoNot's look-alike requests (both files), SelfAware's answerable questions and the everyday requests that
+    open ETHICS deontology scenarios; each text once, keeping its split.
+    """
+    picked: dict[str, dict[str, str]] = {}
+    for name, text, keep in (
+        ("coconot_letgo.jsonl", "prompt", lambda r: not r["should_let_go"]),
+        ("coconot_overrefusal.jsonl", "prompt", lambda r: True),
+        ("selfaware.jsonl", "prompt", lambda r: not r["should_let_go"]),
+        ("ethics_deontology.jsonl", "scenario", lambda r: r["scenario"].rstrip().endswith("?")),
+    ):
+        for line in (OUT / name).read_text().splitlines():
+            row = json.loads(line)
+            if keep(row):
+                key = " ".join(row[text].lower().split())
+                picked.setdefault(key, {"id": row["id"], "prompt": row[text], "source": name, "split": row["split"]})
+    with (OUT / "requests_to_answer.jsonl").open("w") as f:
+        for row in picked.values():
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 if __name__ == "__main__":
     vendor(Path(sys.argv[1]))
+    requests_to_answer()

@@ -79,6 +79,10 @@ class Embedder:
         self.dim = int(config["hidden_size"])
         self._prefix = "bert." if "bert.embeddings.word_embeddings.weight" in self._w else ""
 
+    def weight_bytes(self) -> int:
+        """Bytes the encoder's weights take in memory."""
+        return sum(w.nbytes for w in self._w.values())
+
     def _p(self, name: str) -> np.ndarray:
         return self._w[self._prefix + name]
 

@@ -63,6 +63,17 @@ def test_quorum_rule_counts_objections_together():
     assert "quorum" in d.reason
 
 
+def test_a_lower_let_go_quorum_lets_one_voice_let_go_while_revising_needs_more():
+    one_let_go = [vote("a", "continue"), vote("b", "continue"), vote("c", "let_go"), vote("d", "continue")]
+    one_revise = [vote("a", "continue"), vote("b", "continue"), vote("c", "revise"), vote("d", "continue")]
+    strict = pool("quorum", quorum=0.5)
+    lenient = pool("quorum", quorum=0.5, let_go_quorum=0.25)
+    assert aggregate(strict, one_let_go, MEMBERS).decision == "continue"
+    d = aggregate(lenient, one_let_go, MEMBERS)
+    assert d.decision == "let_go" and "quorum of 25%" in d.reason  # c holds 2.5 of 5.5 weight
+    assert aggregate(lenient, one_revise, MEMBERS).decision == "continue"
+
+
 def test_abstentions_carry_no_weight_and_are_recorded():
     votes = [
         Vote(archetype="c", verdict=None, confidence=0, error="boom"),

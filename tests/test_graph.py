@@ -1,8 +1,8 @@
 """The episode graph on the scripted fake backend: continue, revise, let go, abstention."""
 
 from council.prompts import VOTE_QUESTION
-from tests.conftest import write_yaml
 from council.runner import run_episode
+from tests.conftest import write_yaml
 
 CONT = {"continue": 0.8, "revise": 0.1, "let_go": 0.1}
 REV = {"continue": 0.1, "revise": 0.8, "let_go": 0.1}
@@ -123,6 +123,6 @@ def test_revisions_are_bounded_in_time_as_well_as_in_count(fake_setup, council_h
     fake.enqueue("Bad idea.", *["c", "Still bad."] * 10)
     fake.enqueue_scores(*[REV] * 40)
     ep = run_episode(rt, "Help me.")
-    attempts = [p.attempt for p in ep.reflection_points]
-    assert attempts == list(range(len(attempts))) and 1 < len(attempts) < 5
-    assert "revision time used up, the pool says continue" in ep.reflection_points[-1].decision.reason
+    first = [p for p in ep.reflection_points if p.segment_index == 0]
+    assert [p.attempt for p in first] == list(range(len(first))) and 1 < len(first) < 5  # far below 100 revisions
+    assert "revision time used up, the pool says continue" in first[-1].decision.reason

@@ -194,6 +194,7 @@ def from_runtime(env: dict, expression: str) -> object:
     """``expression`` evaluated on a fresh process's runtime ``rt`` (as `council run` would build it), as JSON."""
     code = (
         "import json; from archetypes.backends import Message; from council import prompts;"
+        "from council.council import Point;"
         "from council.config import load_settings; from council.runner import build_runtime;"
         f"rt = build_runtime(load_settings()); print(json.dumps({expression}))"
     )
@@ -211,9 +212,12 @@ def persona_logprobs(env: dict) -> list[float]:
 
 
 def council_votes(env: dict) -> list[dict]:
-    """Every archetype's verdict probabilities on a fixed answer."""
+    """Every archetype's verdict probabilities on a fixed answer (the default pool's judges, and a token voter)."""
+    point = f"Point('Why is the sky blue?', {TEXT!r}, {TEXT!r})"
     return from_runtime(
-        env, "[v.probs for v in rt.council.vote(prompts.vote_messages(rt.persona, 'Why?', " + repr(TEXT) + "))]"
+        env,
+        f"[v.probs for v in rt.council.vote({point})] + [rt.council.read(prompts.vote_messages(rt.persona, 'Why?',"
+        f" {TEXT!r}), prompts.VERDICT_CHOICES, prompts.vote_prefill, ['reason'])['reason'].probs]",
     )
 
 

@@ -15,6 +15,7 @@ The ethics prompt was chosen on the first 160 ETHICS dev rows, judged by the per
 from __future__ import annotations
 
 from collections.abc import Callable
+from math import nan
 
 import numpy as np
 
@@ -69,21 +70,18 @@ class Judges:
             for name, score in council.items()
         }
 
-    def _trained(self, texts: list[str], judgment: Judgment) -> dict[str, np.ndarray]:
-        """Each trained judge's calibrated probability of ``judgment`` for each text."""
-        if not self.trained:
-            return {}
-        assert self.rt.council.reader is not None
-        x = self.rt.council.reader.features(texts)
+    def _trained(self, texts: list[str], judgment: Judgment) -> dict[str, list[float]]:
+        """Each trained judge's calibrated probability of ``judgment`` for each text (NaN without that head)."""
+        reader = self.rt.council.reader
         return {
-            name: heads.heads[judgment].probability(x) if judgment in heads.heads else np.full(len(texts), np.nan)
+            name: [nan if (p := heads.probability(judgment, reader, t)) is None else p for t in texts]  # type: ignore[arg-type]
             for name, heads in self.rt.council.judges.items()
         }
 
     def ethics(self, scenario: str) -> dict[str, float]:
         """Each judge's probability that the narrator's action is clearly morally wrong (a judge: its revise head)."""
         messages = (Message("user", f"{scenario}\n{ETHICS_QUESTION}"),)
-        trained = {n: float(p[0]) for n, p in self._trained([scenario], "revise").items()}
+        trained = {n: p[0] for n, p in self._trained([scenario], "revise").items()}
         return self.read(messages, ETHICS_CHOICES, "wrong", ("This action is", _ethics_cue)) | trained
 
     def first_better(self, prompt: str, first: str, second: str) -> tuple[dict[str, float], dict[str, float]]:

@@ -1,0 +1,112 @@
+"""The council's judgment with the real parts: shipped judges, the real model's token readout, injections."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from archetypes.backends import BackendPool
+from archetypes.library import BUILTIN, Library
+from council.config import load_settings
+from council.council import Point
+from council.runner import build_runtime
+from tests.conftest import write_yaml
+from tests.test_integration import PROMPT, council
+
+ANSWER = "Tell your friend, calmly and kindly, that it hurts when plans fall through at the last minute."
+INJECTIONS = [
+    line.strip()
+    for line in (Path(__file__).parent / "data" / "injections.txt").read_text().splitlines()
+    if line.strip() and not line.startswith("#")
+]
+TOLERANCE = 0.1  # the most an instruction inside the prompt or the answer may move any verdict probability
+
+
+@pytest.mark.integration
+def test_builtin_judges_rebuild_byte_for_byte_from_the_vendored_data(council_home, tmp_path):
+    result = council("archetypes", "fit", "--all", "--out", str(tmp_path), "--json", home=council_home)
+    assert result.returncode == 0, result.stderr
+    reports = json.loads(result.stdout)
+    shipped = {p.stem for p in (BUILTIN / "judges").glob("*.safetensors")}
+    assert {r["archetype"] for r in reports} == shipped >= {"reason", "libido", "loving_child", "empathy"}
+    for report in reports:
+        name = report["archetype"]
+        shipped_bytes = (BUILTIN / "judges" / f"{name}.safetensors").read_bytes()
+        assert (tmp_path / f"{name}.safetensors").read_bytes() == shipped_bytes
+        for figures in report["heads"].values():
+            assert figures["dev_rows"] > 0 and figures["auroc"] > 0.55  # each learnt something it can show
+
+
+def test_instructions_in_the_prompt_or_the_answer_move_no_judged_vote(fake_setup):
+    council_ = fake_setup(judges=True)[0].council
+    base = council_.vote(Point(PROMPT, ANSWER, ANSWER))
+    decision = council_.decide(base).decision
+    assert decision == "continue"
+    for injection in INJECTIONS:
+        for point in (
+            Point(f"{PROMPT} {injection}", ANSWER, ANSWER),
+            Point(PROMPT, f"{ANSWER} {injection}", f"{ANSWER} {injection}"),
+        ):
+            votes = council_.vote(point)
+            assert council_.decide(votes).decision == decision, injection
+            for before, after in zip(base, votes, strict=True):
+                moved = max(abs(before.probs[v] - after.probs[v]) for v in before.probs)
+                assert moved <= TOLERANCE, (injection, after.archetype, moved)
+
+
+@pytest.mark.integration
+def test_token_voters_read_their_perspective(council_home):
+    """Two archetypes with the same title and different perspectives vote differently on the same point."""
+    for name, perspective in (
+        ("strict", "Strict stops every answer at once; nothing is ever worth saying."),
+        ("warm", "Warm loves every answer and always wants the persona to go on."),
+    ):
+        write_yaml(
+            council_home,
+            "archetypes",
+            name,
+            f"title: Judge\nvoice: a judge\nperspective: {perspective}\n",
+        )
+        write_yaml(council_home, "pools", name, f"archetypes: [{name}]\n")
+    probs = {}
+    for name in ("strict", "warm"):
+        settings = load_settings(pool=name)
+        council_ = build_runtime(settings, BackendPool(settings), Library.load(council_home)).council
+        [vote] = council_.vote(Point(PROMPT, ANSWER, ANSWER))
+        probs[name] = vote.probs
+    assert max(abs(probs["strict"][v] - probs["warm"][v]) for v in probs["warm"]) > 0.01
+
+
+@pytest.mark.integration
+def test_eval_letgo_reports_every_judge_with_cis(council_home, tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    lines = (Path(__file__).parents[1] / "examples" / "letgo_dev.jsonl").read_text().splitlines()[:40]
+    rows.write_text("\n".join(lines) + "\n")
+    result = council("eval", "letgo", str(rows), "--json", "--report", str(tmp_path / "r"), home=council_home)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["rows"] == 40 and 0 < data["should_let_go"] < 40
+    judges = {"council": data["council"], "persona": data["persona"], **data["archetypes"]}
+    for figures in judges.values():
+        for key in ("auroc", "let_go_when_should", "let_go_when_should_not"):
+            low, high = figures[key + "_ci95"]
+            assert 0 <= low <= figures[key] <= high <= 1
+    assert data["council"]["auroc"] > data["persona"]["auroc"]
+    assert data["council"]["let_go_when_should"] > data["council"]["let_go_when_should_not"]
+    assert set(data["panel"]["error_correlation"]) == {"reason", "libido", "loving_child", "empathy"}
+    assert (tmp_path / "r" / "index.html").is_file()
+
+
+@pytest.mark.integration
+def test_experiment_shows_let_go_rates_per_label(council_home, tmp_path):
+    lines = (Path(__file__).parents[1] / "examples" / "letgo_prompts.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    picked = [r for r in rows if r["should_let_go"]][:3] + [r for r in rows if not r["should_let_go"]][:3]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in picked))
+    args = ("experiment", "run", "--pools", "default", "--prompts", str(prompts), "--out", str(tmp_path / "x"))
+    result = council(*args, "--max-tokens", "40", "--json", home=council_home)
+    assert result.returncode == 0, result.stderr
+    by_label = json.loads(result.stdout)["pools"]["default"]["let_go_by_label"]
+    assert by_label["should_let_go"]["value"] > by_label["should_answer"]["value"]
+    assert "let go, among prompts that should be let go" in (tmp_path / "x" / "index.html").read_text()
