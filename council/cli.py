@@ -10,6 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
+
+try:
+    from typer._click import exceptions as typer_click
+except ImportError:  # typer before 0.29 uses click itself
+    typer_click = None  # type: ignore[assignment]
 import yaml
 from rich.console import Console
 from rich.progress import Progress
@@ -706,6 +711,10 @@ def ask(
     _dump(episode.model_dump(mode="json")) if as_json else out.print(episode.final_text)
 
 
+# typer 0.29 and later raise their own copy of click's usage errors; older ones raise click's.
+USAGE_ERRORS = (click.ClickException, *([typer_click.ClickException] if typer_click else []))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: errors become one line and exit code 1; ``--debug`` or COUNCIL_DEBUG=1 shows tracebacks."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -713,12 +722,12 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--debug"]
     try:
         app(args=args, prog_name="council", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+    except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
-    except click.ClickException as exc:
+    except USAGE_ERRORS as exc:
         exc.show()
         return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
         return 130
     except CouncilError as exc:

@@ -11,7 +11,7 @@ from archetypes.models import Archetype, Persona, Pool
 from council import prompts
 from council.aggregate import aggregate
 from council.episode import Decision, Vote
-from council.judge import JudgeHeads, Reader, verdict_of
+from council.judge import JudgeHeads, Reader
 
 
 @dataclass(frozen=True)
@@ -124,10 +124,10 @@ class Council:
         try:
             assert self.reader is not None, "judges need a reader"
             reader, request, segment = self.reader, point.prompt, point.segment
-            probs = {name: heads.verdict_probs(reader, request, segment) for name, heads in self.judges.items()}
+            votes = {name: heads.vote(reader, request, segment) for name, heads in self.judges.items()}
         except Exception as exc:  # noqa: BLE001 - recorded as abstentions
             return {name: _abstain(name, exc) for name in self.judges}
-        return {name: _vote(name, p, 1.0, verdict_of(p)) for name, p in probs.items()}
+        return {name: _vote(name, probs, 1.0, verdict) for name, (verdict, probs) in votes.items()}
 
     def decide(self, votes: list[Vote]) -> Decision:
         """Aggregate votes with the pool's rule."""

@@ -9,7 +9,8 @@ A judge has up to two learnt heads, each a calibrated logistic regression:
 - **let go** reads the request: should this be pursued at all?
 - **revise** reads a segment the persona wrote: is it harmful, wrong or unkind?
 
-Each head's probability is calibrated on held-out rows so that 0.5 is its balanced operating point.
+Each head's probability is calibrated on held-out rows (0.5: as likely one way as the other), and the point where
+its judge objects in a vote is learnt from held-out acceptable rows.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from memory.embedder import Embedder
 
 FEATURES = "layer-means-1-6-unit-128"
 MAX_TOKENS = 128  # what the encoder was trained on; a segment is shorter, a long reply is read from its start
-FORMAT = 2
+FORMAT = 3
 
 
 class Reader:
@@ -49,14 +50,14 @@ class Reader:
     def features(self, texts: list[str]) -> np.ndarray:
         """One feature row per text, shape ``(len(texts), layers * dim)``; repeated texts are read once."""
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        if missing:
-            for text, row in zip(missing, features_of(self.embedder, missing), strict=True):
-                self._cache[text] = row
-                if len(self._cache) > self._size:
-                    self._cache.popitem(last=False)
-        for text in texts:
+        read = dict(zip(missing, features_of(self.embedder, missing), strict=True)) if missing else {}
+        rows = [read[t] if t in read else self._cache[t] for t in texts]
+        for text, row in zip(texts, rows, strict=True):
+            self._cache[text] = row
             self._cache.move_to_end(text)
-        return np.stack([self._cache[t] for t in texts])
+            if len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return np.stack(rows)
 
 
 def features_of(embedder: Embedder, texts: list[str], batch_size: int = 32) -> np.ndarray:
@@ -68,12 +69,17 @@ def features_of(embedder: Embedder, texts: list[str], batch_size: int = 32) -> n
 
 @dataclass(frozen=True)
 class Head:
-    """One learnt judgment: ``p = sigmoid(a * (x . w + b) + c)``."""
+    """One learnt judgment: ``p = sigmoid(a * (x . w + b) + c)``, and the probability at which it objects.
+
+    ``p`` is calibrated with classes balanced (0.5 means as likely one as the other); ``threshold`` is where
+    the judge raises its objection in a vote, a point learnt from held-out acceptable rows.
+    """
 
     w: np.ndarray
     b: float
     a: float
     c: float
+    threshold: float = 0.5
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probability for each feature row."""
@@ -96,26 +102,30 @@ class JudgeHeads:
 
     def read(self, reader: Reader, text: str) -> np.ndarray | None:
         """Features of ``text`` without its sentences addressed to the judge (None when nothing else is left)."""
-        if not text.strip():
-            return None
-        parts = sentences(text)
+        text = text.strip()
         steer = self.heads.get("steer")
-        if steer is None or len(parts) < 2 and not steer.probability(reader.features(parts))[0] >= 0.5:
+        if not text or steer is None:
+            return reader.features([text])[0] if text else None
+        parts = sentences(text)
+        flagged = steer.probability(reader.features(parts)) >= steer.threshold
+        if not flagged.any():
             return reader.features([text])[0]
-        kept = [part for part, p in zip(parts, steer.probability(reader.features(parts)), strict=True) if p < 0.5]
-        if len(kept) == len(parts):
-            return reader.features([text])[0]
+        kept = [part for part, flag in zip(parts, flagged, strict=True) if not flag]
         return reader.features([" ".join(kept)])[0] if kept else None
 
-    def verdict_probs(self, reader: Reader, request: str, segment: str) -> dict[str, float]:
-        """P(continue), P(revise), P(let_go): the let-go head reads the request, the revise head the segment.
+    def vote(self, reader: Reader, request: str, segment: str) -> tuple[str, dict[str, float]]:
+        """The verdict and P(continue), P(revise), P(let_go): let go reads the request, revise the segment.
 
-        A judgment the judge never learnt, or has nothing to read for, has probability 0: a judge without a
-        let-go head never lets go.
+        The verdict is let go when that head's probability reaches its threshold, else revise when that one's
+        does, else continue. A judgment the judge never learnt, or has nothing to read for, has probability 0:
+        a judge without a let-go head never lets go.
         """
         p_l = self.probability("let_go", reader, request) or 0.0
         p_r = self.probability("revise", reader, segment) or 0.0
-        return {"continue": (1 - p_l) * (1 - p_r), "revise": (1 - p_l) * p_r, "let_go": p_l}
+        probs = {"continue": (1 - p_l) * (1 - p_r), "revise": (1 - p_l) * p_r, "let_go": p_l}
+        if p_l and p_l >= self.heads["let_go"].threshold:
+            return "let_go", probs
+        return ("revise" if p_r and p_r >= self.heads["revise"].threshold else "continue"), probs
 
     def probability(self, judgment: Judgment, reader: Reader, text: str) -> float | None:
         """The calibrated probability of ``judgment`` for ``text``; None without such a head or anything to read."""
@@ -128,15 +138,17 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def sentences(text: str) -> list[str]:
-    """The sentences (and lines) of ``text``, stripped, empty ones left out."""
-    return [part.strip() for part in _SENTENCE_END.split(text) if part.strip()]
-
-
-def verdict_of(probs: dict[str, float]) -> str:
-    """Let go when its head says so (p >= 0.5), else revise when its head says so, else continue."""
-    if probs["let_go"] >= 0.5:
-        return "let_go"
-    return "revise" if probs["revise"] / max(1.0 - probs["let_go"], 1e-12) >= 0.5 else "continue"
+    """The sentences (and lines) of ``text``, stripped; a fragment of one or two words ("P.S.") joins the next."""
+    parts: list[str] = []
+    carry = ""
+    for part in (p.strip() for p in _SENTENCE_END.split(text)):
+        if not part:
+            continue
+        part = f"{carry} {part}".strip()
+        carry = part if len(part.split()) < 3 else ""
+        if not carry:
+            parts.append(part)
+    return parts + [carry] if carry else parts
 
 
 def load_heads(path: Path, encoder: str) -> JudgeHeads:
@@ -162,8 +174,8 @@ def load_heads(path: Path, encoder: str) -> JudgeHeads:
         if f"{judgment}.w" in tensors:
             w = tensors[f"{judgment}.w"].astype(np.float64)
             w.flags.writeable = False
-            b, a, c = (float(v) for v in tensors[f"{judgment}.bac"])
-            heads[judgment] = Head(w, b, a, c)
+            b, a, c, threshold = (float(v) for v in tensors[f"{judgment}.calibration"])
+            heads[judgment] = Head(w, b, a, c, threshold)
     return JudgeHeads(heads, meta, hashlib.sha256(raw).hexdigest())
 
 

@@ -189,27 +189,29 @@ def folds(y: np.ndarray, k: int = FOLDS) -> np.ndarray:
     return fold
 
 
-def calibrate(x: np.ndarray, y: np.ndarray, c: float, flag_rate: float) -> tuple[float, float]:
-    """Calibration (a, c) from out-of-fold scores: 0.5 falls where the head flags ``flag_rate`` of acceptable rows.
+def calibrate(x: np.ndarray, y: np.ndarray, c: float, flag_rate: float) -> tuple[float, float, float]:
+    """Calibration (a, c) and the vote threshold, from out-of-fold scores.
 
-    The slope ``a`` is Platt scaling's (classes balanced); the offset puts 0.5 at the ``1 - flag_rate`` quantile
-    of the out-of-fold scores of the rows labelled continue, so a judge objects only to what it rarely sees in
-    acceptable text: most requests and segments are fine, and the council must not object to a third of them.
+    (a, c) is Platt scaling with classes balanced. The threshold is the probability at the ``1 - flag_rate``
+    quantile of the out-of-fold scores of the rows labelled continue: a judge objects only to what it rarely
+    sees in acceptable text, since most requests and segments are fine and a council must not object to a third
+    of them.
     """
     fold = folds(y)
     scores = np.zeros(len(y))
     for k in range(FOLDS):
         wb = fit_head(x[fold != k], y[fold != k], c)
         scores[fold == k] = x[fold == k] @ wb[:-1] + wb[-1]
-    slope = fit_head(scores[:, None], y, 1e4)[0]
+    slope, offset = fit_head(scores[:, None], y, 1e4)
     if slope <= 0:
         raise DefinitionError(
             "a judgment's held-out scores do not rank its labels at all", "give it more or cleaner labelled rows"
         )
-    return float(slope), float(-slope * np.quantile(scores[y == 0], 1 - flag_rate))
+    edge = slope * np.quantile(scores[y == 0], 1 - flag_rate) + offset
+    return float(slope), float(offset), float(1 / (1 + np.exp(-edge)))
 
 
-def fit_steer(reader: Reader, texts: list[str], c: float) -> tuple[tuple[np.ndarray, np.ndarray], HeadFigures]:
+def fit_steer(reader: Reader, texts: list[str], c: float) -> tuple[dict[str, np.ndarray], HeadFigures]:
     """The head that spots instructions to the judge: ``STEERS`` against the judge's own training texts.
 
     The last two templates and every fifth text are held out to measure it. Its threshold is set where it
@@ -222,24 +224,26 @@ def fit_steer(reader: Reader, texts: list[str], c: float) -> tuple[tuple[np.ndar
     dev = np.array([t in held for t in rows])
     x = reader.features(rows).astype(np.float64)
     wb = fit_head(x[~dev], y[~dev], c)
-    scores = x[dev] @ wb[:-1] + wb[-1]
-    threshold = min(float(np.quantile(scores[y[dev] == 0], 0.995)), 0.0)
-    w, bac = wb[:-1].astype(np.float32), np.array([wb[-1], 1.0, -threshold], dtype=np.float32)
-    p = 1 / (1 + np.exp(-(x[dev] @ w.astype(np.float64) + float(bac[0]) - float(np.float32(threshold)))))
-    return (w, bac), _figures(p, y[dev], int((~dev).sum()))
+    edge = min(float(np.quantile(x[dev][y[dev] == 0] @ wb[:-1] + wb[-1], 0.995)), 0.0)
+    tensors = {"steer.w": wb[:-1].astype(np.float32)}
+    tensors["steer.calibration"] = np.array([wb[-1], 1.0, 0.0, 1 / (1 + np.exp(-edge))], dtype=np.float32)
+    return tensors, _figures(tensors, "steer", x[dev], y[dev], int((~dev).sum()))
 
 
-def _figures(p: np.ndarray, y: np.ndarray, train_rows: int) -> HeadFigures:
+def _figures(tensors: dict[str, np.ndarray], judgment: str, x: np.ndarray, y: np.ndarray, train: int) -> HeadFigures:
+    """Held-out figures of a head exactly as stored (float32), flagging where its vote would."""
     from council.evaluation.metrics import auroc, balanced_accuracy
 
+    b, a, c, threshold = tensors[f"{judgment}.calibration"].astype(np.float64)
+    p = 1 / (1 + np.exp(-(a * (x @ tensors[f"{judgment}.w"].astype(np.float64) + b) + c)))
     both = len(set(y.tolist())) == 2
-    flagged = p >= 0.5
+    flagged = p >= threshold
     return HeadFigures(
-        train_rows=train_rows,
+        train_rows=train,
         dev_rows=len(y),
         dev_positive=int(y.sum()),
         auroc=round(auroc(y, p), 4) if both else None,
-        balanced_accuracy=round(balanced_accuracy(y, p), 4) if both else None,
+        balanced_accuracy=round(balanced_accuracy(y, flagged.astype(float)), 4) if both else None,
         flagged_when_should=round(float(flagged[y == 1].mean()), 4) if y.any() else None,
         flagged_when_should_not=round(float(flagged[y == 0].mean()), 4) if (y == 0).any() else None,
     )
@@ -282,16 +286,14 @@ def fit_judge(
         dev = np.array([r.dev for r in rows])
         progress(f"{archetype.name}: fitting {judgment}")
         wb = fit_head(x[~dev], y[~dev], judge.regularization)
-        a, c = calibrate(x[~dev], y[~dev], judge.regularization, FLAG_RATES[judgment])
+        a, c, threshold = calibrate(x[~dev], y[~dev], judge.regularization, FLAG_RATES[judgment])
         tensors[f"{judgment}.w"] = wb[:-1].astype(np.float32)
-        tensors[f"{judgment}.bac"] = np.array([wb[-1], a, c], dtype=np.float32)
-        w, bac = tensors[f"{judgment}.w"].astype(np.float64), tensors[f"{judgment}.bac"].astype(np.float64)
-        p = 1 / (1 + np.exp(-(bac[1] * (x[dev] @ w + bac[0]) + bac[2])))
-        figures[judgment] = _figures(p, y[dev], int((~dev).sum()))
+        tensors[f"{judgment}.calibration"] = np.array([wb[-1], a, c, threshold], dtype=np.float32)
+        figures[judgment] = _figures(tensors, judgment, x[dev], y[dev], int((~dev).sum()))
     texts = [r.text for rows in rows_by.values() for r in rows if not r.dev]
     progress(f"{archetype.name}: learning to spot instructions to its judge")
     steer, figures["steer"] = fit_steer(reader, sorted(set(texts)), judge.regularization)
-    tensors["steer.w"], tensors["steer.bac"] = steer
+    tensors |= steer
     meta = {
         "format": FORMAT,
         "features": FEATURES,

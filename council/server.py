@@ -88,6 +88,9 @@ def council_field(episode: Episode) -> dict[str, Any]:
     }
 
 
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+
+
 def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
     """The HTTP app around ``rt``; its worker starts and stops with the app."""
     queue = TaskQueue(rt.log)
@@ -129,6 +132,16 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
             return ApiError(413, f"request body over {MAX_BODY_BYTES} bytes", "request_too_large").response()
+        return await call_next(request)
+
+    @app.middleware("http")
+    async def protect_docs(request: Request, call_next: Any) -> Any:  # noqa: ANN401 - ASGI plumbing
+        """The OpenAPI schema and its pages need the token like every route but /healthz."""
+        if request.url.path in DOCS_PATHS:
+            try:
+                authorised(request)
+            except ApiError as exc:
+                return exc.response()
         return await call_next(request)
 
     def authorised(request: Request) -> None:

@@ -71,3 +71,17 @@ def test_lists_show_builtins(capsys):
     assert pools["mother"]["rule"] == "veto"
     code, out, _ = run_cli(capsys, "archetypes", "show", "libido", "--json")
     assert "love of life" in json.loads(out)["voice"]
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [(("run", "hi", "--seed", "-1"), "--seed"), (("archetypes", "list"), "weight")],
+)
+def test_bad_numbers_are_refused_before_any_episode(council_home, capsys, args, fragment):
+    write_yaml(council_home, "archetypes", "reason", "title: R\nvoice: v\nperspective: p\nweight: .inf\n")
+    code, _, err = run_cli(capsys, *args)
+    assert code in (1, 2) and fragment in err and "Traceback" not in err
+    from council.config import load_settings
+    from memory.log import EpisodeLog
+
+    assert EpisodeLog(load_settings().db_url).list(limit=5) == []  # no failed episode was logged

@@ -77,6 +77,7 @@ def test_streaming_sends_accepted_text_then_the_council(served):
         ({"model": "council", "messages": [{"role": "assistant", "content": "hi"}]}, 400, "invalid_role"),
         ({"model": "council", "messages": []}, 400, "invalid_request"),
         ({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}, 404, "model_not_found"),
+        ({"model": "council", "messages": [{"role": "user", "content": "hi"}], "seed": -1}, 400, "invalid_request"),
         (
             {"model": "council", "messages": [{"role": "user", "content": "word " * 3000}]},
             400,
@@ -108,6 +109,11 @@ def test_with_an_api_key_set_requests_need_the_bearer_token(served, monkeypatch)
     ok = client.get("/v1/models", headers={"Authorization": "Bearer s3cret"})
     assert ok.status_code == 200 and [m["id"] for m in ok.json()["data"]] == ["council-default", "council"]
     assert client.get("/healthz").json()["status"] == "ok"
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    monkeypatch.delenv("COUNCIL_API_KEY")
+    assert client.get("/openapi.json").status_code == 200  # no key set: open, as every route is
 
 
 def test_inbox_prompts_are_answered_while_idle(served):

@@ -71,12 +71,17 @@ class Judges:
         }
 
     def _trained(self, texts: list[str], judgment: Judgment) -> dict[str, list[float]]:
-        """Each trained judge's calibrated probability of ``judgment`` for each text (NaN without that head)."""
+        """Each trained judge's calibrated probability of ``judgment`` for each text.
+
+        NaN for a judge without that head; 0.5 (undecided) for a text it read only instructions in.
+        """
         reader = self.rt.council.reader
-        return {
-            name: [nan if (p := heads.probability(judgment, reader, t)) is None else p for t in texts]  # type: ignore[arg-type]
-            for name, heads in self.rt.council.judges.items()
-        }
+        assert reader is not None
+        out = {}
+        for name, heads in self.rt.council.judges.items():
+            read = [heads.probability(judgment, reader, t) for t in texts] if judgment in heads.heads else None
+            out[name] = [nan] * len(texts) if read is None else [0.5 if p is None else p for p in read]
+        return out
 
     def ethics(self, scenario: str) -> dict[str, float]:
         """Each judge's probability that the narrator's action is clearly morally wrong (a judge: its revise head)."""
