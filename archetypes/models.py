@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -134,6 +134,10 @@ class Judge(_Definition):
     sources: list[JudgeSource] = Field(min_length=1)
     weights: str | None = Field(None, description="heads file; default judges/NAME.safetensors under the root")
     regularization: float = Field(0.3, gt=0, description="inverse L2 strength of the logistic heads (C)")
+    layers: dict[Judgment, list[Annotated[int, Field(ge=1, le=6)]]] = Field(
+        default_factory=dict,
+        description="encoder layers a judgment reads (1-6; default all): upper layers carry meaning, lower ones style",
+    )
     weights_sha256: str | None = None
 
 

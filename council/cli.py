@@ -267,13 +267,23 @@ def memory_stats(as_json: JsonFlag = False) -> None:
 
 @memory_app.command("rebuild")
 def memory_rebuild(as_json: JsonFlag = False) -> None:
-    """Re-create the vector memory from the episode log, the source of truth (same ids, same contents)."""
-    memory, log = _memory()
+    """Re-create the vector memory from the episode log, the source of truth (same ids, same contents).
+
+    The log is read in full first; a damaged embedded store is moved aside (never deleted) and built anew.
+    """
+    from memory.log import EpisodeLog
+    from memory.vector import open_or_set_aside, remembered
+
+    settings = _settings()
+    episodes = remembered(EpisodeLog(settings.db_url))
+    memory, aside = open_or_set_aside(settings.memory, settings.chroma_dir)
     with err.status("Embedding episodes…"):
-        items = memory.rebuild_from(log)
-    data = memory.stats() | {"written": items}
+        items = memory.rebuild(episodes)
+    data = memory.stats() | {"written": items, "damaged_store_moved_to": str(aside) if aside else None}
     if as_json:
         return _dump(data)
+    if aside:
+        out.print(f"the vector memory could not be read; moved it to {aside}")
     out.print(f"rebuilt {items} memories from {data['episodes']} episodes at {memory.location}")
 
 

@@ -111,7 +111,10 @@ class TrainSettings(BaseModel):
     seed: int = Field(0, ge=0, lt=2**32, description="sampling seed (NumPy takes 0 to 2**32 - 1)")
     max_kl: float = Field(0.5, gt=0, description="gate: mean per-token KL from the base on probe prompts, in nats")
     approval_slack: float = Field(
-        0.05, ge=0, le=1, description="gate: how far the council's approval on probe prompts may fall (noise)"
+        0.05,
+        ge=0,
+        le=1,
+        description="gate: how far the council's approval on probe prompts may fall beyond two standard errors",
     )
     probe_tokens: int = Field(60, ge=8, description="tokens the persona writes per probe prompt")
     dev_set: Path | None = Field(None, description="human-labelled pairs JSONL (id, prompt, chosen, rejected)")

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, computed_field
 from archetypes.modelock import parse
 from archetypes.models import Verdict
 
-EpisodeStatus = Literal["running", "finished", "let_go", "failed"]
+EpisodeStatus = Literal["running", "finished", "let_go", "budget", "failed"]  # budget: closed at its token budget
 MemoryKind = Literal["episode", "reflection", "commentary"]
 
 

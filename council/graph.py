@@ -31,6 +31,9 @@ from memory.vector import VectorMemory
 logger = logging.getLogger(__name__)
 
 
+BUDGET_STOP = {"stop_reason": "the answer reached its token budget", "closing": "budget"}
+
+
 class EpisodeState(TypedDict, total=False):
     """What flows between nodes. Reflection points are stored as dicts of ``ReflectionPoint``."""
 
@@ -47,6 +50,7 @@ class EpisodeState(TypedDict, total=False):
     reflection_points: list[dict[str, Any]]
     status: str
     stop_reason: str
+    closing: str  # why the answer is being closed: "let_go" (the council) or "budget" (its token budget)
     timings: dict[str, float]
 
 
@@ -110,7 +114,7 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
     def draft(state: EpisodeState) -> Command[Literal["council", "let_go", "log"]]:
         budget = gen.max_tokens - state["tokens_used"]
         if budget <= 0:
-            return Command(goto="let_go", update={"stop_reason": "the answer reached its token budget"})
+            return Command(goto="let_go", update=BUDGET_STOP)
         index = state["segment_index"]
         seg = rt.writer.draft(state["prompt"], state["answer"], budget, gen.seed + index, state["recalled"])
         text = seg.text
@@ -120,10 +124,7 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
         if not text.strip():
             if seg.ended:
                 return Command(goto="log", update={"status": "finished", "stop_reason": "the persona finished"})
-            return Command(
-                goto="let_go",
-                update={"tokens_used": used, "stop_reason": "the answer reached its token budget"},
-            )
+            return Command(goto="let_go", update=BUDGET_STOP | {"tokens_used": used})
         pending = {"text": text, "boundary": seg.boundary, "ended": seg.ended, "attempt": 0, "since": now()}
         return Command(goto="council", update={"pending": pending, "tokens_used": used})
 
@@ -159,7 +160,8 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
             "pending": None,
         }
         if verdict == "let_go":
-            return Command(goto="let_go", update=update | {"stop_reason": f"the council let go ({decision.reason})"})
+            reason = f"the council let go ({decision.reason})"
+            return Command(goto="let_go", update=update | {"stop_reason": reason, "closing": "let_go"})
         if pending["ended"]:
             return Command(goto="log", update=update | {"status": "finished", "stop_reason": "the persona finished"})
         return Command(goto="draft", update=update)
@@ -187,15 +189,15 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
         return Command(goto="council", update={"pending": new, "reflection_points": points})
 
     def let_go(state: EpisodeState) -> Command[Literal["log"]]:
-        reason = state.get("stop_reason") or "the council let go"
-        closing = rt.writer.close(state["prompt"], state["answer"], reason, gen.seed, state["recalled"])
+        why = state.get("closing", "let_go")
+        closing = rt.writer.close(state["prompt"], state["answer"], why, gen.seed, state["recalled"])
         sep = "" if not state["answer"] or state["answer"].endswith("\n") else "\n\n"
         return Command(
             goto="log",
             update={
                 "answer": state["answer"] + sep + closing,
                 "transcript": state["transcript"] + sep + closing,
-                "status": "let_go",
+                "status": why,
             },
         )
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,11 @@ import numpy as np
 from archetypes.library import Library
 from archetypes.models import JUDGMENTS, Archetype, Judgment
 from council.errors import ModelError
+from council.reflection import sentences
 from memory.embedder import Embedder
 
 FEATURES = "layer-means-1-6-unit-128"
+LAYERS = 6  # the encoder layers read, each mean-pooled and unit length, side by side
 MAX_TOKENS = 128  # what the encoder was trained on; a segment is shorter, a long reply is read from its start
 FORMAT = 3
 
@@ -132,23 +133,6 @@ class JudgeHeads:
         head = self.heads.get(judgment)
         x = self.read(reader, text) if head is not None else None
         return None if head is None or x is None else float(head.probability(x))
-
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
-
-
-def sentences(text: str) -> list[str]:
-    """The sentences (and lines) of ``text``, stripped; a fragment of one or two words ("P.S.") joins the next."""
-    parts: list[str] = []
-    carry = ""
-    for part in (p.strip() for p in _SENTENCE_END.split(text)):
-        if not part:
-            continue
-        part = f"{carry} {part}".strip()
-        carry = part if len(part.split()) < 3 else ""
-        if not carry:
-            parts.append(part)
-    return parts + [carry] if carry else parts
 
 
 def load_heads(path: Path, encoder: str) -> JudgeHeads:

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from archetypes.models import JUDGMENTS, Archetype, JudgeSource, Judgment
 from council.errors import DefinitionError
-from council.judge import FEATURES, FORMAT, Reader
+from council.judge import FEATURES, FORMAT, LAYERS, Reader
 
 FOLDS = 5
 # The share of acceptable (continue) rows a calibrated head flags. Any one voice may let go on the default
@@ -166,6 +166,12 @@ def read_source(source: JudgeSource, path: Path) -> list[Row]:
     return rows
 
 
+def columns(layers: list[int] | None, width: int) -> np.ndarray:
+    """The feature columns of the encoder layers ``layers`` (1-based; all of them for None)."""
+    size = width // LAYERS
+    return np.concatenate([np.arange((n - 1) * size, n * size) for n in sorted(set(layers or range(1, LAYERS + 1)))])
+
+
 def fit_head(x: np.ndarray, y: np.ndarray, c: float) -> np.ndarray:
     """Weights and bias of a class-balanced L2 logistic regression (lbfgs), as ``[w..., b]``."""
     from sklearn.linear_model import LogisticRegression
@@ -285,9 +291,12 @@ def fit_judge(
         x = reader.features([r.text for r in rows]).astype(np.float64)
         dev = np.array([r.dev for r in rows])
         progress(f"{archetype.name}: fitting {judgment}")
-        wb = fit_head(x[~dev], y[~dev], judge.regularization)
-        a, c, threshold = calibrate(x[~dev], y[~dev], judge.regularization, FLAG_RATES[judgment])
-        tensors[f"{judgment}.w"] = wb[:-1].astype(np.float32)
+        read = columns(judge.layers.get(judgment), x.shape[1])
+        wb = fit_head(x[~dev][:, read], y[~dev], judge.regularization)
+        a, c, threshold = calibrate(x[~dev][:, read], y[~dev], judge.regularization, FLAG_RATES[judgment])
+        w = np.zeros(x.shape[1])
+        w[read] = wb[:-1]  # the layers it does not read weigh nothing
+        tensors[f"{judgment}.w"] = w.astype(np.float32)
         tensors[f"{judgment}.calibration"] = np.array([wb[-1], a, c, threshold], dtype=np.float32)
         figures[judgment] = _figures(tensors, judgment, x[dev], y[dev], int((~dev).sum()))
     texts = [r.text for rows in rows_by.values() for r in rows if not r.dev]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ from archetypes.modelock import ModeLock, Vocabulary, parse
 from archetypes.models import Persona
 from council import prompts
 from council.config import GenerationSettings
-from council.reflection import BoundaryKind, ReflectionPolicy, whole_sentences
+from council.reflection import BoundaryKind, ReflectionPolicy, sentences, whole_sentences
 
 
 @dataclass(frozen=True)
@@ -95,14 +96,15 @@ class PersonaWriter:
         tail = "\n" * (len(segment) - len(segment.rstrip("\n")))
         return Segment(lead + text + tail if text else segment, rewritten.boundary, rewritten.n_tokens, ended=False)
 
-    def close(self, prompt: str, answer: str, reason: str, seed: int, recalled: str = "") -> str:
-        """A short closing that says why the persona stops; always ends on a whole sentence.
+    def close(self, prompt: str, answer: str, closing: prompts.Closing, seed: int, recalled: str = "") -> str:
+        """A closing of at most two whole sentences; the persona's fixed closing when the model cannot write one.
 
-        A mode-locked persona that has already closed its turn with ``</AI>`` says nothing more.
+        A closing may not repeat a sentence or echo what the model was asked. A mode-locked persona that has
+        already closed its turn with ``</AI>`` says nothing more.
         """
         if self.persona.mode_lock and parse(answer).ended:
             return ""
-        chat = prompts.closing_chat(self.persona, prompt, answer, reason, recalled, self.council)
+        chat = prompts.closing_chat(self.persona, prompt, answer, closing, recalled, self.council)
         raw = "".join(
             self.backend.generate(
                 chat,
@@ -112,4 +114,20 @@ class PersonaWriter:
                 constraint=self.lock(answer),
             )
         )
-        return whole_sentences(self.policy.strip_marker(raw)).strip() or f"I will stop here: {reason}."
+        said = sentences(whole_sentences(self.policy.strip_marker(raw)))[:2]
+        if said and is_own_closing(said, prompts.CLOSING_ASKS[closing]):
+            return " ".join(said)
+        return prompts.FALLBACK_CLOSINGS[closing]
+
+
+def is_own_closing(said: list[str], ask: str) -> bool:
+    """No sentence said twice, and no four words in a row taken from what the model was asked."""
+    if len({" ".join(s.lower().split()) for s in said}) < len(said):
+        return False
+    asked = _four_words(ask)
+    return not any(_four_words(s) & asked for s in said)
+
+
+def _four_words(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"[a-z']+", text.lower())
+    return set(zip(words, words[1:], words[2:], words[3:], strict=False))

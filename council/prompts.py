@@ -8,6 +8,7 @@ pose as an instruction; the council's questions come after it in a separate user
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from archetypes.backends import Chat, Message
 from archetypes.modelock import PROTOCOL, QUOTE_OPEN
@@ -105,14 +106,24 @@ def revise_chat(
     )
 
 
+Closing = Literal["let_go", "budget"]
+# What the persona is asked when it closes: never the words "let go" or "council", which a small model repeats.
+CLOSING_ASKS: dict[Closing, str] = {
+    "let_go": "Stop here. In one or two short sentences, tell the user kindly and honestly why you will not go on.",
+    "budget": "You are out of room. End your answer with one short sentence.",
+}
+# Said instead when the model's closing is longer than two sentences, repeats itself or echoes what it was asked.
+FALLBACK_CLOSINGS: dict[Closing, str] = {
+    "let_go": "I will stop here, because I do not think going further with this would be right or useful.",
+    "budget": "That is as far as I can take it in this answer.",
+}
+
+
 def closing_chat(
-    persona: Persona, prompt: str, answer: str, reason: str, recalled: str = "", council: str = ""
+    persona: Persona, prompt: str, answer: str, closing: Closing, recalled: str = "", council: str = ""
 ) -> Chat:
-    """The persona lets go: a short, gentle close that says why it stops."""
-    ask = (
-        f"Your inner council decided to let go here ({reason}). "
-        "End your answer now with one or two gentle sentences that say why you stop."
-    )
+    """The persona stops: a short close, either because its council let go or because its answer is out of room."""
+    ask = CLOSING_ASKS[closing]
     return Chat((*_opening(persona, prompt, recalled, council), Message("assistant", answer), Message("user", ask)))
 
 

@@ -11,6 +11,7 @@ from council.config import ReflectionSettings
 BoundaryKind = Literal["marker", "quote_end", "sentence", "paragraph", "list_item", "code_block", "max_length", "end"]
 
 _SENTENCE_END = re.compile(r"[.!?…]['\")\]»”’]*\s*$")
+_SENTENCE_GAP = re.compile(r"(?<=[.!?])\s+|\n+")
 _UP_TO_LAST_SENTENCE = re.compile(r"^(.*[.!?…]['\")\]»”’]*)", re.S)
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+\S")
 _ABBREVIATIONS = {"e.g", "i.e", "etc", "mr", "mrs", "ms", "dr", "vs", "st", "no", "fig", "approx"}
@@ -80,3 +81,17 @@ def whole_sentences(text: str) -> str:
     """Cut ``text`` after its last complete sentence; return "" when it holds none."""
     match = _UP_TO_LAST_SENTENCE.match(text)
     return match.group(1) if match else ""
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences (and lines) of ``text``, stripped; a fragment of one or two words ("P.S.") joins the next."""
+    parts: list[str] = []
+    carry = ""
+    for part in (p.strip() for p in _SENTENCE_GAP.split(text)):
+        if not part:
+            continue
+        part = f"{carry} {part}".strip()
+        carry = part if len(part.split()) < 3 else ""
+        if not carry:
+            parts.append(part)
+    return parts + [carry] if carry else parts

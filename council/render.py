@@ -62,7 +62,8 @@ class LiveEpisode:
             self.console.print(Text("  rewritten: ", style="yellow") + Text(update["pending"]["text"].strip()))
         elif node == "let_go":
             closing = update.get("answer", "").rsplit("\n\n", 1)[-1]
-            self.console.print(Text("  let go: ", style="magenta") + Text(closing.strip()))
+            label = "  let go: " if update.get("status") == "let_go" else "  token budget reached: "
+            self.console.print(Text(label, style="magenta") + Text(closing.strip()))
 
     def _point(self, point: ReflectionPoint) -> None:
         self.console.print(Text(f"  ⟨reflection point {point.index} · {point.boundary}⟩", style="cyan"))

@@ -15,14 +15,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from council.episode import Episode
-from council.errors import ContextOverflowError, CouncilError, NotFoundError
+from council.errors import ContextOverflowError, CouncilError, NotFoundError, StorageError
 from council.graph import CouncilRuntime
 from council.tasks import TaskParams, TaskQueue, new_task_id
 from council.worker import Worker
@@ -88,7 +89,53 @@ def council_field(episode: Episode) -> dict[str, Any]:
     }
 
 
-DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
+OPEN_PATHS = ("/healthz",)  # every other path, the OpenAPI schema and its pages included, needs the token
+
+
+def token_error(authorization: str) -> ApiError | None:
+    """Why a request may not pass, when ``COUNCIL_API_KEY`` is set and ``authorization`` is not its bearer token."""
+    key = os.environ.get("COUNCIL_API_KEY")
+    if not key or hmac.compare_digest(authorization.encode(), f"Bearer {key}".encode()):
+        return None
+    return ApiError(401, "missing or wrong bearer token (COUNCIL_API_KEY)", "invalid_api_key", "authentication_error")
+
+
+class Guard:
+    """ASGI middleware in front of every route: the token first, then a body counted as it streams.
+
+    So neither an unauthenticated upload nor a chunked one of any size is read whole.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse a request without the token or with a body over the limit; pass the rest on."""
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        length = headers.get("content-length")
+        error = token_error(headers.get("authorization", ""))
+        if error is None and length is not None and (not length.isdigit() or int(length) > self.limit):
+            error = self.too_large()
+        if error is not None:
+            return await error.response()(scope, receive, send)
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, self.too_large().message)
+            return message
+
+        await self.app(scope, counted, send)
+
+    def too_large(self) -> ApiError:
+        """The 413 for a body over the limit."""
+        return ApiError(413, f"request body over {self.limit} bytes", "request_too_large")
 
 
 def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
@@ -105,6 +152,7 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
         worker.join(timeout=600)
 
     app = FastAPI(title="archetype-council", lifespan=lifespan)
+    app.add_middleware(Guard)
     app.state.worker = worker
     app.state.queue = queue
 
@@ -125,58 +173,39 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return ApiError(exc.status_code, str(exc.detail), "http_error").response()
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:  # noqa: ANN401 - ASGI plumbing
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-            return ApiError(413, f"request body over {MAX_BODY_BYTES} bytes", "request_too_large").response()
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def protect_docs(request: Request, call_next: Any) -> Any:  # noqa: ANN401 - ASGI plumbing
-        """The OpenAPI schema and its pages need the token like every route but /healthz."""
-        if request.url.path in DOCS_PATHS:
-            try:
-                authorised(request)
-            except ApiError as exc:
-                return exc.response()
-        return await call_next(request)
-
-    def authorised(request: Request) -> None:
-        key = os.environ.get("COUNCIL_API_KEY")
-        if not key:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {key}".encode()):
-            raise ApiError(
-                401, "missing or wrong bearer token (COUNCIL_API_KEY)", "invalid_api_key", "authentication_error"
-            )
+        code = "request_too_large" if exc.status_code == 413 else "http_error"
+        return ApiError(exc.status_code, str(exc.detail), code).response()
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
+        """200 only while the worker runs and the episode log is the file it opened, and writable."""
+        try:
+            rt.log.check()
+            store = "ok"
+        except StorageError as exc:
+            store = str(exc)
         alive = worker.is_alive()
-        body = {"status": "ok" if alive else "worker stopped", "worker": alive, "tasks": queue.counts()}
-        return JSONResponse(body, status_code=200 if alive else 503)
+        status = store if store != "ok" else "ok" if alive else f"worker stopped {worker.failure}".strip()
+        body = {"status": status, "worker": alive, "store": store, "tasks": queue.counts()}
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
 
-    @app.get("/v1/models", dependencies=[Depends(authorised)])
+    @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "archetype-council"} for m in model_ids]
         return {"object": "list", "data": data}
 
-    @app.get("/episodes", dependencies=[Depends(authorised)])
+    @app.get("/episodes")
     async def episodes(limit: int = 20, pool: str | None = None) -> list[dict[str, Any]]:
         return [e.model_dump(mode="json") for e in rt.log.list(limit=min(max(limit, 1), 1000), pool=pool)]
 
-    @app.get("/episodes/{episode_id}", dependencies=[Depends(authorised)])
+    @app.get("/episodes/{episode_id}")
     async def episode(episode_id: str) -> dict[str, Any]:
         try:
             return rt.log.get(episode_id).model_dump(mode="json")
         except NotFoundError as exc:
             raise ApiError(404, str(exc), "episode_not_found") from exc
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorised)])
+    @app.post("/v1/chat/completions")
     async def chat(body: ChatRequest) -> Any:  # noqa: ANN401 - JSON or a stream
         if body.model not in model_ids:
             raise ApiError(
@@ -184,7 +213,7 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
             )
         prompt = body.prompt()
         max_tokens = body.max_completion_tokens or body.max_tokens or rt.settings.generation.max_tokens
-        prompt_tokens = rt.writer.backend.count_tokens(prompt)
+        prompt_tokens = await asyncio.to_thread(rt.writer.backend.count_tokens, prompt)  # a long prompt takes time
         needed = prompt_tokens + max_tokens
         if needed > rt.settings.models.n_ctx:
             raise ApiError(
@@ -198,6 +227,7 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
         loop = asyncio.get_running_loop()
         task_id = new_task_id()
         worker.listen(task_id, lambda kind, data: loop.call_soon_threadsafe(events.put_nowait, (kind, data)))
+        rt.log.check()  # an episode written to a deleted log would be lost
         task = queue.put(prompt, "api", TaskParams(max_tokens=max_tokens, seed=body.seed), task_id=task_id)
         base = {"id": f"chatcmpl-{task.episode_id}", "created": int(time.time()), "model": body.model}
         if body.stream:

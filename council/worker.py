@@ -17,6 +17,7 @@ from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from council.errors import StorageError
 from council.graph import CouncilRuntime
 from council.runner import run_episode
 from council.tasks import Task, TaskQueue
@@ -39,6 +40,7 @@ class Worker(threading.Thread):
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self.failure = ""  # why the worker stopped by itself
 
     def listen(self, task_id: str, listener: Listener) -> None:
         """Call ``listener`` with the updates of task ``task_id`` (register before queueing it), and wake the worker.
@@ -71,6 +73,12 @@ class Worker(threading.Thread):
     def run(self) -> None:
         """Work until stopped; idle time waits for a new task or polls for inbox prompts from other processes."""
         while not self._stopping.is_set():
+            try:
+                self.rt.log.check()
+            except StorageError as exc:  # writing on would lose every later episode
+                logger.error("worker stopped: %s", exc)
+                self.failure = str(exc)
+                break
             try:
                 task = self.queue.claim()
                 if task is None:

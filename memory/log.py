@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -50,9 +51,35 @@ class EpisodeLog:
         except (OperationalError, OSError) as exc:
             raise StorageError(f"cannot open the episode log at {url} ({_short(exc)})", _storage_fix(exc)) from exc
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.file = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+        self._identity = self._stat()
+
+    def _stat(self) -> tuple[int, int] | None:
+        if self.file is None:
+            return None
+        try:
+            st = self.file.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def check(self) -> None:
+        """Raise if the SQLite file was deleted or replaced since it was opened: writes would go to a lost file."""
+        if self.file is None:
+            return
+        if self._stat() == self._identity:
+            if not os.access(self.file, os.W_OK):
+                raise StorageError(f"the episode log {self.file} is not writable", "give this user write access to it")
+            return
+        what = "deleted" if not self.file.exists() else "replaced"
+        raise StorageError(
+            f"the episode log {self.file} was {what} while in use",
+            "restart, so that writes go to the file at that path",
+        )
 
     def save(self, episode: Episode) -> None:
         """Insert or replace ``episode`` with its segments, reflection points and votes."""
+        self.check()
         try:
             with self.sessions.begin() as session:
                 existing = session.get(EpisodeRow, episode.episode_id)

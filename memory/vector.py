@@ -7,6 +7,7 @@ The SQL episode log is the source of truth; ids here are derived from it (``<epi
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -23,7 +24,8 @@ from memory.embedder import Embedder
 if TYPE_CHECKING:
     from memory.log import EpisodeLog
 
-REMEMBERED = ("finished", "let_go")
+REMEMBERED = ("finished", "let_go", "budget")
+OUTCOMES = {"finished": "finished", "let_go": "the council let go", "budget": "stopped at its token budget"}
 
 
 class MemoryDoc(BaseModel):
@@ -72,7 +74,7 @@ def documents_for(episode: Episode, commentaries: Mapping[str, Mapping[str, str]
     if episode.status not in REMEMBERED:
         return []
     base = _base(episode)
-    outcome = "the council let go" if episode.status == "let_go" else "finished"
+    outcome = OUTCOMES[episode.status]
     docs = [
         MemoryDoc(
             id=episode.episode_id,
@@ -111,15 +113,19 @@ class VectorMemory:
             self._embedder = Embedder(self.settings.embedder)
         return self._embedder
 
-    def _open(self) -> Any:  # noqa: ANN401 - chromadb.Collection
+    def _open(self, name: str | None = None) -> Any:  # noqa: ANN401 - chromadb.Collection
         return self._do(
             "open",
             self._client.get_or_create_collection,
-            self.settings.collection,
+            name or self.settings.collection,
             embedding_function=None,
             configuration={"hnsw": {"space": "cosine"}},
             metadata={"embedder": self.settings.embedder},
         )
+
+    def _drop(self, name: str) -> None:
+        if name in {c if isinstance(c, str) else c.name for c in self._do("read", self._client.list_collections)}:
+            self._do("reset", self._client.delete_collection, name)
 
     def _error(self, action: str, exc: Exception) -> StorageError:
         return StorageError(f"cannot {action} vector memory at {self.location} ({_first_line(exc)})", _fix(exc))
@@ -214,20 +220,48 @@ class VectorMemory:
         return set(self._collection_do("read", "get", include=[])["ids"])
 
     def rebuild(self, episodes: Iterable[tuple[Episode, Mapping[str, Mapping[str, str]]]]) -> int:
-        """Drop the collection and store ``episodes`` (each with its night commentaries) again; returns the count."""
-        self._do("reset", self._client.delete_collection, self.settings.collection)
-        self._collection = self._open()
-        total, pending = 0, []
-        for episode, commentaries in episodes:
-            pending.extend(documents_for(episode, commentaries))
-            if len(pending) >= 256:
-                total += self.add(pending)
-                pending = []
-        return total + self.add(pending)
+        """Store ``episodes`` (each with its night commentaries) anew; returns the count.
+
+        Every episode is read before anything is written, and the new collection is built beside the old one and
+        swapped in only when complete, so a log that cannot be read or a failed embedding leaves memory as it was.
+        """
+        docs = [doc for episode, commentaries in episodes for doc in documents_for(episode, commentaries)]
+        name, staging = self.settings.collection, f"{self.settings.collection}-rebuild"
+        self._drop(staging)  # what an interrupted rebuild left
+        self._collection = self._open(staging)
+        total = self.add(docs)
+        self._drop(name)
+        self._do("rename", self._collection.modify, name=name)
+        return total
 
     def rebuild_from(self, log: EpisodeLog) -> int:
         """Re-create the store from the episode log, the source of truth."""
-        return self.rebuild((e, log.commentaries(e.episode_id)) for e in log.iterate(statuses=REMEMBERED))
+        return self.rebuild(remembered(log))
+
+
+def remembered(log: EpisodeLog) -> list[tuple[Episode, dict[str, dict[str, str]]]]:
+    """Every episode memory keeps, with its night commentaries, read from the log in full."""
+    return [(e, log.commentaries(e.episode_id)) for e in log.iterate(statuses=REMEMBERED)]
+
+
+def open_or_set_aside(settings: MemorySettings, chroma_dir: Path) -> tuple[VectorMemory, Path | None]:
+    """The embedded store; if it cannot be opened or read, a new one and where the damaged folder was moved.
+
+    Nothing is deleted. A Chroma server (``memory.url``) is never touched.
+    """
+    try:
+        memory = VectorMemory(settings, chroma_dir)
+        memory.count()
+        return memory, None
+    except StorageError:
+        if settings.url or not chroma_dir.exists():
+            raise
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()  # forget the damaged store's open client
+    aside = chroma_dir.with_name(f"{chroma_dir.name}.broken-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+    chroma_dir.rename(aside)
+    return VectorMemory(settings, chroma_dir), aside
 
 
 def _client(url: str | None, chroma_dir: Path) -> Any:  # noqa: ANN401 - chromadb.ClientAPI

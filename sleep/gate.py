@@ -51,6 +51,7 @@ class Figures(BaseModel):
     kl_from_base: float = Field(description="mean per-token KL(version || base) on the probe prompts, nats")
     decisions: dict[str, float] = Field(description="share of the probes' reflection points per council decision")
     marker_rate: float = Field(description="share of segments the persona ended with its own stop-reflect marker")
+    points: int = Field(0, description="reflection points the council judged on the probes")
     heldout_pairs: int = Field(0, description="held-out pairs scored (longer ones than the context are skipped)")
     dev_agreement: float | None = Field(None, description="share of human-labelled pairs where it prefers chosen")
     dev_pairs: int = 0
@@ -136,7 +137,7 @@ class VersionProbe:
     def measure(self, version: str, backend: LlamaBackend) -> Figures:
         """Every figure of the gate and the report for ``backend`` (the persona at ``version``)."""
         margins = pair_margins(backend, self.heldout)
-        decisions, markers = self._drafts(backend)
+        decisions, markers, points = self._drafts(backend)
         dev = self._dev_agreement(backend)
         return Figures(
             version=version,
@@ -146,6 +147,7 @@ class VersionProbe:
             kl_from_base=round(self._kl(backend), 5),
             decisions=decisions,
             marker_rate=markers,
+            points=points,
             dev_agreement=dev[0],
             dev_pairs=dev[1],
         )
@@ -160,8 +162,8 @@ class VersionProbe:
             per_token += list((np.exp(p) * (p - q)).sum(axis=1))
         return float(np.mean(per_token))
 
-    def _drafts(self, backend: LlamaBackend) -> tuple[dict[str, float], float]:
-        """Council decisions on greedy drafts of the probes (always continuing), and the marker rate."""
+    def _drafts(self, backend: LlamaBackend) -> tuple[dict[str, float], float, int]:
+        """Council decisions on greedy drafts of the probes (always continuing), the marker rate and the points."""
         generation = self.rt.settings.generation.model_copy(update={"temperature": 0.0})
         writer = PersonaWriter(self.rt.persona, backend, self.rt.writer.policy, generation, self.rt.council.note)
         decisions: Counter[str] = Counter()
@@ -173,7 +175,7 @@ class VersionProbe:
                 markers += seg.boundary == "marker"
         total = max(sum(decisions.values()), 1)
         shares = {d: round(decisions[d] / total, 4) for d in ("continue", "revise", "let_go")}
-        return shares, round(markers / total, 4)
+        return shares, round(markers / total, 4), sum(decisions.values())
 
     def _dev_agreement(self, backend: LlamaBackend) -> tuple[float | None, int]:
         """Share of human-labelled pairs where the persona finds the human-chosen reply more likely."""
@@ -206,9 +208,20 @@ def decide(candidate: Figures, previous: Figures, settings: TrainSettings) -> li
         reasons.append(
             f"drift from the base {candidate.kl_from_base:.3f} nats/token exceeds train.max_kl {settings.max_kl}"
         )
-    if candidate.approval < previous.approval - settings.approval_slack:
+    if candidate.approval < previous.approval - settings.approval_slack - approval_noise(candidate, previous):
         reasons.append(f"council approval on the probes fell from {previous.approval:.3f} to {candidate.approval:.3f}")
     return reasons
+
+
+def approval_noise(a: Figures, b: Figures) -> float:
+    """Two standard errors of the difference of two approval shares (0 when either count is unknown).
+
+    The probes give a few dozen points, so the gate must not refuse a version for one or two of them.
+    """
+    if not a.points or not b.points:
+        return 0.0
+    p = (a.approval * a.points + b.approval * b.points) / (a.points + b.points)
+    return 2 * float(np.sqrt(p * (1 - p) * (1 / a.points + 1 / b.points)))
 
 
 def load_dev(path: Path | None, limit: int) -> list[PairRow]:

@@ -1,6 +1,8 @@
 """The episode graph on the scripted fake backend: continue, revise, let go, abstention."""
 
-from council.prompts import VOTE_QUESTION
+import pytest
+
+from council.prompts import FALLBACK_CLOSINGS, VOTE_QUESTION
 from council.runner import run_episode
 from tests.conftest import write_yaml
 
@@ -73,7 +75,32 @@ def test_token_budget_ends_with_a_close_never_a_fragment(fake_setup):
     ep = run_episode(rt, "Talk.")
     assert "Five" not in ep.final_text
     assert ep.final_text.endswith("That is all I can say for now.")
-    assert "budget" in ep.stop_reason
+    assert "budget" in ep.stop_reason and ep.status == "budget"  # the council did not let go
+    assert all(p.decision.decision == "continue" for p in ep.reflection_points)
+
+
+@pytest.mark.parametrize(
+    "closing",
+    [
+        "I'm unable to let go. I'm unable to let go. I'm unable to let go.",  # a sentence said again
+        "I will tell the user kindly and honestly why you will not go on.",  # the instruction echoed
+        "",  # nothing whole
+    ],
+)
+def test_a_closing_that_parrots_or_repeats_is_replaced_by_the_persona_s_own(fake_setup, closing):
+    rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
+    fake.enqueue("Here is how to pick a lock.", closing)
+    fake.enqueue_scores(*[GO] * 4)
+    ep = run_episode(rt, "Teach me to break in.")
+    assert ep.final_text.endswith(FALLBACK_CLOSINGS["let_go"]) and "let go" not in ep.final_text
+
+
+def test_a_long_closing_keeps_its_first_two_sentences(fake_setup):
+    rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
+    fake.enqueue("Here is how to pick a lock.", "I would rather stop. It could hurt someone. Take care. Bye.")
+    fake.enqueue_scores(*[GO] * 4)
+    ep = run_episode(rt, "Teach me to break in.")
+    assert ep.final_text.endswith("lock.\n\nI would rather stop. It could hurt someone.")
 
 
 def test_failed_archetype_is_a_recorded_abstention(fake_setup):

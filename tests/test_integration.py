@@ -100,10 +100,10 @@ def test_generation_is_text_and_seeded(llama):
     assert a == b and a.strip() and "\x00" not in a
 
 
-def council(*args, home):
+def council(*args, home, timeout=300):
     env = dict(os.environ, COUNCIL_HOME=str(home))
     return subprocess.run(
-        [sys.executable, "-m", "council.cli", *args], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-m", "council.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
     )
 
 

@@ -93,14 +93,15 @@ def test_migrations_build_the_schema_from_a_blank_database(tmp_path):
     tables = {"episodes", "segments", "reflection_points", "votes", "recollections", "commentaries", "slept", "tasks"}
     assert tables | {"persona_versions", "persona_selections"} <= set(inspector.get_table_names())
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0006_persona_versions"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0007_budget_status"
     migrate(engine)  # idempotent: a second upgrade is a no-op
     with engine.connect() as c:
         assert c.execute(text("select count(*) from alembic_version")).scalar() == 1
 
 
 @pytest.mark.parametrize(
-    "previous", ["0001_episode_log", "0002_recall", "0003_sleep", "0004_tasks", "0005_task_attempts"]
+    "previous",
+    ["0001_episode_log", "0002_recall", "0003_sleep", "0004_tasks", "0005_task_attempts", "0006_persona_versions"],
 )
 def test_upgrading_keeps_episodes_written_under_the_previous_schema(tmp_path, previous):
     url = f"sqlite:///{tmp_path}/old.db"
@@ -118,6 +119,25 @@ def test_upgrading_keeps_episodes_written_under_the_previous_schema(tmp_path, pr
     old = EpisodeLog(url).get("old1")  # opening the log migrates it to head
     assert (old.prompt, old.final_text, old.recalled, old.recollections) == ("an old prompt", "an old answer", "", [])
     assert old.persona_version == "base"
+
+
+def test_upgrading_tells_a_budget_stop_from_the_council_letting_go(tmp_path):
+    url = f"sqlite:///{tmp_path}/old.db"
+    engine = create_engine(url)
+    migrate(engine, "0006_persona_versions")
+    with engine.begin() as c:
+        for id_, reason in (("b1", "the answer reached its token budget"), ("l1", "the council let go (reason)")):
+            c.execute(
+                text(
+                    "insert into episodes (id, created_at, prompt, persona, pool, status, stop_reason, final_text,"
+                    " transcript, model_ids, archetype_hashes, timings) values (:id, '2026-11-25 10:00:00', 'p',"
+                    " 'default', 'default', 'let_go', :reason, 'a', '', '{}', '{}', '{}')"
+                ),
+                {"id": id_, "reason": reason},
+            )
+    engine.dispose()
+    log = EpisodeLog(url)
+    assert (log.get("b1").status, log.get("l1").status) == ("budget", "let_go")
 
 
 def test_recollections_round_trip_in_rank_order():

@@ -110,6 +110,8 @@ def test_documents_keep_episodes_and_non_continue_reflections_only():
     assert [(d.id, d.kind) for d in docs] == [("ep0001", "episode"), ("ep0001:rp0", "reflection")]
     assert "Tell my friend off." in docs[0].text and "Let us talk." in docs[0].text
     assert "You are lazy." in docs[1].text and "Say it without blame." in docs[1].text
+    assert "Outcome: the council let go" in documents_for(make_episode(4, "x", "y", status="let_go"))[0].text
+    assert "Outcome: stopped at its token budget" in documents_for(make_episode(5, "x", "y", status="budget"))[0].text
     assert documents_for(make_episode(2, "x", "y", status="running")) == []
     assert documents_for(make_episode(3, "x", "y", status="failed")) == []
 
@@ -239,3 +241,42 @@ def test_a_rebuild_by_another_process_does_not_break_a_running_writer(embedder):
     night.rebuild([])
     daemon.remember(make_episode(2, PARAPHRASES[1]["prompt"], PARAPHRASES[1]["answer"]))
     assert night.ids() == {"ep0002"} == daemon.ids()
+
+
+def test_a_rebuild_that_cannot_read_the_log_leaves_memory_as_it_was(embedder):
+    memory = open_memory(embedder)
+    for i in range(3):
+        memory.remember(make_episode(i, PARAPHRASES[i]["prompt"], PARAPHRASES[i]["answer"]))
+    before = memory.ids()
+
+    def damaged_log():
+        yield make_episode(7, PARAPHRASES[7]["prompt"], PARAPHRASES[7]["answer"]), {}
+        raise StorageError("cannot read the episode log (database disk image is malformed)", "restore it")
+
+    with pytest.raises(StorageError, match="malformed"):
+        memory.rebuild(damaged_log())
+    assert memory.ids() == before and open_memory(embedder).ids() == before
+    assert memory.rebuild([(make_episode(5, "x", "y"), {})]) == 1  # a later rebuild still works, beside nothing
+    assert open_memory(embedder).ids() == {"ep0005"}
+
+
+def test_rebuild_starts_from_nothing_when_the_store_is_damaged_and_keeps_the_damaged_folder(embedder, capsys):
+    from council.cli import main
+
+    settings = load_settings()
+    log, memory = EpisodeLog(settings.db_url), open_memory(embedder)
+    for i in range(2):
+        episode = make_episode(i, PARAPHRASES[i]["prompt"], PARAPHRASES[i]["answer"])
+        log.save(episode)
+        memory.remember(episode)
+    SharedSystemClient.clear_system_cache()
+    (settings.chroma_dir / "chroma.sqlite3").write_bytes(b"not a database" * 100)
+    with pytest.raises(StorageError):
+        open_memory(embedder).count()
+    assert main(["memory", "rebuild", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["written"] == 2 and result["episodes"] == 2
+    aside = Path(result["damaged_store_moved_to"])
+    assert aside.parent == settings.chroma_dir.parent and (aside / "chroma.sqlite3").read_bytes().startswith(b"not a")
+    SharedSystemClient.clear_system_cache()
+    assert open_memory(embedder).ids() == {"ep0000", "ep0001"}

@@ -142,5 +142,5 @@ def test_a_locked_persona_that_closed_its_turn_adds_no_closing(fake_setup, counc
     write_yaml(council_home, "personas", "tester", "character: You are a test persona.\nmodel: fake\nmode_lock: true\n")
     rt, fake = fake_setup()
     fake.enqueue("This should never be generated.")
-    assert rt.writer.close("p", f"I am done.{AI_CLOSE}", "the council let go", 0) == ""
+    assert rt.writer.close("p", f"I am done.{AI_CLOSE}", "let_go", 0) == ""
     assert not [c for c in fake.history if c.kind == "generate"]

@@ -100,6 +100,35 @@ def test_an_oversized_body_is_refused_before_parsing(served):
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
 
 
+def test_a_chunked_body_is_counted_as_it_streams(served):
+    client, rt, fake = served
+    read = []
+
+    def chunks():  # no content-length: httpx sends it chunked
+        for _ in range(64):
+            read.append(1)
+            yield b"x" * 65536
+
+    response = client.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+    assert sum(TaskQueue(rt.log).counts().values()) == 0  # nothing was queued
+
+
+def test_without_the_token_a_body_is_refused_before_it_is_read(served, monkeypatch):
+    client, *_ = served
+    monkeypatch.setenv("COUNCIL_API_KEY", "s3cret")
+    read = []
+
+    def chunks():
+        for _ in range(64):
+            read.append(1)
+            yield b"x" * 65536
+
+    response = client.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
+    assert len(read) < 64  # the upload was not read to its end
+
+
 def test_with_an_api_key_set_requests_need_the_bearer_token(served, monkeypatch):
     client, rt, fake = served
     monkeypatch.setenv("COUNCIL_API_KEY", "s3cret")
@@ -178,3 +207,17 @@ def test_a_task_that_keeps_killing_the_daemon_is_given_up(fake_setup):
     assert queue.claim() is None
     given_up = queue.get(task.id)
     assert given_up.status == "failed" and "gave up after 3 attempts" in given_up.error
+
+
+def test_a_deleted_episode_log_stops_the_daemon_instead_of_losing_episodes(served):
+    client, rt, fake = served
+    assert client.get("/healthz").json()["store"] == "ok"
+    rt.log.file.unlink()
+    health = client.get("/healthz")
+    assert health.status_code == 503 and "was deleted while in use" in health.json()["status"]
+    response = ask(client)
+    assert response.status_code == 503 and "restart" in response.json()["error"]["message"]
+    deadline = time.monotonic() + 10
+    while client.app.state.worker.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not client.app.state.worker.is_alive() and "deleted" in client.app.state.worker.failure

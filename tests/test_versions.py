@@ -169,8 +169,11 @@ def test_read_pairs_keeps_ids_and_names_a_bad_line(tmp_path):
         read_pairs(tmp_path / "missing")
 
 
-def figures(name: str, accuracy: float | None, margin: float = 0.0, kl: float = 0.0, approval: float = 1.0):
+def figures(
+    name: str, accuracy: float | None, margin: float = 0.0, kl: float = 0.0, approval: float = 1.0, points: int = 0
+):
     return Figures(
+        points=points,
         version=name,
         heldout_accuracy=accuracy,
         heldout_margin=margin,
@@ -191,6 +194,15 @@ def test_the_gate_promotes_only_a_better_close_and_approved_version():
     assert "approval on the probes fell" in decide(figures("v1", 0.9, approval=0.8), previous, s)[0]
     assert "no held-out pairs" in decide(figures("v1", None), figures("base", None), s)[0]
     assert len(decide(figures("v1", 0.1, kl=2.0, approval=0.0), previous, s)) == 3
+
+
+def test_the_gate_allows_for_the_noise_of_a_few_dozen_probe_points():
+    s = TrainSettings(approval_slack=0.05)
+    base = figures("base", 0.6, approval=21 / 23, points=23)
+    assert decide(figures("v1", 0.7, approval=19 / 23, points=23), base, s) == []  # two points fewer: noise
+    assert "approval on the probes fell" in decide(figures("v1", 0.7, approval=12 / 23, points=23), base, s)[0]
+    many = figures("base", 0.6, approval=0.91, points=2300)
+    assert "approval on the probes fell" in decide(figures("v1", 0.7, approval=0.83, points=2300), many, s)[0]
 
 
 def test_lora_tensors_get_llama_cpp_names_and_only_q_k_b_are_permuted():

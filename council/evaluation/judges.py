@@ -76,9 +76,9 @@ class Judges:
         NaN for a judge without that head; 0.5 (undecided) for a text it read only instructions in.
         """
         reader = self.rt.council.reader
-        assert reader is not None
         out = {}
         for name, heads in self.rt.council.judges.items():
+            assert reader is not None  # a council with judges always has their reader
             read = [heads.probability(judgment, reader, t) for t in texts] if judgment in heads.heads else None
             out[name] = [nan] * len(texts) if read is None else [0.5 if p is None else p for p in read]
         return out
