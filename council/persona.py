@@ -121,11 +121,19 @@ class PersonaWriter:
 
 
 def is_own_closing(said: list[str], ask: str) -> bool:
-    """No sentence said twice, and no four words in a row taken from what the model was asked."""
+    """It says it stops, no sentence twice, and no four words in a row taken from what the model was asked."""
     if len({" ".join(s.lower().split()) for s in said}) < len(said):
         return False
+    if not STOPPING.search(" ".join(said)):
+        return False  # "I'm happy to continue." is no closing
     asked = _four_words(ask)
     return not any(_four_words(s) & asked for s in said)
+
+
+STOPPING = re.compile(
+    r"\b(stop|stopping|end|ending|leave|leaving|enough|can't|cannot|won't|will not|unable|rather not|sorry|pause)\b",
+    re.I,
+)
 
 
 def _four_words(text: str) -> set[tuple[str, ...]]:

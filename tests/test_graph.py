@@ -70,11 +70,11 @@ def test_let_go_closes_gracefully_and_says_why(fake_setup):
 
 def test_token_budget_ends_with_a_close_never_a_fragment(fake_setup):
     rt, fake = fake_setup(reflection={"min_segment_tokens": 2}, generation={"max_tokens": 6})
-    fake.enqueue("One two three four. Five six seven eight nine", "That is all I can say for now.")
+    fake.enqueue("One two three four. Five six seven eight nine", "That is where I stop for now.")
     fake.enqueue_scores(*[CONT] * 4)
     ep = run_episode(rt, "Talk.")
     assert "Five" not in ep.final_text
-    assert ep.final_text.endswith("That is all I can say for now.")
+    assert ep.final_text.endswith("That is where I stop for now.")
     assert "budget" in ep.stop_reason and ep.status == "budget"  # the council did not let go
     assert all(p.decision.decision == "continue" for p in ep.reflection_points)
 
@@ -85,6 +85,7 @@ def test_token_budget_ends_with_a_close_never_a_fragment(fake_setup):
         "I'm unable to let go. I'm unable to let go. I'm unable to let go.",  # a sentence said again
         "I will tell the user kindly and honestly why you will not go on.",  # the instruction echoed
         "",  # nothing whole
+        "I'm happy to continue.",  # no closing at all
     ],
 )
 def test_a_closing_that_parrots_or_repeats_is_replaced_by_the_persona_s_own(fake_setup, closing):
