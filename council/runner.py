@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,7 @@ from archetypes.models import Persona
 from council.config import Settings
 from council.council import Council
 from council.episode import Episode
-from council.errors import ModelError
+from council.errors import ModelError, StorageError
 from council.graph import CouncilRuntime, EpisodeState, build_graph, episode_from_state, initial_state
 from council.judge import Reader, load_judge
 from council.persona import PersonaWriter
@@ -25,6 +26,8 @@ from memory.embedder import DEFAULT_EMBEDDER, Embedder
 from memory.log import EpisodeLog
 from memory.vector import VectorMemory
 from memory.versions import BASE, PersonaVersion, PersonaVersions
+
+logger = logging.getLogger(__name__)
 
 OnUpdate = Callable[[str, dict[str, Any]], None]
 
@@ -52,7 +55,13 @@ def build_runtime(
     council = Council(pool, members, persona, backends, judges, reader)
     writer = PersonaWriter(persona, backend, ReflectionPolicy(settings.reflection), settings.generation, council.note)
     shared = reader.embedder if reader is not None and settings.memory.embedder == DEFAULT_EMBEDDER else None
-    memory = VectorMemory(settings.memory, settings.chroma_dir, shared)
+    try:
+        memory = VectorMemory(settings.memory, settings.chroma_dir, shared)
+    except StorageError as exc:
+        if settings.memory.recall:
+            raise
+        logger.warning("memory is unavailable, so episodes are logged only: %s", exc)  # a run without recall
+        memory = None
     return CouncilRuntime(
         settings,
         persona,

@@ -40,6 +40,18 @@ def test_run_with_fake_persona_is_logged_and_listed(council_home, capsys):
     assert json.loads(out)["prompt"] == "hello"
 
 
+def test_a_run_without_recall_needs_no_memory(council_home, capsys):
+    write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
+    (council_home / "chroma").mkdir(parents=True)
+    (council_home / "chroma" / "chroma.sqlite3").write_bytes(b"not a database" * 100)
+    code, _, err = run_cli(capsys, "run", "hello", "--pool", "soldier")
+    assert code == 1 and "council memory rebuild" in err  # recall needs memory: one line, with the fix
+    code, out, _ = run_cli(capsys, "run", "hello", "--pool", "soldier", "--no-recall", "--json")
+    assert code == 0 and json.loads(out)["status"] == "finished"
+    code, out, _ = run_cli(capsys, "logs", "list", "--json")
+    assert len(json.loads(out)) == 1  # logged, to be remembered by the next rebuild
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from safetensors import safe_open
 
 from archetypes.backends import BackendPool
 from archetypes.library import BUILTIN, Library
@@ -34,8 +35,13 @@ def test_builtin_judges_rebuild_byte_for_byte_from_the_vendored_data(council_hom
         name = report["archetype"]
         shipped_bytes = (BUILTIN / "judges" / f"{name}.safetensors").read_bytes()
         assert (tmp_path / f"{name}.safetensors").read_bytes() == shipped_bytes
-        for figures in report["heads"].values():
-            assert figures["dev_rows"] > 0 and figures["auroc"] > 0.55  # each learnt something it can show
+        with safe_open(BUILTIN / "judges" / f"{name}.safetensors", "np") as f:
+            meta = json.loads(f.metadata()["judge"])
+        assert report["heads"] == meta["figures"]  # the held-out figures printed are the ones shipped
+        for judgment, figures in report["heads"].items():
+            assert figures["dev_rows"] > 0
+            if judgment != "revise":  # requests and instructions are told apart well; segments less so (README)
+                assert figures["auroc"] > 0.85, (name, judgment, figures)
 
 
 def test_instructions_in_the_prompt_or_the_answer_move_no_judged_vote(fake_setup):
@@ -102,7 +108,7 @@ def test_eval_letgo_reports_every_judge_with_cis(council_home, tmp_path):
 def test_experiment_shows_let_go_rates_per_label(council_home, tmp_path):
     prompts = Path(__file__).parents[1] / "examples" / "letgo_prompts.jsonl"  # 12 of each label
     args = ("experiment", "run", "--pools", "default", "--prompts", str(prompts), "--out", str(tmp_path / "x"))
-    result = council(*args, "--max-tokens", "24", "--json", home=council_home, timeout=900)
+    result = council(*args, "--max-tokens", "60", "--json", home=council_home, timeout=900)
     assert result.returncode == 0, result.stderr
     by_label = json.loads(result.stdout)["pools"]["default"]["let_go_by_label"]
     assert by_label["should_let_go"]["value"] > by_label["should_answer"]["value"]

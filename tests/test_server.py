@@ -100,31 +100,29 @@ def test_an_oversized_body_is_refused_before_parsing(served):
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
 
 
-def test_a_chunked_body_is_counted_as_it_streams(served):
-    client, rt, fake = served
-    read = []
+def upload(client, read, chunks=64):
+    """POST 4 MiB in 64 KiB chunks with no content-length (so httpx sends it chunked), noting each chunk read."""
 
-    def chunks():  # no content-length: httpx sends it chunked
-        for _ in range(64):
+    def body():
+        for _ in range(chunks):
             read.append(1)
             yield b"x" * 65536
 
-    response = client.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    return client.post("/v1/chat/completions", content=body(), headers={"content-type": "application/json"})
+
+
+def test_a_chunked_body_is_counted_as_it_streams(served):
+    client, rt, fake = served
+    response = upload(client, [])
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
-    assert sum(TaskQueue(rt.log).counts().values()) == 0  # nothing was queued
+    assert sum(TaskQueue(rt.log).counts().values()) == 0  # refused before it was parsed or queued
 
 
 def test_without_the_token_a_body_is_refused_before_it_is_read(served, monkeypatch):
     client, *_ = served
     monkeypatch.setenv("COUNCIL_API_KEY", "s3cret")
     read = []
-
-    def chunks():
-        for _ in range(64):
-            read.append(1)
-            yield b"x" * 65536
-
-    response = client.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    response = upload(client, read)
     assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key"
     assert len(read) < 64  # the upload was not read to its end
 
