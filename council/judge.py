@@ -61,9 +61,14 @@ class Reader:
         return np.stack(rows)
 
 
-def features_of(embedder: Embedder, texts: list[str], batch_size: int = 32) -> np.ndarray:
-    """The judges' features of ``texts``: every encoder layer's mean (embeddings excluded), each unit length."""
-    layers = embedder.layer_means(texts, batch_size, MAX_TOKENS)[:, 1:]
+def features_of(embedder: Embedder, texts: list[str]) -> np.ndarray:
+    """The judges' features of ``texts``: every encoder layer's mean (embeddings excluded), each unit length.
+
+    Each text is read alone: in a batch, its features would move in the last bits with the other texts (the
+    float sums change), and a judge fitted alone would not rebuild byte for byte as when fitted with the others.
+    It costs no more here (measured: 300 requests in 6.8 s either way).
+    """
+    layers = embedder.layer_means(texts, 1, MAX_TOKENS)[:, 1:]
     layers /= np.maximum(np.linalg.norm(layers, axis=-1, keepdims=True), 1e-12)
     return layers.reshape(len(texts), -1)
 
