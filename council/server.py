@@ -185,7 +185,9 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
         except StorageError as exc:
             store = str(exc)
         alive = worker.is_alive()
-        status = store if store != "ok" else "ok" if alive else f"worker stopped {worker.failure}".strip()
+        status = store
+        if store == "ok" and not alive:
+            status = f"worker stopped {worker.failure}".strip()
         body = {"status": status, "worker": alive, "store": store, "tasks": queue.counts()}
         return JSONResponse(body, status_code=200 if status == "ok" else 503)
 

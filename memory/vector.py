@@ -124,7 +124,7 @@ class VectorMemory:
         )
 
     def _drop(self, name: str) -> None:
-        if name in {c if isinstance(c, str) else c.name for c in self._do("read", self._client.list_collections)}:
+        if name in {c.name for c in self._do("read", self._client.list_collections)}:
             self._do("reset", self._client.delete_collection, name)
 
     def _error(self, action: str, exc: Exception) -> StorageError:
