@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -404,6 +405,50 @@ def eval_pairs(
 ) -> None:
     """Rows {"id","prompt","chosen","rejected"}: each pair judged in both orders; position bias reported."""
     _evaluate("pairs", file, pool, limit, report, as_json)
+
+
+@eval_app.command("recall")
+def eval_recall(
+    file: Annotated[
+        Path, typer.Argument(help='JSONL rows {"id","prompt","query"}; a row without prompt is off-topic.', exists=True)
+    ] = Path("examples/recall_paraphrases.jsonl"),
+    max_tokens: Annotated[int | None, typer.Option(help="Token budget of each answer.")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Keep the episodes here; a re-run reuses them (default: temporary).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Answer each prompt, remember it, then recall it by a paraphrase: recall@k and unrelated episodes recalled."""
+    from council.evaluation.recall import evaluate_recall, load_recall_rows
+    from council.runner import build_runtime
+
+    rows = load_recall_rows(file)
+    settings = _settings(generation={"max_tokens": max_tokens} if max_tokens else None)
+    with tempfile.TemporaryDirectory(prefix="council-recall-") as scratch:
+        home = out_dir or Path(scratch)
+        memory = settings.memory.model_copy(update={"url": None, "recall": False})  # answers independent
+        own = {"home": home, "database_url": None, "memory": memory}
+        with err.status("Loading models…"):
+            rt = build_runtime(settings.model_copy(update=own), library=Library.load(settings.home))
+        with Progress(console=err, transient=True) as bar:
+            job = bar.add_task("Answering and remembering", total=len(rows))
+            figures = evaluate_recall(rt, rows, progress=lambda n: bar.advance(job, n))
+    if as_json:
+        return _dump(figures.model_dump())
+    out.print(
+        f"{figures.episodes} episodes (answers of {figures.mean_answer_words:.0f} words on average), "
+        f"{figures.paraphrases} paraphrases, {figures.off_topic} off-topic queries; "
+        f"top {figures.k}, cut {figures.min_score}"
+    )
+    out.print(f"recall@{figures.k} {figures.recall_at_k:.3f}; lowest own score {figures.lowest_target_score}")
+    highest = figures.highest_unrelated_score
+    out.print(
+        f"queries that recalled an unrelated episode: {figures.unrelated_above_cut}"
+        + (f" (highest unrelated score {highest})" if highest is not None else "")
+    )
+    for r in figures.results:
+        if r.target and r.target_score is None:
+            out.print(f"  missed {r.id}: {r.query}")
 
 
 @experiment_app.command("run")

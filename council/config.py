@@ -67,7 +67,9 @@ class MemorySettings(BaseModel):
 
     recall: bool = Field(True, description="put a digest of relevant past episodes into the persona's context")
     top_k: int = Field(3, ge=1, le=50, description="memories recalled per episode at most")
-    min_score: float = Field(0.35, ge=-1, le=1, description="cosine similarity below which nothing is recalled")
+    min_score: float = Field(
+        0.47, ge=-1, le=1, description="cosine similarity to a past request below which nothing is recalled"
+    )
     budget_tokens: int = Field(160, ge=16, description="token budget of the recall digest")
     embedder: str = Field("all-minilm-l6-v2", description="packaged embedding model, or a model directory")
     url: str | None = Field(None, description="Chroma server URL (http://host:port); default embedded under home")

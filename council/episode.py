@@ -12,7 +12,7 @@ from archetypes.modelock import parse
 from archetypes.models import Verdict
 
 EpisodeStatus = Literal["running", "finished", "let_go", "budget", "failed"]  # budget: closed at its token budget
-MemoryKind = Literal["episode", "reflection", "commentary"]
+MemoryKind = Literal["episode", "request", "answer", "reflection", "commentary"]
 
 
 class Vote(BaseModel):
@@ -51,13 +51,13 @@ class ReflectionPoint(BaseModel):
 
 
 class Recollection(BaseModel):
-    """One memory recalled into an episode: which item, from which episode, how similar, and its text."""
+    """One past episode recalled: the item of it that matched best, how similar, and the text the persona sees."""
 
-    memory_id: str
+    memory_id: str = Field(description="the best-matching item")
     episode_id: str
-    kind: MemoryKind
-    score: float = Field(description="cosine similarity to the prompt")
-    text: str
+    kind: MemoryKind = Field(description="the best-matching item's kind")
+    score: float = Field(description="cosine similarity of the best-matching item to the prompt")
+    text: str = Field(description="the exchange, or the reflection or commentary that matched")
 
 
 class Episode(BaseModel):

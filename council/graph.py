@@ -26,7 +26,7 @@ from council.persona import PersonaWriter
 from council.reflection import whole_sentences
 from memory.log import EpisodeLog
 from memory.recall import digest
-from memory.vector import VectorMemory
+from memory.vector import TOPICAL, VectorMemory
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def build_graph(rt: CouncilRuntime) -> StateGraph:
         if rt.memory is None or not settings.recall:
             return Command(goto="draft", update={"recalled": "", "recollections": []})
         try:
-            hits = rt.memory.search(state["prompt"], settings.top_k, settings.min_score)
+            hits = rt.memory.search(state["prompt"], settings.top_k, settings.min_score, TOPICAL)
         except CouncilError as exc:  # memory is an aid: without it the persona still answers
             logger.warning("recall skipped: %s", exc)
             hits = []

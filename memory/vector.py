@@ -1,7 +1,10 @@
 """Vector memory: finished episodes and the council's reflections on them, embedded offline, kept in chromadb.
 
-The SQL episode log is the source of truth; ids here are derived from it (``<episode>`` for the episode,
-``<episode>:rp<n>`` for the reflection at its n-th reflection point), so a rebuild reproduces them exactly.
+An episode is kept as several items that point to it, so that a long or rambling answer cannot dilute what it
+was about: the exchange (``<episode>``, the text recall shows), the request alone (``<episode>:ask``), each
+passage of the answer (``<episode>:a<n>``), each reflection point where the council did not simply continue
+(``<episode>:rp<n>``) and each pool's night commentary (``<episode>:night:<pool>``). A search merges the hits
+per episode. The SQL episode log is the source of truth; ids are derived from it, so a rebuild reproduces them.
 """
 
 from __future__ import annotations
@@ -19,12 +22,17 @@ from archetypes.modelock import with_quotes_marked
 from council.config import MemorySettings
 from council.episode import Episode, MemoryKind, Recollection
 from council.errors import DefinitionError, StorageError
+from council.reflection import sentences
 from memory.embedder import Embedder
 
 if TYPE_CHECKING:
     from memory.log import EpisodeLog
 
 REMEMBERED = ("finished", "let_go", "budget")
+SHOWN = ("episode", "reflection", "commentary")  # shown as they are; a request or passage shows its exchange
+TOPICAL: tuple[MemoryKind, ...] = ("request", "reflection", "commentary")  # what recall ranks by: what was asked
+PASSAGE_WORDS = 50  # an answer is embedded in passages of whole sentences, about this many words each
+SEARCH_FANOUT = 8  # items fetched per episode asked for, before merging per episode
 OUTCOMES = {"finished": "finished", "let_go": "the council let go", "budget": "stopped at its token budget"}
 
 
@@ -65,23 +73,40 @@ def commentary_doc(episode: Episode, pool: str, commentary: Mapping[str, str]) -
     )
 
 
+def passages(text: str, words: int = PASSAGE_WORDS) -> list[str]:
+    """``text`` as runs of whole sentences of about ``words`` words each (a longer sentence stands alone)."""
+    runs: list[list[str]] = [[]]
+    for sentence in sentences(text):
+        if runs[-1] and len(" ".join(runs[-1] + [sentence]).split()) > words:
+            runs.append([])
+        runs[-1].append(sentence)
+    return [" ".join(run) for run in runs if run]
+
+
 def documents_for(episode: Episode, commentaries: Mapping[str, Mapping[str, str]] | None = None) -> list[MemoryDoc]:
     """What ``episode`` leaves in memory.
 
-    The exchange itself, every pause where the council did not simply continue, and the night's commentary of
-    each pool that slept on it (``commentaries``: pool -> archetype -> text).
+    The exchange itself, the request alone, each passage of the answer, every pause where the council did not
+    simply continue, and the night's commentary of each pool that slept on it (``commentaries``: pool ->
+    archetype -> text).
     """
     if episode.status not in REMEMBERED:
         return []
     base = _base(episode)
     outcome = OUTCOMES[episode.status]
+    answer = with_quotes_marked(episode.final_text)
     docs = [
         MemoryDoc(
             id=episode.episode_id,
             kind="episode",
-            text=f"Asked: {episode.prompt}\nAnswered: {with_quotes_marked(episode.final_text)}\nOutcome: {outcome}",
+            text=f"Asked: {episode.prompt}\nAnswered: {answer}\nOutcome: {outcome}",
             **base,
-        )
+        ),
+        MemoryDoc(id=f"{episode.episode_id}:ask", kind="request", text=episode.prompt, **base),
+    ]
+    docs += [
+        MemoryDoc(id=f"{episode.episode_id}:a{n}", kind="answer", text=passage, **base)
+        for n, passage in enumerate(passages(answer))
     ]
     for rp in episode.reflection_points:
         if rp.decision.decision == "continue":
@@ -171,34 +196,52 @@ class VectorMemory:
         """Store what ``episode`` leaves in memory; returns the number of items."""
         return self.add(documents_for(episode))
 
-    def search(self, query: str, k: int, min_score: float = -1.0) -> list[Recollection]:
-        """The ``k`` items most similar to ``query``, best first, with cosine similarity of at least ``min_score``."""
-        return self.search_vector(self.embedder.embed([query])[0], k, min_score)
+    def search(
+        self, query: str, k: int, min_score: float = -1.0, kinds: tuple[MemoryKind, ...] | None = None
+    ) -> list[Recollection]:
+        """The ``k`` past episodes most similar to ``query``, best first, scoring at least ``min_score``.
 
-    def search_vector(self, vector: np.ndarray, k: int, min_score: float = -1.0) -> list[Recollection]:
+        An episode scores the cosine similarity of its best-matching item among ``kinds`` (default: every kind).
+        Recall passes ``TOPICAL``: a rambling answer then cannot make an episode look related, or unrelated.
+        """
+        return self.search_vector(self.embedder.embed([query])[0], k, min_score, kinds)
+
+    def search_vector(
+        self, vector: np.ndarray, k: int, min_score: float = -1.0, kinds: tuple[MemoryKind, ...] | None = None
+    ) -> list[Recollection]:
         """Like ``search``, for a query already embedded."""
-        if self.count() == 0:
+        count = self.count()
+        if count == 0:
             return []
         found = self._collection_do(
             "search",
             "query",
             query_embeddings=vector[None, :],
-            n_results=k,
+            n_results=min(count, k * SEARCH_FANOUT),
+            where={"kind": {"$in": list(kinds)}} if kinds else None,
             include=["documents", "metadatas", "distances"],
         )
-        hits = [
-            Recollection(
-                memory_id=memory_id,
-                episode_id=str(meta["episode_id"]),
-                kind=meta["kind"],
-                score=round(1.0 - float(distance), 4),
-                text=document,
-            )
-            for memory_id, document, meta, distance in zip(
-                found["ids"][0], found["documents"][0], found["metadatas"][0], found["distances"][0], strict=True
-            )
-        ]
-        return [h for h in hits if h.score >= min_score]
+        best: dict[str, Recollection] = {}  # per episode, its best item (results come best first)
+        for memory_id, document, meta, distance in zip(
+            found["ids"][0], found["documents"][0], found["metadatas"][0], found["distances"][0], strict=True
+        ):
+            score = round(1.0 - float(distance), 4)
+            episode_id = str(meta["episode_id"])
+            if score >= min_score and episode_id not in best:
+                hit = Recollection(memory_id=memory_id, episode_id=episode_id, kind=meta["kind"], score=score, text="")
+                best[episode_id] = hit.model_copy(update={"text": document}) if hit.kind in SHOWN else hit
+            if len(best) == k:
+                break
+        return self._shown(list(best.values()))
+
+    def _shown(self, hits: list[Recollection]) -> list[Recollection]:
+        """``hits`` with the exchange as the text of those that matched by their request or a passage."""
+        wanted = [h.episode_id for h in hits if not h.text]
+        if not wanted:
+            return hits
+        found = self._collection_do("read", "get", ids=wanted, include=["documents"])
+        exchange = dict(zip(found["ids"], found["documents"], strict=True))
+        return [h if h.text else h.model_copy(update={"text": exchange.get(h.episode_id, "")}) for h in hits]
 
     def count(self) -> int:
         """Items stored."""
@@ -211,6 +254,7 @@ class VectorMemory:
         return {
             "items": len(metas),
             "episodes": kinds.count("episode"),
+            "passages": kinds.count("answer"),
             "reflections": kinds.count("reflection"),
             "commentaries": kinds.count("commentary"),
         }

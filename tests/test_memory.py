@@ -17,9 +17,12 @@ from council.errors import DefinitionError, ModelError, StorageError
 from memory.embedder import Embedder, resolve_embedder
 from memory.log import EpisodeLog
 from memory.recall import digest
-from memory.vector import VectorMemory, documents_for
+from memory.vector import TOPICAL, VectorMemory, documents_for, passages
 
-PARAPHRASES = [json.loads(line) for line in (Path(__file__).parent / "data" / "paraphrases.jsonl").open()]
+DATA = Path(__file__).parent / "data"
+PARAPHRASES = [json.loads(line) for line in (DATA / "paraphrases.jsonl").open()]
+LONG_ANSWERS = {row["prompt"]: row for row in map(json.loads, (DATA / "paraphrases_long_answers.jsonl").open())}
+OFF_TOPIC = ["What is the boiling point of water on Everest?", "Who wrote War and Peace?", "How do I knit a scarf?"]
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
 
 
@@ -92,7 +95,7 @@ def test_paraphrase_recall_at_3_is_at_least_0_9(embedder, no_network):
     memory = open_memory(embedder)
     for i, row in enumerate(PARAPHRASES):
         memory.remember(make_episode(i, row["prompt"], row["answer"]))
-    assert memory.count() == len(PARAPHRASES) >= 20
+    assert memory.stats()["episodes"] == len(PARAPHRASES) >= 20
     hits = [
         f"ep{i:04d}" in [h.episode_id for h in memory.search(row["query"], k=3)] for i, row in enumerate(PARAPHRASES)
     ]
@@ -101,19 +104,67 @@ def test_paraphrase_recall_at_3_is_at_least_0_9(embedder, no_network):
     assert no_network == []
 
 
+def test_recall_by_paraphrase_holds_for_long_rambling_answers(embedder):
+    """Answers the real persona wrote at a 400-token budget (mean 235 words) dilute nothing recall ranks by."""
+    memory, settings = open_memory(embedder), load_settings().memory
+    for i, row in enumerate(PARAPHRASES):
+        long = LONG_ANSWERS[row["prompt"]]
+        memory.remember(make_episode(i, row["prompt"], long["answer"], status=long["status"]))
+    assert memory.stats()["passages"] >= 4 * len(PARAPHRASES)
+
+    def recalled(query):
+        return [h.episode_id for h in memory.search(query, settings.top_k, settings.min_score, TOPICAL)]
+
+    found = [recalled(row["query"]) for row in PARAPHRASES]
+    recall_at_3 = sum(f"ep{i:04d}" in ids for i, ids in enumerate(found)) / len(found)
+    assert recall_at_3 >= 0.9, f"recall@3 = {recall_at_3:.2f}"
+    assert [ids for i, ids in enumerate(found) if set(ids) - {f"ep{i:04d}"}] == []  # nothing unrelated
+    assert [recalled(query) for query in OFF_TOPIC] == [[]] * len(OFF_TOPIC)
+    ranked_by_everything = [h.episode_id for h in memory.search(OFF_TOPIC[0], settings.top_k, -1.0)]
+    assert len(ranked_by_everything) == settings.top_k  # the cut, not an empty store, kept them out
+
+
 def test_documents_keep_episodes_and_non_continue_reflections_only():
     point = revise_point(0, "You are lazy.", "Say it without blame.")
     continued = point.model_copy(
         update={"index": 1, "decision": point.decision.model_copy(update={"decision": "continue"})}
     )
     docs = documents_for(make_episode(1, "Tell my friend off.", "Let us talk.", points=[point, continued]))
-    assert [(d.id, d.kind) for d in docs] == [("ep0001", "episode"), ("ep0001:rp0", "reflection")]
+    assert [(d.id, d.kind) for d in docs] == [
+        ("ep0001", "episode"),
+        ("ep0001:ask", "request"),
+        ("ep0001:a0", "answer"),
+        ("ep0001:rp0", "reflection"),
+    ]
     assert "Tell my friend off." in docs[0].text and "Let us talk." in docs[0].text
-    assert "You are lazy." in docs[1].text and "Say it without blame." in docs[1].text
+    assert docs[1].text == "Tell my friend off." and docs[2].text == "Let us talk."
+    assert "You are lazy." in docs[3].text and "Say it without blame." in docs[3].text
     assert "Outcome: the council let go" in documents_for(make_episode(4, "x", "y", status="let_go"))[0].text
     assert "Outcome: stopped at its token budget" in documents_for(make_episode(5, "x", "y", status="budget"))[0].text
     assert documents_for(make_episode(2, "x", "y", status="running")) == []
     assert documents_for(make_episode(3, "x", "y", status="failed")) == []
+
+
+def test_an_answer_is_embedded_in_passages_of_whole_sentences():
+    sentence = "Water the tomatoes deeply in the early morning before the heat of the day sets in."
+    parts = passages(" ".join([sentence] * 9), words=40)
+    assert all(part.endswith(".") and part.count(sentence) == len(part.split(".")) - 1 for part in parts)
+    assert [part.count(sentence) for part in parts] == [2, 2, 2, 2, 1]
+    assert passages("One long sentence " + "word " * 80 + "ends here.", words=40) == [
+        "One long sentence " + "word " * 80 + "ends here."
+    ]
+    assert passages("") == []
+
+
+def test_a_search_returns_each_episode_once_and_shows_its_exchange(embedder):
+    memory = open_memory(embedder)
+    answer = " ".join(f"Tomatoes need deep watering, tip {i}." for i in range(30))
+    memory.remember(make_episode(1, "How do I water tomato plants?", answer))
+    memory.remember(make_episode(2, PARAPHRASES[3]["prompt"], PARAPHRASES[3]["answer"]))
+    hits = memory.search("watering tomatoes", k=3)
+    assert [h.episode_id for h in hits] == ["ep0001", "ep0002"]
+    assert hits[0].text.startswith("Asked: How do I water tomato plants?\nAnswered: Tomatoes need deep watering")
+    assert hits[0].kind in ("request", "answer", "episode") and hits[0].score > hits[1].score
 
 
 def test_rebuild_from_the_log_reproduces_ids_counts_and_results(embedder, no_network):
@@ -129,13 +180,13 @@ def test_rebuild_from_the_log_reproduces_ids_counts_and_results(embedder, no_net
     before_ids, before_stats = memory.ids(), memory.stats()
     query = PARAPHRASES[4]["query"]
     before = [(h.memory_id, h.score) for h in memory.search(query, k=5)]
-    assert before_stats == {"items": 11, "episodes": 8, "reflections": 3, "commentaries": 0}
+    assert before_stats == {"items": 27, "episodes": 8, "passages": 8, "reflections": 3, "commentaries": 0}
 
     shutil.rmtree(settings.chroma_dir)
     SharedSystemClient.clear_system_cache()  # as a new process would see it
     rebuilt = open_memory(embedder)
     assert rebuilt.count() == 0
-    assert rebuilt.rebuild_from(log) == 11
+    assert rebuilt.rebuild_from(log) == 27
     assert rebuilt.ids() == before_ids and rebuilt.stats() == before_stats
     after = [(h.memory_id, h.score) for h in rebuilt.search(query, k=5)]
     assert [m for m, _ in after] == [m for m, _ in before]
@@ -147,8 +198,9 @@ def test_adding_an_episode_twice_keeps_one_copy(embedder):
     memory = open_memory(embedder)
     episode = make_episode(1, PARAPHRASES[0]["prompt"], PARAPHRASES[0]["answer"])
     memory.remember(episode)
+    once = memory.ids()
     memory.remember(episode)
-    assert memory.count() == 1
+    assert memory.ids() == once and memory.count() == len(once) == 3
 
 
 def test_search_drops_memories_below_min_score(embedder):
@@ -240,7 +292,7 @@ def test_a_rebuild_by_another_process_does_not_break_a_running_writer(embedder):
     daemon.remember(make_episode(1, PARAPHRASES[0]["prompt"], PARAPHRASES[0]["answer"]))
     night.rebuild([])
     daemon.remember(make_episode(2, PARAPHRASES[1]["prompt"], PARAPHRASES[1]["answer"]))
-    assert night.ids() == {"ep0002"} == daemon.ids()
+    assert night.ids() == {"ep0002", "ep0002:ask", "ep0002:a0"} == daemon.ids()
 
 
 def test_a_rebuild_that_cannot_read_the_log_leaves_memory_as_it_was(embedder):
@@ -256,8 +308,8 @@ def test_a_rebuild_that_cannot_read_the_log_leaves_memory_as_it_was(embedder):
     with pytest.raises(StorageError, match="malformed"):
         memory.rebuild(damaged_log())
     assert memory.ids() == before and open_memory(embedder).ids() == before
-    assert memory.rebuild([(make_episode(5, "x", "y"), {})]) == 1  # a later rebuild still works, beside nothing
-    assert open_memory(embedder).ids() == {"ep0005"}
+    assert memory.rebuild([(make_episode(5, "x", "y"), {})]) == 3  # a later rebuild still works, beside nothing
+    assert open_memory(embedder).ids() == {"ep0005", "ep0005:ask", "ep0005:a0"}
 
 
 def test_rebuild_starts_from_nothing_when_the_store_is_damaged_and_keeps_the_damaged_folder(embedder, capsys):
@@ -275,8 +327,8 @@ def test_rebuild_starts_from_nothing_when_the_store_is_damaged_and_keeps_the_dam
         open_memory(embedder).count()
     assert main(["memory", "rebuild", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["written"] == 2 and result["episodes"] == 2
+    assert result["written"] == 6 and result["episodes"] == 2  # each: exchange, request, one passage
     aside = Path(result["damaged_store_moved_to"])
     assert aside.parent == settings.chroma_dir.parent and (aside / "chroma.sqlite3").read_bytes().startswith(b"not a")
     SharedSystemClient.clear_system_cache()
-    assert open_memory(embedder).ids() == {"ep0000", "ep0001"}
+    assert {i.split(":")[0] for i in open_memory(embedder).ids()} == {"ep0000", "ep0001"}

@@ -2,7 +2,8 @@
 
 import pytest
 
-from council.errors import StorageError
+from council.errors import DefinitionError, StorageError
+from council.evaluation.recall import RecallRow, evaluate_recall, load_recall_rows
 from council.prompts import MEMORY_HEADER
 from council.runner import run_episode
 
@@ -66,7 +67,7 @@ def test_a_failing_memory_write_loses_no_episode(fake_setup, monkeypatch):
     assert rt.log.get(episode.episode_id).status == "finished"
     assert rt.memory.count() == 0
     monkeypatch.undo()
-    assert rt.memory.rebuild_from(rt.log) == 1
+    assert rt.memory.rebuild_from(rt.log) == 3  # the exchange, the request, one passage
 
 
 @pytest.mark.parametrize("budget", [16, 40])
@@ -81,3 +82,30 @@ def test_the_digest_stays_within_the_persona_token_budget(fake_setup, budget):
     last = run_episode(rt, "Watering tomatoes: how?")
     assert last.recollections
     assert rt.writer.backend.count_tokens(last.recalled) <= budget
+
+
+def test_the_recall_evaluation_scores_paraphrases_and_off_topic_queries(fake_setup, tmp_path):
+    rt, fake = fake_setup(reflection={"min_segment_tokens": 2}, memory={"recall": False})
+    rows = [
+        RecallRow(id="a", prompt="How often should I water my tomato plants?", query="tomato watering schedule"),
+        RecallRow(id="b", prompt="What is a tuple in Python?", query="python tuples explained"),
+        RecallRow(id="c", query="Who painted the Sistine Chapel ceiling?"),
+    ]
+    fake.enqueue("Water them deeply twice a week.", "A tuple is an immutable sequence.")
+    fake.enqueue_scores(*[CONT] * 8)
+    figures = evaluate_recall(rt, rows)
+    assert (figures.episodes, figures.paraphrases, figures.off_topic) == (2, 2, 1)
+    assert figures.recall_at_k == 1.0 and figures.unrelated_above_cut == 0
+    assert [r.recalled for r in figures.results][2] == []
+    assert figures.lowest_target_score >= rt.settings.memory.min_score
+
+    again = evaluate_recall(rt, rows)  # the episodes are reused, not answered again
+    assert rt.log.count() == 2 and again.recall_at_k == 1.0
+    assert [r.target for r in again.results] == [r.target for r in figures.results]
+
+
+def test_a_recall_row_without_a_query_is_one_error_naming_the_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"id": "a", "prompt": "p", "query": "q"}\n{"id": "b", "prompt": "p"}\n')
+    with pytest.raises(DefinitionError, match=r"rows.jsonl:2 is not a recall row"):
+        load_recall_rows(path)

@@ -157,7 +157,7 @@ def test_night_commentary_is_remembered_and_survives_a_rebuild(fake_setup):
     night.run(night.pending())
     stats = rt.memory.stats()
     assert stats["commentaries"] == 2
-    hits = rt.memory.search("what the council said at night about my friend cancelling", k=5)
+    hits = rt.memory.search("what the council said at night about my friend cancelling", k=5, kinds=("commentary",))
     night_hit = next(h for h in hits if h.kind == "commentary" and h.episode_id == revised.episode_id)
     assert "empathy: empathy on one: be kind." in night_hit.text
     ids = rt.memory.ids()
