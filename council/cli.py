@@ -691,6 +691,28 @@ def persona_rollback(
     out.print(f"persona {name} now runs {store.rollback(name)}")
 
 
+def _embedded(settings: Settings) -> bool:
+    """The default store: SQLite and an embedded Chroma, which one process on one machine owns."""
+    return settings.db_url.startswith("sqlite") and not settings.memory.url
+
+
+def _hold_home(settings: Settings) -> Any:  # noqa: ANN401 - an open file whose lock lasts as long as it does
+    """On the embedded store, the one lock that keeps a second worker off this home; returns the locked file."""
+    import fcntl
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    lock = (settings.home / "serve.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise CouncilError(
+            f"another `council serve` or `council worker` is running on {settings.home}",
+            "stop it, point COUNCIL_HOME elsewhere, or share a Postgres store (COUNCIL_DATABASE_URL) and a Chroma "
+            "server (memory.url) between workers",
+        ) from None
+    return lock
+
+
 @app.command()
 def serve(
     host: Annotated[
@@ -698,12 +720,15 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8765,
     pool: Annotated[str | None, typer.Option(help="Pool (council) to serve with.")] = None,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Run tasks here, or leave them to `council worker`s.")
+    ] = True,
 ) -> None:
     """Run the persona as a daemon with an OpenAI-compatible API; it also works through `council ask` prompts.
 
-    Set COUNCIL_API_KEY to require a bearer token. SIGTERM checkpoints the current episode and exits 0.
+    Set COUNCIL_API_KEY to require a bearer token. SIGTERM checkpoints the current episode and exits 0. On the
+    embedded store one daemon owns a home; on Postgres any number of `serve` and `worker` processes share it.
     """
-    import fcntl
     import signal
 
     import uvicorn
@@ -712,29 +737,55 @@ def serve(
     from council.server import create_app
 
     settings = _settings(pool=pool)
-    settings.home.mkdir(parents=True, exist_ok=True)
-    lock = (settings.home / "serve.lock").open("w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # one daemon per state directory: tasks have one owner
-    except BlockingIOError:
-        raise CouncilError(
-            f"another `council serve` is running on {settings.home}", "stop it, or point COUNCIL_HOME elsewhere"
-        ) from None
+    alone = _embedded(settings)
+    lock = _hold_home(settings) if alone and worker else None  # noqa: F841 - held until the process exits
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("COUNCIL_API_KEY"):
         err.print(f"warning: serving on {host} without COUNCIL_API_KEY: anyone who can reach it can use it")
     with err.status("Loading models…"):
         rt = build_runtime(settings)
-    server_app = create_app(rt)
+    server_app = create_app(rt, run_tasks=worker, alone=alone)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:  # noqa: ANN401 - signal frame
             server_app.state.worker.stop()  # waiting clients hear at once; the episode stays checkpointed
             super().handle_exit(sig, frame)
 
-    err.print(f"serving {rt.persona.name} with the {rt.pool.name} council on http://{host}:{port}/v1")
+    tasks = "" if worker else " (tasks run by `council worker`s)"
+    err.print(f"serving {rt.persona.name} with the {rt.pool.name} council on http://{host}:{port}/v1{tasks}")
     # uvicorn re-raises the signal it caught once it has shut down; a no-op handler here makes SIGTERM exit 0.
     signal.signal(signal.SIGTERM, lambda *_: None)
     Server(uvicorn.Config(server_app, host=host, port=port, log_level="warning")).run()
+
+
+@app.command("worker")
+def worker_command(
+    pool: Annotated[str | None, typer.Option(help="Pool (council) to run tasks with.")] = None,
+) -> None:
+    """Run queued tasks (API requests and `council ask` prompts) with no HTTP, until SIGTERM or Ctrl-C.
+
+    Each claim holds a lease the worker renews; a task whose worker died is taken over when its lease runs out.
+    SIGTERM checkpoints the current episode and exits 0.
+    """
+    import signal
+
+    from council.runner import build_runtime
+    from council.tasks import TaskQueue
+    from council.worker import Worker
+
+    settings = _settings(pool=pool)
+    alone = _embedded(settings)
+    lock = _hold_home(settings) if alone else None  # noqa: F841 - held until the process exits
+    with err.status("Loading models…"):
+        rt = build_runtime(settings)
+    runner = Worker(rt, TaskQueue(rt.log), settings.home / "checkpoints.db", take_over=alone)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: runner.stop())
+    err.print(f"worker {runner.worker_id} runs tasks for {rt.persona.name} with the {rt.pool.name} council")
+    runner.start()
+    while runner.is_alive():
+        runner.join(timeout=0.5)
+    if runner.failure:
+        raise CouncilError(f"the worker stopped: {runner.failure}", "fix the store and start it again")
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """`council serve`: the persona, its council and its memory behind an OpenAI-compatible HTTP API.
 
-Every request becomes a durable task; one worker thread runs tasks in order (see ``council.worker``).
+Every request becomes a durable task; the app's worker thread runs tasks in order, or, with no worker of its own,
+workers in other processes do and a watcher reports how each ended (see ``council.worker``).
 Errors use OpenAI's JSON shape, so existing clients report them as they would any API error.
 """
 
@@ -26,7 +27,7 @@ from council.episode import Episode
 from council.errors import ContextOverflowError, CouncilError, NotFoundError, StorageError
 from council.graph import CouncilRuntime
 from council.tasks import TaskParams, TaskQueue, new_task_id
-from council.worker import Worker
+from council.worker import TaskThread, Watcher, Worker
 
 MAX_BODY_BYTES = 1 << 20
 MAX_MESSAGES = 256
@@ -138,10 +139,17 @@ class Guard:
         return ApiError(413, f"request body over {self.limit} bytes", "request_too_large")
 
 
-def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
-    """The HTTP app around ``rt``; its worker starts and stops with the app."""
+def create_app(rt: CouncilRuntime, poll_s: float = 1.0, run_tasks: bool = True, alone: bool = True) -> FastAPI:
+    """The HTTP app around ``rt``; its worker (or, with ``run_tasks`` off, its watcher) starts and stops with it.
+
+    ``alone``: no other worker shares the queue (see ``Worker``).
+    """
     queue = TaskQueue(rt.log)
-    worker = Worker(rt, queue, rt.settings.home / "checkpoints.db", poll_s=poll_s)
+    worker: TaskThread = (
+        Worker(rt, queue, rt.settings.home / "checkpoints.db", poll_s=poll_s, take_over=alone)
+        if run_tasks
+        else Watcher(rt, queue, poll_s=min(poll_s, 0.5))
+    )
     model_ids = [f"council-{rt.pool.name}", "council"]
 
     @asynccontextmanager
@@ -178,7 +186,7 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
-        """200 only while the worker runs and the episode log is the file it opened, and writable."""
+        """200 only while the worker (or watcher) runs and the episode log is the store it opened, and writable."""
         try:
             rt.log.check()
             store = "ok"
@@ -273,7 +281,7 @@ def _usage(rt: CouncilRuntime, prompt_tokens: int, episode: Episode) -> dict[str
 
 
 async def _stream(
-    events: asyncio.Queue[tuple[str, Any]], base: dict[str, Any], worker: Worker, task_id: str
+    events: asyncio.Queue[tuple[str, Any]], base: dict[str, Any], worker: TaskThread, task_id: str
 ) -> AsyncIterator[str]:
     """SSE chunks in OpenAI's shape: accepted text as it is decided, then a final chunk with the council field."""
 

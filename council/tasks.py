@@ -1,18 +1,22 @@
 """The daemon's durable task queue, kept in the episode log's database.
 
-API requests and `council ask` prompts are tasks. A task is claimed by the one worker that owns the models,
-runs as one episode (whose id is fixed when the task is queued, so a resumed task never makes a second
-episode), and ends ``done`` or ``failed``. A task still ``running`` at start-up was interrupted: it resumes.
+API requests and `council ask` prompts are tasks. A worker claims a task with a lease that it renews while it
+works; the task runs as one episode (whose id is fixed when the task is queued, so a task taken over never
+makes a second episode) and ends ``done`` or ``failed``. A task whose lease ran out was interrupted: any worker
+may take it over. The one worker of the embedded default (SQLite and an embedded Chroma, kept alone by a lock)
+takes over every ``running`` task at start-up, since nobody else can be running it.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, true, update
 
 from council.errors import NotFoundError
 from memory.log import EpisodeLog
@@ -22,11 +26,17 @@ TaskStatus = Literal["queued", "running", "done", "failed"]
 TaskSource = Literal["api", "inbox"]
 PRIORITY = {"api": 0, "inbox": 10}
 MAX_ATTEMPTS = 3
+LEASE_S = 30.0  # a worker renews its lease every third of this; a task whose lease ran out can be taken over
 
 
 def new_task_id() -> str:
     """A fresh random task id."""
     return uuid.uuid4().hex[:16]
+
+
+def new_worker_id() -> str:
+    """Host, process and a random suffix: unique among the workers sharing a queue."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class TaskParams(BaseModel):
@@ -78,46 +88,69 @@ class TaskQueue:
             session.add(row)
         return _task(row)
 
-    def claim(self) -> Task | None:
-        """Take the next task: an interrupted one first, then by priority and age.
+    def claim(self, worker: str, lease_s: float = LEASE_S, take_over: bool = False) -> Task | None:
+        """Take the next task for ``worker``: an interrupted one first, then by priority and age.
 
-        Each claim counts an attempt; an interrupted task already tried ``MAX_ATTEMPTS`` times is marked failed
-        instead, so a prompt that keeps killing the daemon cannot crash-loop it.
+        Interrupted means running under a lease that ran out, or, with ``take_over``, any running task (for a
+        worker that a lock keeps alone). The claim records ``worker`` and a lease of ``lease_s`` seconds. Each
+        claim counts an attempt; an interrupted task already tried ``MAX_ATTEMPTS`` times is marked failed
+        instead, so a prompt that keeps killing its worker cannot crash-loop it. On Postgres, rows another
+        worker is claiming are skipped (``FOR UPDATE SKIP LOCKED``); on SQLite the one writer at a time and the
+        conditional update below make the claim just as exclusive.
         """
         while True:
             with self.log.sessions.begin() as session:
+                now = datetime.now(timezone.utc)
+                expired = true() if take_over else or_(TaskRow.lease_until.is_(None), TaskRow.lease_until < now)
                 query = (
                     select(TaskRow)
-                    .where(TaskRow.status.in_(("running", "queued")))
+                    .where(or_(TaskRow.status == "queued", and_(TaskRow.status == "running", expired)))
                     .order_by((TaskRow.status == "running").desc(), TaskRow.priority, TaskRow.created_at)
                     .limit(1)
                 )
+                if self.log.engine.dialect.name == "postgresql":
+                    query = query.with_for_update(skip_locked=True)
                 row = session.scalars(query).first()
                 if row is None:
                     return None
-                now = datetime.now(timezone.utc)
                 if row.status == "running" and row.attempts >= MAX_ATTEMPTS:
                     row.status, row.finished_at = "failed", now
-                    row.error = f"gave up after {row.attempts} attempts: the daemon stopped during this task each time"
+                    row.error = f"gave up after {row.attempts} attempts: its worker stopped during this task each time"
                     continue
                 claimed = session.execute(
                     update(TaskRow)
                     .where(TaskRow.id == row.id, TaskRow.status == row.status, TaskRow.attempts == row.attempts)
-                    .values(status="running", started_at=row.started_at or now, attempts=row.attempts + 1)
+                    .values(
+                        status="running",
+                        started_at=row.started_at or now,
+                        attempts=row.attempts + 1,
+                        worker=worker,
+                        lease_until=now + timedelta(seconds=lease_s),
+                    )
                 )
                 if claimed.rowcount != 1:
                     continue
                 session.refresh(row)
                 return _task(row)
 
-    def finish(self, task_id: str, status: TaskStatus, error: str | None = None) -> None:
-        """Record how a task ended."""
+    def renew(self, task_id: str, worker: str, lease_s: float = LEASE_S) -> bool:
+        """Extend ``worker``'s lease on a running task; False if the task is no longer its own."""
         with self.log.sessions.begin() as session:
-            session.execute(
+            renewed = session.execute(
                 update(TaskRow)
-                .where(TaskRow.id == task_id)
-                .values(status=status, error=error, finished_at=datetime.now(timezone.utc))
+                .where(TaskRow.id == task_id, TaskRow.worker == worker, TaskRow.status == "running")
+                .values(lease_until=datetime.now(timezone.utc) + timedelta(seconds=lease_s))
             )
+        return renewed.rowcount == 1
+
+    def finish(self, task_id: str, status: TaskStatus, error: str | None = None, worker: str | None = None) -> bool:
+        """Record how a task ended; with ``worker``, only while the task is still that worker's. True if recorded."""
+        with self.log.sessions.begin() as session:
+            query = update(TaskRow).where(TaskRow.id == task_id)
+            if worker is not None:
+                query = query.where(TaskRow.worker == worker, TaskRow.status == "running")
+            done = session.execute(query.values(status=status, error=error, finished_at=datetime.now(timezone.utc)))
+        return done.rowcount == 1
 
     def get(self, task_id: str) -> Task:
         """One task by id."""

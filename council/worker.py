@@ -1,8 +1,10 @@
-"""The daemon's one worker: it owns the models and runs queued tasks one at a time, checkpointing every step.
+"""Workers run queued tasks one at a time, checkpointing every step; watchers follow tasks other processes run.
 
-llama.cpp contexts are not thread-safe, so every request and inbox prompt goes through this thread.
-Listeners (the HTTP handlers waiting on a task) are called from this thread with each graph update, then
-with ``("done", episode)``, ``("error", exc)`` or ``("interrupted", None)``.
+A ``Worker`` owns the models: llama.cpp contexts are not thread-safe, so every task a process runs goes through
+its one worker thread. It holds a lease on its task and renews it while it works. Listeners (the HTTP handlers
+waiting on a task) are called with each graph update, then with ``("done", episode)``, ``("error", exc)`` or
+``("interrupted", None)``. An API with no worker of its own (`council serve --no-worker`) uses a ``Watcher``,
+which tells its listeners how a task ended when some worker, anywhere, has finished it.
 """
 
 from __future__ import annotations
@@ -17,35 +19,30 @@ from typing import Any
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from council.errors import StorageError
+from council.errors import CouncilError, StorageError
 from council.graph import CouncilRuntime
 from council.runner import run_episode
-from council.tasks import Task, TaskQueue
+from council.tasks import LEASE_S, Task, TaskQueue, new_worker_id
 
 logger = logging.getLogger(__name__)
 Listener = Callable[[str, Any], None]
 
 
-class Worker(threading.Thread):
-    """Claims tasks from the queue and runs each as one checkpointed episode."""
+class TaskThread(threading.Thread):
+    """A thread that tells listeners about tasks; ``listen`` answers ``interrupted`` at once once it is gone."""
 
-    def __init__(self, rt: CouncilRuntime, queue: TaskQueue, checkpoints: Path, poll_s: float = 1.0):
-        super().__init__(name="council-worker", daemon=True)
-        self.rt = rt
-        self.queue = queue
-        self.poll_s = poll_s
-        checkpoints.parent.mkdir(parents=True, exist_ok=True)
-        self._saver = SqliteSaver(sqlite3.connect(str(checkpoints), check_same_thread=False))
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name, daemon=True)
         self._listeners: dict[str, Listener] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self.failure = ""  # why the worker stopped by itself
+        self.failure = ""  # why the thread stopped by itself
 
     def listen(self, task_id: str, listener: Listener) -> None:
-        """Call ``listener`` with the updates of task ``task_id`` (register before queueing it), and wake the worker.
+        """Call ``listener`` with the updates of task ``task_id`` (register before queueing it), and wake the thread.
 
-        A worker that is stopping or has died answers at once with ``interrupted``.
+        A thread that is stopping or has died answers at once with ``interrupted``.
         """
         if self._stopping.is_set() or (self.ident is not None and not self.is_alive()):
             listener("interrupted", None)
@@ -66,9 +63,46 @@ class Worker(threading.Thread):
             listener(kind, payload)
 
     def stop(self) -> None:
-        """Finish the current step, leave the episode checkpointed, and tell every waiting client."""
+        """Finish the current step and tell every waiting client."""
         self._stopping.set()
         self._wake.set()
+
+    def _interrupt_all(self) -> None:
+        with self._lock:
+            waiting = list(self._listeners.values())
+        for listener in waiting:
+            listener("interrupted", None)
+
+
+class Worker(TaskThread):
+    """Claims tasks from the queue and runs each as one checkpointed episode, renewing its lease meanwhile.
+
+    ``take_over``: the worker is alone on its queue (the embedded default, kept so by a lock), so every task
+    left running was interrupted and is resumed at once instead of when its lease runs out.
+    """
+
+    def __init__(
+        self,
+        rt: CouncilRuntime,
+        queue: TaskQueue,
+        checkpoints: Path,
+        poll_s: float = 1.0,
+        take_over: bool = True,
+        lease_s: float = LEASE_S,
+    ):
+        super().__init__("council-worker")
+        self.rt = rt
+        self.queue = queue
+        self.poll_s = poll_s
+        self.take_over = take_over
+        self.lease_s = lease_s
+        self.worker_id = new_worker_id()
+        checkpoints.parent.mkdir(parents=True, exist_ok=True)
+        self._saver = SqliteSaver(sqlite3.connect(str(checkpoints), check_same_thread=False))
+
+    def stop(self) -> None:
+        """Finish the current step, leave the episode checkpointed, and tell every waiting client."""
+        super().stop()
 
     def run(self) -> None:
         """Work until stopped; idle time waits for a new task or polls for inbox prompts from other processes."""
@@ -80,7 +114,7 @@ class Worker(threading.Thread):
                 self.failure = str(exc)
                 break
             try:
-                task = self.queue.claim()
+                task = self.queue.claim(self.worker_id, self.lease_s, self.take_over)
                 if task is None:
                     self._wake.wait(self.poll_s)
                     self._wake.clear()
@@ -89,10 +123,7 @@ class Worker(threading.Thread):
             except Exception as exc:  # noqa: BLE001 - a busy or full database must not kill the daemon
                 logger.warning("worker step failed, retrying: %s", exc)
                 self._wake.wait(min(5.0, 10 * self.poll_s))
-        with self._lock:
-            waiting = list(self._listeners.values())
-        for listener in waiting:
-            listener("interrupted", None)
+        self._interrupt_all()
 
     def execute(self, task: Task) -> None:
         """Run (or resume) ``task`` as one episode and record how it ended."""
@@ -100,6 +131,9 @@ class Worker(threading.Thread):
         generation = self.rt.settings.generation.model_copy(update=updates)
         settings = self.rt.settings.model_copy(update={"generation": generation})
         rt = replace(self.rt, settings=settings)
+        done = threading.Event()
+        lease = threading.Thread(target=self._renew, args=(task.id, done), name="council-lease", daemon=True)
+        lease.start()
         try:
             episode = run_episode(
                 rt,
@@ -111,11 +145,57 @@ class Worker(threading.Thread):
             )
         except Exception as exc:  # noqa: BLE001 - one failed task must not stop the daemon
             logger.warning("task %s failed: %s", task.id, exc)
-            self.queue.finish(task.id, "failed", f"{type(exc).__name__}: {exc}")
+            self.queue.finish(task.id, "failed", f"{type(exc).__name__}: {exc}", self.worker_id)
             self._emit(task.id, "error", exc)
             return
+        finally:
+            done.set()
+            lease.join()
         if episode is None:
             return  # stopping: the episode is checkpointed and the task stays running, to resume at start-up
-        self.queue.finish(task.id, "done")
+        self.queue.finish(task.id, "done", worker=self.worker_id)
         self._saver.delete_thread(task.episode_id)  # the log has the episode; its steps are no longer needed
         self._emit(task.id, "done", episode)
+
+    def _renew(self, task_id: str, done: threading.Event) -> None:
+        """Renew the lease on ``task_id`` every third of its length until ``done``."""
+        while not done.wait(self.lease_s / 3):
+            try:
+                if not self.queue.renew(task_id, self.worker_id, self.lease_s):
+                    logger.warning("task %s is no longer this worker's: its lease ran out", task_id)
+            except Exception as exc:  # noqa: BLE001 - a busy database: the next renewal may succeed
+                logger.warning("lease renewal of task %s failed: %s", task_id, exc)
+
+
+class Watcher(TaskThread):
+    """For an API without a worker: tells each listener how its task ended, whichever worker ran it."""
+
+    def __init__(self, rt: CouncilRuntime, queue: TaskQueue, poll_s: float = 0.5):
+        super().__init__("council-watcher")
+        self.rt = rt
+        self.queue = queue
+        self.poll_s = poll_s
+
+    def run(self) -> None:
+        """Poll the tasks someone waits on until stopped."""
+        while not self._stopping.is_set():
+            self._wake.wait(self.poll_s)
+            self._wake.clear()
+            with self._lock:
+                waiting = list(self._listeners)
+            for task_id in waiting:
+                try:
+                    self._check(task_id)
+                except Exception as exc:  # noqa: BLE001 - a busy database: look again next time
+                    logger.warning("cannot read task %s: %s", task_id, exc)
+        self._interrupt_all()
+
+    def _check(self, task_id: str) -> None:
+        task = self.queue.get(task_id)
+        if task.status == "done":
+            self._emit(task_id, "done", self.rt.log.get(task.episode_id))
+        elif task.status == "failed":
+            self._emit(task_id, "error", CouncilError(task.error or "the task failed", "see the worker's log"))
+        else:
+            return
+        self.forget(task_id)

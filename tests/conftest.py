@@ -1,5 +1,7 @@
-"""Shared fixtures: every test gets its own COUNCIL_HOME."""
+"""Shared fixtures: every test gets its own COUNCIL_HOME; store tests run on SQLite and on Postgres."""
 
+import os
+import uuid
 from pathlib import Path
 
 import pytest
@@ -16,9 +18,44 @@ from council.runner import build_runtime
 def council_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
     monkeypatch.setenv("COUNCIL_HOME", str(home))
-    for var in ("COUNCIL_DEBUG", "COUNCIL_POOL", "COUNCIL_PERSONA"):
+    for var in ("COUNCIL_DEBUG", "COUNCIL_POOL", "COUNCIL_PERSONA", "COUNCIL_DATABASE_URL"):
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The URL of the Postgres server bin/test started; skipped without one, unless CI requires it."""
+    url = os.environ.get("COUNCIL_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("COUNCIL_REQUIRE_POSTGRES"):
+            pytest.fail("COUNCIL_TEST_POSTGRES_URL is not set: run the tests with bin/test")
+        pytest.skip("no Postgres server: bin/test starts one when Debian's postgresql package is installed")
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """A fresh, empty database on the test server, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"council_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path, monkeypatch) -> str:
+    """A fresh store of each kind the log runs on, also named by COUNCIL_DATABASE_URL for code that reads settings."""
+    url = f"sqlite:///{tmp_path}/log.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    monkeypatch.setenv("COUNCIL_DATABASE_URL", url)
+    return url
 
 
 def write_yaml(home: Path, kind: str, name: str, text: str) -> Path:

@@ -23,15 +23,15 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, home, **env):
-        self.home, self.port = home, free_port()
+    def __init__(self, home, *args, **env):
+        self.home, self.port, self.args = home, free_port(), args
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = os.environ | {"COUNCIL_HOME": str(home), "COUNCIL_GENERATION__MAX_TOKENS": "40"} | env
         self.proc = None
 
     def start(self):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "council.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "council.cli", "serve", "--port", str(self.port), *self.args],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -250,4 +250,33 @@ def test_a_second_daemon_on_the_same_home_refuses_in_one_line(daemon, council_ho
         timeout=120,
     )
     assert result.returncode == 1
-    assert "another `council serve` is running" in result.stderr and "Traceback" not in result.stderr
+    assert "another `council serve` or `council worker` is running" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_api_without_a_worker_is_answered_by_a_council_worker_process(council_home):
+    api = Daemon(council_home, "--no-worker").start()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "council.cli", "worker"], env=api.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        done = api.client().chat.completions.create(
+            model="council", messages=[{"role": "user", "content": "Name one fruit."}]
+        )
+        council = done.model_extra["council"]
+        assert done.choices[0].message.content and council["status"] in ("finished", "let_go", "budget")
+        task = httpx.get(api.url + "/healthz").json()["tasks"]
+        assert task["done"] == 1 and task["running"] == 0
+        with sqlite3.connect(council_home / "council.db") as db:
+            (owner,) = db.execute("select worker from tasks").fetchone()
+        assert owner and owner.split(":")[1] == str(worker.pid)  # the worker process ran it, not the API
+        second = subprocess.run(
+            [sys.executable, "-m", "council.cli", "worker"], env=api.env, capture_output=True, text=True, timeout=120
+        )
+        assert second.returncode == 1 and "another `council serve` or `council worker`" in second.stderr
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=120) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        assert api.stop() == 0

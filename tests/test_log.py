@@ -54,8 +54,8 @@ def episode(eid="abc123", pool="default"):
     )
 
 
-def test_round_trip_keeps_every_vote_and_revision(tmp_path):
-    log = EpisodeLog(f"sqlite:///{tmp_path}/log.db")
+def test_round_trip_keeps_every_vote_and_revision(db_url):
+    log = EpisodeLog(db_url)
     log.save(episode())
     back = log.get("abc")
     assert back.model_dump(exclude={"created_at", "finished_at"}) == episode().model_dump(
@@ -66,8 +66,8 @@ def test_round_trip_keeps_every_vote_and_revision(tmp_path):
     assert [tuple(r) for r in rows] == [(0, False), (1, True)]
 
 
-def test_saving_again_replaces_not_duplicates(tmp_path):
-    log = EpisodeLog(f"sqlite:///{tmp_path}/log.db")
+def test_saving_again_replaces_not_duplicates(db_url):
+    log = EpisodeLog(db_url)
     log.save(episode())
     log.save(episode().model_copy(update={"status": "let_go"}))
     assert [e.status for e in log.list()] == ["let_go"]
@@ -75,8 +75,8 @@ def test_saving_again_replaces_not_duplicates(tmp_path):
         assert c.execute(text("select count(*) from votes")).scalar() == 3
 
 
-def test_list_filters_by_pool_and_get_needs_a_unique_prefix(tmp_path):
-    log = EpisodeLog(f"sqlite:///{tmp_path}/log.db")
+def test_list_filters_by_pool_and_get_needs_a_unique_prefix(db_url):
+    log = EpisodeLog(db_url)
     log.save(episode("aa1"))
     log.save(episode("aa2", pool="soldier"))
     assert [e.episode_id for e in log.list(pool="soldier")] == ["aa2"]
@@ -86,14 +86,14 @@ def test_list_filters_by_pool_and_get_needs_a_unique_prefix(tmp_path):
         log.get("zz")
 
 
-def test_migrations_build_the_schema_from_a_blank_database(tmp_path):
-    engine = create_engine(f"sqlite:///{tmp_path}/blank.db")
+def test_migrations_build_the_schema_from_a_blank_database(db_url):
+    engine = create_engine(db_url)
     migrate(engine)
     inspector = inspect(engine)
     tables = {"episodes", "segments", "reflection_points", "votes", "recollections", "commentaries", "slept", "tasks"}
     assert tables | {"persona_versions", "persona_selections"} <= set(inspector.get_table_names())
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0007_budget_status"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0008_task_leases"
     migrate(engine)  # idempotent: a second upgrade is a no-op
     with engine.connect() as c:
         assert c.execute(text("select count(*) from alembic_version")).scalar() == 1
@@ -101,10 +101,18 @@ def test_migrations_build_the_schema_from_a_blank_database(tmp_path):
 
 @pytest.mark.parametrize(
     "previous",
-    ["0001_episode_log", "0002_recall", "0003_sleep", "0004_tasks", "0005_task_attempts", "0006_persona_versions"],
+    [
+        "0001_episode_log",
+        "0002_recall",
+        "0003_sleep",
+        "0004_tasks",
+        "0005_task_attempts",
+        "0006_persona_versions",
+        "0007_budget_status",
+    ],
 )
-def test_upgrading_keeps_episodes_written_under_the_previous_schema(tmp_path, previous):
-    url = f"sqlite:///{tmp_path}/old.db"
+def test_upgrading_keeps_episodes_written_under_the_previous_schema(db_url, previous):
+    url = db_url
     engine = create_engine(url)
     migrate(engine, previous)
     with engine.begin() as c:
@@ -121,8 +129,8 @@ def test_upgrading_keeps_episodes_written_under_the_previous_schema(tmp_path, pr
     assert old.persona_version == "base"
 
 
-def test_upgrading_tells_a_budget_stop_from_the_council_letting_go(tmp_path):
-    url = f"sqlite:///{tmp_path}/old.db"
+def test_upgrading_tells_a_budget_stop_from_the_council_letting_go(db_url):
+    url = db_url
     engine = create_engine(url)
     migrate(engine, "0006_persona_versions")
     with engine.begin() as c:
@@ -140,7 +148,7 @@ def test_upgrading_tells_a_budget_stop_from_the_council_letting_go(tmp_path):
     assert (log.get("b1").status, log.get("l1").status) == ("budget", "let_go")
 
 
-def test_recollections_round_trip_in_rank_order():
+def test_recollections_round_trip_in_rank_order(db_url):
     log = EpisodeLog(load_settings().db_url)
     ep = episode("rc1")
     ep.recalled = "- [2026-11-25, episode] Asked: tomatoes"

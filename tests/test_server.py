@@ -174,7 +174,7 @@ def test_a_stopped_worker_leaves_the_episode_checkpointed_and_the_next_one_resum
     assert rt.log.get(task.episode_id).status == "running" and "interrupted" in seen
 
     second = Worker(rt, queue, council_home / "checkpoints.db", poll_s=0.01)
-    second.execute(queue.claim())
+    second.execute(queue.claim(second.worker_id, take_over=True))
     episode = rt.log.get(task.episode_id)
     assert episode.status == "finished" and episode.final_text == "Tell them it hurts. Then listen. Then hug."
     assert [p.segment.strip() for p in episode.reflection_points] == [
@@ -194,17 +194,6 @@ def test_a_stopping_worker_answers_new_listeners_at_once(fake_setup, council_hom
     heard = []
     worker.listen("t1", lambda kind, data: heard.append(kind))
     assert heard == ["interrupted"]
-
-
-def test_a_task_that_keeps_killing_the_daemon_is_given_up(fake_setup):
-    rt, _ = fake_setup()
-    queue = TaskQueue(rt.log)
-    task = queue.put("a prompt that crashes the model", "inbox")
-    for attempt in range(3):  # each claim is a daemon start that dies during the task
-        assert queue.claim().id == task.id
-    assert queue.claim() is None
-    given_up = queue.get(task.id)
-    assert given_up.status == "failed" and "gave up after 3 attempts" in given_up.error
 
 
 def test_a_deleted_episode_log_stops_the_daemon_instead_of_losing_episodes(served):

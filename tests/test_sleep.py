@@ -17,6 +17,9 @@ GO = {"continue": 0.1, "revise": 0.1, "let_go": 0.8}
 MARK = "<|reflect|>"
 
 
+pytestmark = pytest.mark.usefixtures("db_url")  # the night runs on SQLite and on Postgres
+
+
 def day(rt, fake):
     """One revised episode and one let-go episode."""
     fake.enqueue("Punch them. Then talk.", "Be more gentle.", "Kinder please.", "Tell them calmly.", " Then talk.")

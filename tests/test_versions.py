@@ -42,7 +42,7 @@ def version(
 
 
 @pytest.fixture
-def store() -> PersonaVersions:
+def store(db_url) -> PersonaVersions:
     settings = load_settings()
     return PersonaVersions(EpisodeLog(settings.db_url), settings.personas_dir)
 
