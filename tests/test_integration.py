@@ -190,7 +190,8 @@ def test_memory_recalls_a_related_episode_and_survives_a_rebuild_offline(council
     (guard / "sitecustomize.py").write_text(NO_NETWORK.format(log=str(attempts)))
 
     def offline(*args):
-        env = dict(os.environ, COUNCIL_HOME=str(council_home), PYTHONPATH=str(guard))
+        path = os.pathsep.join(filter(None, [str(guard), os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, COUNCIL_HOME=str(council_home), PYTHONPATH=path)
         result = subprocess.run(
             [sys.executable, "-m", "council.cli", *args], capture_output=True, text=True, env=env, timeout=300
         )
