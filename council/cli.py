@@ -561,6 +561,8 @@ def sleep(
         return _dump(data)
     new = ", ".join(f"{k} {v}" for k, v in summary.pairs.items())
     out.print(f"slept on {summary.episodes} episodes with the {summary.pool} council")
+    if summary.claimed_elsewhere:
+        out.print(f"left {summary.claimed_elsewhere} episodes to another night pass already sleeping on them")
     out.print(f"new pairs: {new} (ranking pairs dropped for a low margin: {summary.dropped_low_margin})")
     if summary.mean_margin is not None:
         out.print(f"mean margin: {summary.mean_margin}")

@@ -17,7 +17,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
+from sqlalchemy.engine import make_url
 
 from council.errors import CouncilError, StorageError
 from council.graph import CouncilRuntime
@@ -26,6 +28,35 @@ from council.tasks import LEASE_S, Task, TaskQueue, new_worker_id
 
 logger = logging.getLogger(__name__)
 Listener = Callable[[str, Any], None]
+
+
+_PG_SETUP_LOCK = 0x636B7074  # workers starting together create the checkpoint tables in turn
+
+
+def checkpointer(db_url: str, checkpoints: Path) -> BaseCheckpointSaver:
+    """Where a worker saves each step: the shared Postgres store, or else ``checkpoints``, a local SQLite file.
+
+    On Postgres any worker resumes an episode that another worker left, on whatever host.
+    """
+    url = make_url(db_url)
+    if url.get_backend_name() != "postgresql":
+        checkpoints.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteSaver(sqlite3.connect(str(checkpoints), check_same_thread=False))
+    import psycopg
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from psycopg.rows import dict_row
+
+    libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        conn = psycopg.Connection.connect(libpq, autocommit=True, prepare_threshold=0, row_factory=dict_row)
+        conn.execute("SELECT pg_advisory_lock(%s)", (_PG_SETUP_LOCK,))
+        saver = PostgresSaver(conn)
+        saver.setup()
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_PG_SETUP_LOCK,))
+    except psycopg.Error as exc:
+        where = url.render_as_string(hide_password=True)
+        raise StorageError(f"cannot keep checkpoints in {where} ({exc})", "check COUNCIL_DATABASE_URL") from exc
+    return saver
 
 
 class TaskThread(threading.Thread):
@@ -97,8 +128,7 @@ class Worker(TaskThread):
         self.take_over = take_over
         self.lease_s = lease_s
         self.worker_id = new_worker_id()
-        checkpoints.parent.mkdir(parents=True, exist_ok=True)
-        self._saver = SqliteSaver(sqlite3.connect(str(checkpoints), check_same_thread=False))
+        self._saver = checkpointer(rt.settings.db_url, checkpoints)
 
     def stop(self) -> None:
         """Finish the current step, leave the episode checkpointed, and tell every waiting client."""

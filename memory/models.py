@@ -151,6 +151,17 @@ class SleptRow(Base):
     slept_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
+class SleepClaimRow(Base):
+    """An episode a night pass is working on; deleted when its slept mark is written, or taken over when it expires."""
+
+    __tablename__ = "sleep_claims"
+
+    episode_id: Mapped[str] = mapped_column(ForeignKey("episodes.id", ondelete="CASCADE"), primary_key=True)
+    pool: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sleeper: Mapped[str] = mapped_column(String(64))
+    lease_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class TaskRow(Base):
     """One unit of the daemon's work: an API request or an inbox prompt, and what became of it."""
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from council import prompts
 from council.config import SleepSettings
@@ -22,6 +22,7 @@ from council.episode import Episode
 from council.errors import StorageError
 from council.graph import CouncilRuntime
 from council.persona import PersonaWriter
+from council.tasks import new_worker_id
 from memory.vector import commentary_doc
 from sleep.pairs import (
     PreferencePair,
@@ -45,6 +46,7 @@ class SleepSummary(BaseModel):
     episodes: int = 0
     pairs: dict[str, int] = {"revision": 0, "ranking": 0, "let_go": 0}
     dropped_low_margin: int = 0
+    claimed_elsewhere: int = Field(0, description="episodes another night pass was already sleeping on")
     mean_margin: float | None = None
     agreement: dict[str, float] = {}
 
@@ -64,6 +66,7 @@ class SleepPass:
         self.settings = settings
         self.marker = rt.settings.reflection.marker
         self.store = SleepStore(rt.log)
+        self.sleeper = new_worker_id()
         night = rt.settings.generation.model_copy(update={"temperature": settings.temperature})
         self.writer = PersonaWriter(rt.persona, rt.writer.backend, rt.writer.policy, night, rt.council.note)
 
@@ -75,6 +78,10 @@ class SleepPass:
         """Sleep on ``episode_ids`` in order; returns the summary."""
         summary, tally = SleepSummary(pool=self.rt.pool.name), _Tally()
         for episode_id in episode_ids:
+            if not self.store.claim(episode_id, self.rt.pool.name, self.sleeper):
+                summary.claimed_elsewhere += 1
+                progress(1)
+                continue
             pairs, dropped = self.sleep_on(episode_id, tally)
             summary.episodes += 1
             summary.dropped_low_margin += dropped

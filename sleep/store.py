@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from council.errors import StorageError
 from memory.log import EpisodeLog
-from memory.models import CommentaryRow, EpisodeRow, PreferencePairRow, SleptRow
+from memory.models import CommentaryRow, EpisodeRow, PreferencePairRow, SleepClaimRow, SleptRow
 from memory.vector import REMEMBERED
 from sleep.pairs import PreferencePair
+
+CLAIM_S = 900.0  # a sleeper that died frees its episode after this long
 
 
 class SleepStore:
@@ -34,6 +36,38 @@ class SleepStore:
             query = query.where(EpisodeRow.created_at >= since)
         with self.log.sessions() as session:
             return list(session.scalars(query))
+
+    def claim(self, episode_id: str, pool: str, sleeper: str, lease_s: float = CLAIM_S) -> bool:
+        """Take ``episode_id`` for ``sleeper``'s night: False if it was slept on or another sleeper's claim is live.
+
+        Two night passes on one store (two hosts, or two cron runs) thus never comment on the same episode; a claim
+        of a sleeper that died is taken over once it expires.
+        """
+        now = datetime.now(timezone.utc)
+        until = now + timedelta(seconds=lease_s)
+        try:
+            with self.log.sessions.begin() as session:
+                if session.get(SleptRow, (episode_id, pool)) is not None:
+                    return False
+                held = session.get(SleepClaimRow, (episode_id, pool))
+                if held is None:
+                    session.add(SleepClaimRow(episode_id=episode_id, pool=pool, sleeper=sleeper, lease_until=until))
+                    return True
+                if held.sleeper != sleeper and _aware(held.lease_until) > now:
+                    return False
+                taken = session.execute(
+                    update(SleepClaimRow)
+                    .where(
+                        SleepClaimRow.episode_id == episode_id,
+                        SleepClaimRow.pool == pool,
+                        SleepClaimRow.sleeper == held.sleeper,
+                        SleepClaimRow.lease_until == held.lease_until,
+                    )
+                    .values(sleeper=sleeper, lease_until=until)
+                )
+                return taken.rowcount == 1
+        except IntegrityError:  # another sleeper inserted its claim first
+            return False
 
     def commit(self, episode_id: str, pool: str, commentary: dict[str, str], pairs: list[PreferencePair]) -> None:
         """Write one episode's commentary, new pairs and slept mark in one transaction, retrying a locked database."""
@@ -64,6 +98,9 @@ class SleepStore:
                                 )
                             )
                     session.merge(SleptRow(episode_id=episode_id, pool=pool, pairs=len(pairs), slept_at=now))
+                    session.execute(
+                        delete(SleepClaimRow).where(SleepClaimRow.episode_id == episode_id, SleepClaimRow.pool == pool)
+                    )
                 return
             except OperationalError as exc:
                 if "locked" not in str(exc).lower() or attempt == self.retries - 1:
@@ -85,3 +122,8 @@ class SleepStore:
         )
         with self.log.sessions() as session:
             return [PreferencePair.model_validate(data) for data in session.scalars(query)]
+
+
+def _aware(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time stored here is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

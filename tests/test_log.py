@@ -91,9 +91,10 @@ def test_migrations_build_the_schema_from_a_blank_database(db_url):
     migrate(engine)
     inspector = inspect(engine)
     tables = {"episodes", "segments", "reflection_points", "votes", "recollections", "commentaries", "slept", "tasks"}
+    tables |= {"sleep_claims"}
     assert tables | {"persona_versions", "persona_selections"} <= set(inspector.get_table_names())
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0008_task_leases"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0009_sleep_claims"
     migrate(engine)  # idempotent: a second upgrade is a no-op
     with engine.connect() as c:
         assert c.execute(text("select count(*) from alembic_version")).scalar() == 1
@@ -109,6 +110,7 @@ def test_migrations_build_the_schema_from_a_blank_database(db_url):
         "0005_task_attempts",
         "0006_persona_versions",
         "0007_budget_status",
+        "0008_task_leases",
     ],
 )
 def test_upgrading_keeps_episodes_written_under_the_previous_schema(db_url, previous):

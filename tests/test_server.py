@@ -154,7 +154,9 @@ def test_inbox_prompts_are_answered_while_idle(served):
     assert rt.log.get(task.episode_id).final_text == "Water them twice a week."
 
 
-def test_a_stopped_worker_leaves_the_episode_checkpointed_and_the_next_one_resumes_it(fake_setup, council_home):
+def test_a_stopped_worker_leaves_the_episode_checkpointed_and_the_next_one_resumes_it(
+    fake_setup, council_home, db_url, tmp_path
+):
     rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
     fake.enqueue("Tell them it hurts. Then listen. Then hug.")
     fake.enqueue_scores(*[CONT] * 12)
@@ -173,7 +175,9 @@ def test_a_stopped_worker_leaves_the_episode_checkpointed_and_the_next_one_resum
     assert queue.get(task.id).status == "running"
     assert rt.log.get(task.episode_id).status == "running" and "interrupted" in seen
 
-    second = Worker(rt, queue, council_home / "checkpoints.db", poll_s=0.01)
+    # On Postgres the steps are in the shared store, so a worker on another host (another home) resumes them.
+    elsewhere = council_home if db_url.startswith("sqlite") else tmp_path / "another-host"
+    second = Worker(rt, queue, elsewhere / "checkpoints.db", poll_s=0.01)
     second.execute(queue.claim(second.worker_id, take_over=True))
     episode = rt.log.get(task.episode_id)
     assert episode.status == "finished" and episode.final_text == "Tell them it hurts. Then listen. Then hug."

@@ -1,6 +1,7 @@
 """The night pass on the scripted fake persona: pairs of every source, idempotence, resume after a crash."""
 
 import json
+import time
 
 import pytest
 from sqlalchemy import delete
@@ -9,6 +10,7 @@ from council.runner import run_episode
 from memory.models import CommentaryRow, PreferencePairRow, SleptRow
 from sleep.export import write_dataset
 from sleep.night import SleepPass
+from sleep.store import SleepStore
 
 CONT = {"continue": 0.8, "revise": 0.1, "let_go": 0.1}
 MEH = {"continue": 0.3, "revise": 0.6, "let_go": 0.1}
@@ -185,3 +187,27 @@ def test_two_pools_sleeping_on_the_same_day_keep_their_own_pairs(fake_setup):
     assert {p.pool for p in mother_pairs} == {"mother"} and not {p.id for p in default_pairs} & {
         p.id for p in mother_pairs
     }
+
+
+def test_a_sleeper_claims_each_episode_and_a_second_sleeper_leaves_it_alone(fake_setup):
+    rt, fake, revised, let_go = sleep_setup(fake_setup)
+    store = SleepStore(rt.log)
+    assert store.claim(revised.episode_id, "default", "other-host") and not store.claim(
+        revised.episode_id, "default", "another-host"
+    )
+    night = SleepPass(rt, rt.settings.sleep)
+    night_script(fake, "two", push_on=True)  # only the let-go episode is left to this pass
+    summary = night.run(night.pending())
+    assert (summary.episodes, summary.claimed_elsewhere) == (1, 1)
+    assert night.pending() == [revised.episode_id]  # still the other sleeper's to finish
+    assert {p.episode_id for p in store.pairs("default")} == {let_go.episode_id}
+    assert not store.claim(let_go.episode_id, "default", "other-host")  # slept on: nobody claims it again
+
+
+def test_a_claim_whose_sleeper_died_is_taken_over_when_it_expires(fake_setup):
+    rt, fake, revised, _ = sleep_setup(fake_setup)
+    store = SleepStore(rt.log)
+    assert store.claim(revised.episode_id, "default", "dead-host", lease_s=0.05)
+    time.sleep(0.2)
+    assert store.claim(revised.episode_id, "default", "alive-host")
+    assert not store.claim(revised.episode_id, "default", "dead-host")
