@@ -1,1 +1,1 @@
-"""The episode log (SQL, the source of truth) and, later, vector memory and recall."""
+"""Memory: the episode log (the source of truth), the task queue and versions beside it, and vector memory."""

@@ -4,7 +4,7 @@ Sequence 0 of the KV cache always holds ``self._tokens``. Every call finds the l
 with what is cached and evaluates only the rest, so a council vote right after the persona's segment costs
 only the vote's own tokens. Branches (one per archetype) are forked from sequence 0 into sequences 1..K,
 evaluated in one batched decode, read with ``llama_get_logits_ith`` (``Llama.scores`` stays zero without
-``logits_all``, see DESIGN.md) and dropped again.
+``logits_all``: every confidence would read zero) and dropped again.
 """
 
 from __future__ import annotations
