@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import tempfile
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -698,21 +699,18 @@ def _embedded(settings: Settings) -> bool:
     return settings.db_url.startswith("sqlite") and not settings.memory.url
 
 
-def _hold_home(settings: Settings) -> Any:  # noqa: ANN401 - an open file whose lock lasts as long as it does
-    """On the embedded store, the one lock that keeps a second worker off this home; returns the locked file."""
-    import fcntl
+def _owning_home(settings: Settings, alone: bool) -> AbstractContextManager[None]:
+    """On the embedded store, the lock that keeps a second worker off this home; elsewhere nothing."""
+    from council.locks import exclusive
 
-    settings.home.mkdir(parents=True, exist_ok=True)
-    lock = (settings.home / "serve.lock").open("w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise CouncilError(
-            f"another `council serve` or `council worker` is running on {settings.home}",
-            "stop it, point COUNCIL_HOME elsewhere, or share a Postgres store (COUNCIL_DATABASE_URL) and a Chroma "
-            "server (memory.url) between workers",
-        ) from None
-    return lock
+    if not alone:
+        return nullcontext()
+    return exclusive(
+        settings.home / "serve.lock",
+        "another `council serve` or `council worker`",
+        "stop it, point COUNCIL_HOME elsewhere, or share a Postgres store (COUNCIL_DATABASE_URL) and a Chroma "
+        "server (memory.url) between workers",
+    )
 
 
 @app.command()
@@ -731,6 +729,14 @@ def serve(
     Set COUNCIL_API_KEY to require a bearer token. SIGTERM checkpoints the current episode and exits 0. On the
     embedded store one daemon owns a home; on Postgres any number of `serve` and `worker` processes share it.
     """
+    settings = _settings(pool=pool)
+    alone = _embedded(settings)
+    with _owning_home(settings, alone and worker):
+        _serve(settings, host, port, worker, alone)
+
+
+def _serve(settings: Settings, host: str, port: int, worker: bool, alone: bool) -> None:
+    """Load the models and serve until SIGTERM or Ctrl-C."""
     import signal
 
     import uvicorn
@@ -738,9 +744,6 @@ def serve(
     from council.runner import build_runtime
     from council.server import create_app
 
-    settings = _settings(pool=pool)
-    alone = _embedded(settings)
-    lock = _hold_home(settings) if alone and worker else None  # noqa: F841 - held until the process exits
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("COUNCIL_API_KEY"):
         err.print(f"warning: serving on {host} without COUNCIL_API_KEY: anyone who can reach it can use it")
     with err.status("Loading models…"):
@@ -776,16 +779,16 @@ def worker_command(
 
     settings = _settings(pool=pool)
     alone = _embedded(settings)
-    lock = _hold_home(settings) if alone else None  # noqa: F841 - held until the process exits
-    with err.status("Loading models…"):
-        rt = build_runtime(settings)
-    runner = Worker(rt, TaskQueue(rt.log), settings.home / "checkpoints.db", take_over=alone)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: runner.stop())
-    err.print(f"worker {runner.worker_id} runs tasks for {rt.persona.name} with the {rt.pool.name} council")
-    runner.start()
-    while runner.is_alive():
-        runner.join(timeout=0.5)
+    with _owning_home(settings, alone):
+        with err.status("Loading models…"):
+            rt = build_runtime(settings)
+        runner = Worker(rt, TaskQueue(rt.log), settings.home / "checkpoints.db", take_over=alone)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: runner.stop())
+        err.print(f"worker {runner.worker_id} runs tasks for {rt.persona.name} with the {rt.pool.name} council")
+        runner.start()
+        while runner.is_alive():
+            runner.join(timeout=0.5)
     if runner.failure:
         raise CouncilError(f"the worker stopped: {runner.failure}", "fix the store and start it again")
 

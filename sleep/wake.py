@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import fcntl
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,8 +10,9 @@ from pydantic import BaseModel
 
 from archetypes.backends import BackendPool
 from archetypes.modelfiles import file_hash
-from council.errors import CouncilError, DefinitionError, ModelError, NothingToTrainError
+from council.errors import DefinitionError, ModelError, NothingToTrainError
 from council.graph import CouncilRuntime
+from council.locks import exclusive
 from memory.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.base_model import base_checkpoint
 from sleep.gate import GateResult, VersionProbe, decide, load_dev
@@ -29,17 +27,6 @@ class Wakeup(BaseModel):
     gate: GateResult
     report: str
     in_use: str
-
-
-@contextmanager
-def _exclusive(lock: Path) -> Iterator[None]:
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise CouncilError(f"another `council train` holds {lock}", "wait for it to finish") from exc
-        yield
 
 
 def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | None = None) -> Wakeup:
@@ -57,7 +44,7 @@ def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | No
     if gguf is None:
         raise ModelError(f"training needs a llama.cpp persona model, not {base.model_id}", "give the persona a GGUF")
     home = rt.settings.personas_dir / persona.name
-    with _exclusive(home / "train.lock"):
+    with exclusive(home / "train.lock", "another `council train`", "wait for it to finish"):
         parent = versions.active(persona.name)
         data = split(read_pairs(dataset_dir), versions.trained_pairs(persona.name), settings)
         if not data.train:

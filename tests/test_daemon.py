@@ -250,7 +250,7 @@ def test_a_second_daemon_on_the_same_home_refuses_in_one_line(daemon, council_ho
         timeout=120,
     )
     assert result.returncode == 1
-    assert "another `council serve` or `council worker` is running" in result.stderr
+    assert "another `council serve` or `council worker` holds" in result.stderr
     assert "Traceback" not in result.stderr
 
 
