@@ -38,6 +38,12 @@ class ModelSpec(_Definition):
     base_url: str | None = Field(None, description="server URL ending in /v1 (openai backend)")
     model: str | None = Field(None, description="model name the server knows (openai backend)")
     api_key_env: str | None = Field(None, description="environment variable holding the API key")
+    prefill: Literal["assistant", "user"] = Field(
+        "assistant",
+        description="how an openai server takes a vote's cue: as a final assistant turn it continues (llama.cpp's "
+        "own server, vLLM), or at the end of the last user turn (llama-cpp-python's server, which always opens "
+        "a new assistant turn)",
+    )
 
     @model_validator(mode="before")
     @classmethod

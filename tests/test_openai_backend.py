@@ -16,9 +16,9 @@ SPEC = ModelSpec.model_validate(
 )
 
 
-def backend(monkeypatch, handler):
+def backend(monkeypatch, handler, spec=SPEC):
     monkeypatch.setenv("K", "secret")
-    b = OpenAIBackend(SPEC)
+    b = OpenAIBackend(spec)
     b._client = httpx.Client(
         base_url="http://127.0.0.1:9/v1", transport=httpx.MockTransport(handler), headers=b._client.headers
     )
@@ -71,3 +71,23 @@ def test_http_errors_and_missing_keys_are_model_errors(monkeypatch):
     monkeypatch.delenv("K")
     with pytest.raises(ModelError, match="K is not set"):
         OpenAIBackend(SPEC)
+
+
+def test_a_server_that_opens_a_new_turn_gets_the_cue_at_the_end_of_the_user_turn(monkeypatch):
+    sent = []
+
+    def handler(request):
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json={"choices": [{"logprobs": {"content": [{"top_logprobs": []}]}}]})
+
+    spec = SPEC.model_copy(update={"prefill": "user"})
+    b = backend(monkeypatch, handler, spec)
+    b.score((Message("system", "s"), Message("user", "Vote now.")), ["Reason votes:"], VERDICT_CHOICES)
+    assert sent[0]["messages"][-1] == {"role": "user", "content": "Vote now.\n\nReason votes:"}
+    assert "continue_final_message" not in sent[0] and len(sent[0]["messages"]) == 2
+
+
+def test_garbage_from_a_server_is_an_error_the_council_turns_into_an_abstention(monkeypatch):
+    b = backend(monkeypatch, lambda request: httpx.Response(200, text="<html>proxy error</html>"))
+    with pytest.raises(ModelError, match="not JSON"):
+        b.score((Message("user", "q"),), ["x"], VERDICT_CHOICES)

@@ -19,14 +19,16 @@ class OpenAIBackend:
     """Chat completions with streaming for generation, and ``top_logprobs`` for scoring.
 
     A prefill is sent as a final assistant message, which llama.cpp's server continues by default and
-    vLLM continues with ``continue_final_message``. The API key is read from the environment variable the
-    spec names, never from config files.
+    vLLM continues with ``continue_final_message``; for a server that always opens a new assistant turn
+    (``prefill: user``, e.g. llama-cpp-python's), it ends the last user turn instead. The API key is read
+    from the environment variable the spec names, never from config files.
     """
 
     def __init__(self, spec: ModelSpec, timeout: float = 120.0):
         self.model_id = spec.label()
         self.stats = GenerationStats()
         self._model = spec.model
+        self._prefill = spec.prefill
         headers = {}
         if spec.api_key_env:
             key = os.environ.get(spec.api_key_env)
@@ -37,7 +39,12 @@ class OpenAIBackend:
 
     def _body(self, messages: Sequence[Message], prefill: str, **extra: Any) -> dict[str, Any]:
         wire = [{"role": m.role, "content": m.content} for m in messages]
-        if prefill:
+        if prefill and self._prefill == "user":
+            if wire and wire[-1]["role"] == "user":
+                wire[-1] = {"role": "user", "content": f"{wire[-1]['content']}\n\n{prefill}"}
+            else:
+                wire.append({"role": "user", "content": prefill})
+        elif prefill:
             wire.append({"role": "assistant", "content": prefill})
             extra |= {"continue_final_message": True, "add_generation_prompt": False}
         return {"model": self._model, "messages": wire, **extra}
@@ -97,7 +104,11 @@ class OpenAIBackend:
         out = []
         for prefill in prefills:
             body = self._body(messages, prefill, max_tokens=1, temperature=0, logprobs=True, top_logprobs=20)
-            data = self._post(body).json()
+            response = self._post(body)
+            try:
+                data = response.json()
+            except ValueError as exc:
+                raise ModelError(f"{self.model_id} answered with what is not JSON", "check base_url") from exc
             try:
                 top = data["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
             except (KeyError, IndexError, TypeError) as exc:

@@ -1,0 +1,114 @@
+"""Archetypes served by a real llama-cpp-python server on loopback, against the same GGUF in process."""
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import yaml
+
+from archetypes.backends import BackendPool, Message
+from archetypes.backends.openai_http import OpenAIBackend
+from archetypes.library import Library
+from archetypes.modelfiles import resolve_gguf
+from archetypes.models import ModelSpec
+from council import prompts
+from council.config import load_settings
+from council.runner import build_runtime, run_episode
+from tests.conftest import without_judges, write_yaml
+
+pytestmark = pytest.mark.integration
+
+TOLERANCE = 0.02  # largest difference allowed between a remote and an in-process verdict probability
+POINTS = [
+    ("How do I water tomatoes?", "Water them deeply twice a week."),
+    ("My friend cancels plans. What do I say?", "Tell them you are tired of their excuses and hang up."),
+    ("Explain the seasons.", "The Earth's tilt changes how directly sunlight falls through the year."),
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def llama_server(tmp_path):
+    """llama_cpp.server serving the default GGUF on loopback, with logprobs."""
+    settings = load_settings()
+    port = free_port()
+    gguf = resolve_gguf("smollm2-135m", settings.models_dir)
+    args = ["--model", str(gguf), "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"]
+    args += ["--n_threads", "1", "--logits_all", "true", "--model_alias", "smollm2"]
+    log = (tmp_path / "server.log").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", *args], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/models", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        raise AssertionError((tmp_path / "server.log").read_text()[-2000:])
+    yield proc, url
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+def remote_spec(url):
+    return ModelSpec(backend="openai", model="smollm2", base_url=url, prefill="user")
+
+
+def test_votes_read_from_top_logprobs_match_the_same_model_in_process(llama_server):
+    _, url = llama_server
+    settings = load_settings()
+    library = Library.load(settings.home)
+    archetypes = [library.archetypes[n] for n in ("reason", "empathy", "loving_child")]
+    persona = library.persona(settings.persona)
+    remote = OpenAIBackend(remote_spec(url))
+    local = BackendPool(settings).get(ModelSpec(backend="llama", path="smollm2-135m"))
+    worst = 0.0
+    for prompt, answer in POINTS:
+        messages = prompts.vote_messages(persona, prompt, answer)
+        cues = [prompts.vote_prefill(a) for a in archetypes]
+        far = remote.score(messages, cues, prompts.VERDICT_CHOICES)
+        for cue, got in zip(cues, far, strict=True):
+            folded = (*messages[:-1], Message("user", f"{messages[-1].content}\n\n{cue}"))
+            [near] = local.score(folded, [""], prompts.VERDICT_CHOICES)
+            worst = max(worst, *(abs(got.probs[v] - near.probs[v]) for v in prompts.VERDICT_CHOICES))
+            assert got.mass > 0.05  # the verdict words are among the server's top logprobs
+    assert worst <= TOLERANCE, f"largest difference {worst:.4f}"
+
+
+def test_killing_the_archetypes_server_mid_episode_gives_abstentions_not_a_failed_episode(llama_server, council_home):
+    proc, url = llama_server
+    without_judges(council_home)
+    for name in ("reason", "empathy"):
+        fields = Library.load(council_home).archetypes[name].model_dump(mode="json", exclude={"name", "judge"})
+        fields["model"] = remote_spec(url).model_dump(mode="json")
+        write_yaml(council_home, "archetypes", f"remote_{name}", yaml.safe_dump(fields))
+    write_yaml(council_home, "pools", "remote", "archetypes: [remote_reason, remote_empathy, libido]\n")
+    rt = build_runtime(load_settings(pool="remote", generation={"max_tokens": 80}, memory={"recall": False}))
+    killed = []
+
+    def kill_after_first_vote(node, update):
+        if node == "council" and not killed:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            killed.append(True)
+
+    episode = run_episode(rt, "Give me three tips for sleeping better.", kill_after_first_vote)
+    assert episode.status in ("finished", "let_go", "budget") and len(episode.reflection_points) >= 2
+    first, *later = episode.reflection_points
+    remote = {"remote_reason", "remote_empathy"}
+    assert all(v.verdict is not None for v in first.votes if v.archetype in remote)
+    after = [v for rp in later for v in rp.votes if v.archetype in remote]
+    assert after and all(v.verdict is None and "cannot reach" in v.error for v in after)
+    assert all(v.verdict is not None for rp in later for v in rp.votes if v.archetype == "libido")
