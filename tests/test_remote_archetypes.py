@@ -22,7 +22,7 @@ from tests.conftest import without_judges, write_yaml
 
 pytestmark = pytest.mark.integration
 
-TOLERANCE = 0.02  # largest difference allowed between a remote and an in-process verdict probability
+TOLERANCE = 0.05  # largest difference between a verdict's remote and in-process probability (not renormalised)
 POINTS = [
     ("How do I water tomatoes?", "Water them deeply twice a week."),
     ("My friend cancels plans. What do I say?", "Tell them you are tired of their excuses and hang up."),
@@ -67,6 +67,10 @@ def remote_spec(url):
 
 
 def test_votes_read_from_top_logprobs_match_the_same_model_in_process(llama_server):
+    """Same verdict at every point, and each verdict's probability (before renormalising) within TOLERANCE.
+
+    The renormalised probabilities can differ more: a verdict word outside the server's top 20 reads as 0.
+    """
     _, url = llama_server
     settings = load_settings()
     library = Library.load(settings.home)
@@ -74,7 +78,7 @@ def test_votes_read_from_top_logprobs_match_the_same_model_in_process(llama_serv
     persona = library.persona(settings.persona)
     remote = OpenAIBackend(remote_spec(url))
     local = BackendPool(settings).get(ModelSpec(backend="llama", path="smollm2-135m"))
-    worst = 0.0
+    compared = 0
     for prompt, answer in POINTS:
         messages = prompts.vote_messages(persona, prompt, answer)
         cues = [prompts.vote_prefill(a) for a in archetypes]
@@ -82,9 +86,12 @@ def test_votes_read_from_top_logprobs_match_the_same_model_in_process(llama_serv
         for cue, got in zip(cues, far, strict=True):
             folded = (*messages[:-1], Message("user", f"{messages[-1].content}\n\n{cue}"))
             [near] = local.score(folded, [""], prompts.VERDICT_CHOICES)
-            worst = max(worst, *(abs(got.probs[v] - near.probs[v]) for v in prompts.VERDICT_CHOICES))
-            assert got.mass > 0.05  # the verdict words are among the server's top logprobs
-    assert worst <= TOLERANCE, f"largest difference {worst:.4f}"
+            assert max(got.probs, key=got.probs.get) == max(near.probs, key=near.probs.get)
+            for verdict in prompts.VERDICT_CHOICES:
+                far_p, near_p = got.mass * got.probs[verdict], near.mass * near.probs[verdict]
+                assert abs(far_p - near_p) <= TOLERANCE, (prompt, cue, verdict, far_p, near_p)
+            compared += 1
+    assert compared == len(POINTS) * len(archetypes)
 
 
 def test_killing_the_archetypes_server_mid_episode_gives_abstentions_not_a_failed_episode(llama_server, council_home):
@@ -98,17 +105,16 @@ def test_killing_the_archetypes_server_mid_episode_gives_abstentions_not_a_faile
     rt = build_runtime(load_settings(pool="remote", generation={"max_tokens": 80}, memory={"recall": False}))
     killed = []
 
-    def kill_after_first_vote(node, update):
-        if node == "council" and not killed:
-            proc.send_signal(signal.SIGKILL)
+    def kill_once_the_persona_writes(node, update):
+        if node == "draft" and not killed:
+            proc.send_signal(signal.SIGKILL)  # up when the episode started, gone before its first vote
             proc.wait(timeout=30)
             killed.append(True)
 
-    episode = run_episode(rt, "Give me three tips for sleeping better.", kill_after_first_vote)
-    assert episode.status in ("finished", "let_go", "budget") and len(episode.reflection_points) >= 2
-    first, *later = episode.reflection_points
+    episode = run_episode(rt, "Give me three tips for sleeping better.", kill_once_the_persona_writes)
+    assert killed and episode.status in ("finished", "let_go", "budget") and episode.reflection_points
     remote = {"remote_reason", "remote_empathy"}
-    assert all(v.verdict is not None for v in first.votes if v.archetype in remote)
-    after = [v for rp in later for v in rp.votes if v.archetype in remote]
-    assert after and all(v.verdict is None and "cannot reach" in v.error for v in after)
-    assert all(v.verdict is not None for rp in later for v in rp.votes if v.archetype == "libido")
+    votes = [v for rp in episode.reflection_points for v in rp.votes]
+    assert all(v.verdict is None and "cannot reach" in v.error for v in votes if v.archetype in remote)
+    assert all(v.verdict is not None for v in votes if v.archetype == "libido")
+    assert all(set(rp.decision.abstained) == remote for rp in episode.reflection_points)

@@ -36,6 +36,7 @@ class OpenAIBackend:
                 raise ModelError(f"environment variable {spec.api_key_env} is not set", "export it with the API key")
             headers["Authorization"] = f"Bearer {key}"
         self._client = httpx.Client(base_url=str(spec.base_url).rstrip("/"), headers=headers, timeout=timeout)
+        self._firsts: dict[tuple[str, ...], dict[str, set[str]] | None] = {}
 
     def _body(self, messages: Sequence[Message], prefill: str, **extra: Any) -> dict[str, Any]:
         wire = [{"role": m.role, "content": m.content} for m in messages]
@@ -97,10 +98,34 @@ class OpenAIBackend:
         """An estimate (four characters a token): the server's tokenizer is not reachable from here."""
         return -(-len(text) // 4)
 
+    def _first_tokens(self, choices: Mapping[str, Sequence[str]]) -> dict[str, set[str]] | None:
+        """The text of each form's first token, as the in-process backend counts them, from the server's tokenizer.
+
+        Only servers with llama-cpp-python's ``/extras/tokenize`` and ``/extras/detokenize`` say; for others this
+        is None, and a top token counts for a choice when it starts one of its forms.
+        """
+        key = tuple(f"{label}={form}" for label, forms in choices.items() for form in forms)
+        if key not in self._firsts:
+            root = str(self._client.base_url).rstrip("/").removesuffix("/v1")
+            try:
+                firsts: dict[str, set[str]] | None = {}
+                for label, forms in choices.items():
+                    for form in forms:
+                        body = {"model": self._model, "input": form}
+                        ids = self._client.post(f"{root}/extras/tokenize", json=body).raise_for_status().json()
+                        body = {"model": self._model, "tokens": ids["tokens"][:1]}
+                        text = self._client.post(f"{root}/extras/detokenize", json=body).raise_for_status().json()
+                        firsts.setdefault(label, set()).add(text["text"])
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                firsts = None
+            self._firsts[key] = firsts
+        return self._firsts[key]
+
     def score(
         self, messages: Sequence[Message], prefills: Sequence[str], choices: Mapping[str, Sequence[str]]
     ) -> list[ChoiceScores]:
         """Read each choice's first-token probability from the server's top logprobs."""
+        firsts = self._first_tokens(choices)
         out = []
         for prefill in prefills:
             body = self._body(messages, prefill, max_tokens=1, temperature=0, logprobs=True, top_logprobs=20)
@@ -119,7 +144,7 @@ class OpenAIBackend:
             for entry in top:
                 text = entry["token"]
                 for label, forms in choices.items():
-                    if text.strip() and any(form.startswith(text) for form in forms):
+                    if text in firsts[label] if firsts else text.strip() and any(f.startswith(text) for f in forms):
                         found[label] += math.exp(entry["logprob"])
                         break
             mass = sum(found.values())
