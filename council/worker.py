@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -49,7 +50,10 @@ def checkpointer(db_url: str, checkpoints: Path) -> BaseCheckpointSaver:
     libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
     try:
         conn = psycopg.Connection.connect(libpq, autocommit=True, prepare_threshold=0, row_factory=dict_row)
-        conn.execute("SELECT pg_advisory_lock(%s)", (_PG_SETUP_LOCK,))
+        # Poll rather than block: setup builds indexes CONCURRENTLY, which waits for every open transaction,
+        # a blocked lock request included, so two workers blocking on one lock would deadlock.
+        while not conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (_PG_SETUP_LOCK,)).fetchone()["got"]:
+            time.sleep(0.2)
         saver = PostgresSaver(conn)
         saver.setup()
         conn.execute("SELECT pg_advisory_unlock(%s)", (_PG_SETUP_LOCK,))

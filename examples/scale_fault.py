@@ -137,7 +137,13 @@ def run(database_url: str, requests: int = 40, max_tokens: int = 24, home: Path 
         with ThreadPoolExecutor(requests) as pool:
             answers = [pool.submit(ask, url, PROMPTS[i % len(PROMPTS)]) for i in range(requests)]
             deadline = time.monotonic() + 600
-            while not running_on(database_url, first.pid) and time.monotonic() < deadline:
+            while not running_on(database_url, first.pid):
+                for name, proc in cluster.procs.items():
+                    if proc.poll() is not None:
+                        log = (home / f"{name}.log").read_text()[-1500:]
+                        raise RuntimeError(f"{name} exited with {proc.returncode} before the kill: {log}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("worker-1 never ran a task")
                 time.sleep(0.2)
             time.sleep(1.0)  # mid-episode: at least one step taken
             first.send_signal(signal.SIGKILL)
@@ -152,6 +158,8 @@ def run(database_url: str, requests: int = 40, max_tokens: int = 24, home: Path 
                 for r in c.execute(text("select id from episodes where status in ('finished', 'let_go', 'budget')"))
             ]
             tasks = dict(c.execute(text("select status, count(*) from tasks group by status")).all())
+            taken_over = c.execute(text("select count(*) from tasks where attempts > 1")).scalar()
+            workers = c.execute(text("select count(distinct worker) from tasks")).scalar()
         engine.dispose()
         import chromadb
 
@@ -170,6 +178,8 @@ def run(database_url: str, requests: int = 40, max_tokens: int = 24, home: Path 
             "duplicated": len(answered) - len(set(answered)) + max(0, len(episodes) - requests),
             "episodes_logged": len(episodes),
             "tasks": tasks,
+            "taken_over": taken_over,
+            "workers_that_finished_tasks": workers,
             "memory_episodes": len(remembered),
             "memory_matches_log": sorted(remembered) == sorted(episodes),
             "errors": [r for r in results if r.get("status_code") != 200][:3],

@@ -18,4 +18,5 @@ def test_forty_requests_with_a_worker_killed_mid_run_lose_and_duplicate_nothing(
     assert figures["errors"] == []
     assert (figures["answered"], figures["lost"], figures["duplicated"]) == (40, 0, 0)
     assert figures["episodes_logged"] == 40 and figures["tasks"] == {"done": 40}
+    assert figures["taken_over"] >= 1  # the killed worker's task was finished by another
     assert figures["memory_episodes"] == 40 and figures["memory_matches_log"]
