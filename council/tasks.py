@@ -39,6 +39,21 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def worker_gone(worker_id: str) -> bool:
+    """True when ``worker_id`` ran on this host and its process has ended (elsewhere, only a lease can tell)."""
+    host, _, rest = worker_id.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname()[:40] or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, under another user
+        return False
+    return False
+
+
 class TaskParams(BaseModel):
     """Per-task overrides of the daemon's settings."""
 

@@ -9,6 +9,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from council.errors import StorageError
+from council.tasks import worker_gone
 from memory.log import EpisodeLog
 from memory.models import CommentaryRow, EpisodeRow, PreferencePairRow, SleepClaimRow, SleptRow
 from memory.vector import REMEMBERED
@@ -40,8 +41,9 @@ class SleepStore:
     def claim(self, episode_id: str, pool: str, sleeper: str, lease_s: float = CLAIM_S) -> bool:
         """Take ``episode_id`` for ``sleeper``'s night: False if it was slept on or another sleeper's claim is live.
 
-        Two night passes on one store (two hosts, or two cron runs) thus never comment on the same episode; a claim
-        of a sleeper that died is taken over once it expires.
+        Two night passes on one store (two hosts, or two cron runs) thus never comment on the same episode. A claim
+        of a sleeper that died is taken over at once on its own host (its process is gone), elsewhere once it
+        expires.
         """
         now = datetime.now(timezone.utc)
         until = now + timedelta(seconds=lease_s)
@@ -53,7 +55,7 @@ class SleepStore:
                 if held is None:
                     session.add(SleepClaimRow(episode_id=episode_id, pool=pool, sleeper=sleeper, lease_until=until))
                     return True
-                if held.sleeper != sleeper and _aware(held.lease_until) > now:
+                if held.sleeper != sleeper and _aware(held.lease_until) > now and not worker_gone(held.sleeper):
                     return False
                 taken = session.execute(
                     update(SleepClaimRow)

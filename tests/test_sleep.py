@@ -1,6 +1,10 @@
 """The night pass on the scripted fake persona: pairs of every source, idempotence, resume after a crash."""
 
 import json
+import os
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -211,3 +215,14 @@ def test_a_claim_whose_sleeper_died_is_taken_over_when_it_expires(fake_setup):
     time.sleep(0.2)
     assert store.claim(revised.episode_id, "default", "alive-host")
     assert not store.claim(revised.episode_id, "default", "dead-host")
+
+
+def test_a_claim_of_a_dead_sleeper_on_this_host_is_taken_over_at_once(fake_setup):
+    rt, fake, revised, let_go = sleep_setup(fake_setup)
+    store = SleepStore(rt.log)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    here = socket.gethostname()[:40]
+    assert store.claim(revised.episode_id, "default", f"{here}:{dead.stdout.strip()}:abc123")
+    assert store.claim(revised.episode_id, "default", "next-night")  # the lease is live, but its process is gone
+    assert store.claim(let_go.episode_id, "default", f"{here}:{os.getpid()}:def456")
+    assert not store.claim(let_go.episode_id, "default", "next-night")  # its process is alive: the claim holds
