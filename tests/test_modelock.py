@@ -131,8 +131,10 @@ def test_quoted_words_are_marked_in_memory_and_spans_are_on_the_record():
         status="finished",
         final_text=text,
     )
-    [doc] = documents_for(episode)
-    assert '[a human, quoted: "I hate you"]' in doc.text and "<AI_quoting_human>" not in doc.text
+    exchange, request, passage = documents_for(episode)
+    assert request.kind == "request" and passage.kind == "answer"
+    for doc in (exchange, passage):  # the answer is marked wherever it is stored
+        assert '[a human, quoted: "I hate you"]' in doc.text and "<AI_quoting_human>" not in doc.text
     assert [s["mode"] for s in episode.model_dump()["mode_spans"]] == ["ai", "quote", "ai"]
 
 

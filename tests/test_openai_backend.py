@@ -77,8 +77,10 @@ def test_a_server_that_opens_a_new_turn_gets_the_cue_at_the_end_of_the_user_turn
     sent = []
 
     def handler(request):
-        sent.append(json.loads(request.content))
-        return httpx.Response(200, json={"choices": [{"logprobs": {"content": [{"top_logprobs": []}]}}]})
+        if request.url.path.endswith("/chat/completions"):
+            sent.append(json.loads(request.content))
+            return httpx.Response(200, json={"choices": [{"logprobs": {"content": [{"top_logprobs": []}]}}]})
+        return httpx.Response(404)  # no /extras/tokenize here: prefixes of the verdict words count
 
     spec = SPEC.model_copy(update={"prefill": "user"})
     b = backend(monkeypatch, handler, spec)
@@ -91,3 +93,23 @@ def test_garbage_from_a_server_is_an_error_the_council_turns_into_an_abstention(
     b = backend(monkeypatch, lambda request: httpx.Response(200, text="<html>proxy error</html>"))
     with pytest.raises(ModelError, match="not JSON"):
         b.score((Message("user", "q"),), ["x"], VERDICT_CHOICES)
+
+
+def test_the_servers_tokenizer_decides_which_top_tokens_count_for_a_verdict(monkeypatch):
+    first = {"continue": "Contin", " continue": " continue", "revise": "rev", "let_go": "let"}
+    top = [{"token": "Contin", "logprob": -1.0}, {"token": "C", "logprob": -1.5}, {"token": "rev", "logprob": -2.0}]
+
+    def handler(request):
+        body = json.loads(request.content)
+        if request.url.path == "/extras/tokenize":
+            return httpx.Response(200, json={"tokens": [hash(first.get(body["input"], body["input"])) % 10**6]})
+        if request.url.path == "/extras/detokenize":
+            texts = {hash(t) % 10**6: t for t in list(first.values()) + ["x"]}
+            return httpx.Response(200, json={"text": texts.get(body["tokens"][0], "x")})
+        return httpx.Response(200, json={"choices": [{"logprobs": {"content": [{"top_logprobs": top}]}}]})
+
+    choices = {"continue": ("continue", " continue"), "revise": ("revise",), "let_go": ("let_go",)}
+    [scores] = backend(monkeypatch, handler).score((Message("user", "q"),), ["x"], choices)
+    import math
+
+    assert scores.mass == pytest.approx(math.exp(-1.0) + math.exp(-2.0))  # "C" starts "continue" but is no first token
