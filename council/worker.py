@@ -98,7 +98,7 @@ class TaskThread(threading.Thread):
             listener(kind, payload)
 
     def stop(self) -> None:
-        """Finish the current step and tell every waiting client."""
+        """Finish the current step (a worker leaves its episode checkpointed) and tell every waiting client."""
         self._stopping.set()
         self._wake.set()
 
@@ -133,10 +133,6 @@ class Worker(TaskThread):
         self.lease_s = lease_s
         self.worker_id = new_worker_id()
         self._saver = checkpointer(rt.settings.db_url, checkpoints)
-
-    def stop(self) -> None:
-        """Finish the current step, leave the episode checkpointed, and tell every waiting client."""
-        super().stop()
 
     def run(self) -> None:
         """Work until stopped; idle time waits for a new task or polls for inbox prompts from other processes."""
