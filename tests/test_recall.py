@@ -107,5 +107,5 @@ def test_the_recall_evaluation_scores_paraphrases_and_off_topic_queries(fake_set
 def test_a_recall_row_without_a_query_is_one_error_naming_the_line(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text('{"id": "a", "prompt": "p", "query": "q"}\n{"id": "b", "prompt": "p"}\n')
-    with pytest.raises(DefinitionError, match=r"rows.jsonl:2 is not a recall row"):
+    with pytest.raises(DefinitionError, match=r"rows.jsonl:2: not a valid recall row"):
         load_recall_rows(path)

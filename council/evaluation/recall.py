@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from council.config import MemorySettings
 from council.errors import DefinitionError
 from council.graph import CouncilRuntime
+from council.jsonl import read_jsonl
 from council.runner import run_episode
 from memory.vector import REMEMBERED, TOPICAL, VectorMemory
 
@@ -57,18 +58,8 @@ class RecallFigures(BaseModel):
 
 
 def load_recall_rows(path: Path) -> list[RecallRow]:
-    """JSONL rows {"id", "prompt"?, "query"}; a bad line is one error naming the file and line."""
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(RecallRow.model_validate_json(line))
-        except ValidationError as exc:
-            problem = exc.errors()[0]["msg"] if exc.errors() else str(exc)
-            raise DefinitionError(
-                f"{path}:{number} is not a recall row ({problem})", 'write {"id", "prompt", "query"} per line'
-            ) from exc
+    """JSONL rows {"id", "prompt"?, "query"}; at least one must have a prompt."""
+    rows = read_jsonl(path, RecallRow, "recall")
     if not any(r.prompt for r in rows):
         raise DefinitionError(f"{path} has no row with a prompt", 'add rows {"id", "prompt", "query"}')
     return rows
@@ -77,16 +68,24 @@ def load_recall_rows(path: Path) -> list[RecallRow]:
 def remember_answers(
     rt: CouncilRuntime, rows: list[RecallRow], progress: Callable[[int], None] = lambda _n: None
 ) -> dict[str, str]:
-    """Answer every row's prompt as an episode (reusing one already logged for it); row id -> episode id."""
-    logged = {e.prompt: e.episode_id for e in rt.log.iterate(statuses=REMEMBERED)}
+    """Answer every row's prompt as a remembered episode; row id -> episode id.
+
+    An episode already logged for a prompt is reused, and remembered again in case an older memory layout
+    stored it (the same ids overwrite); a new one is remembered as it is logged.
+    """
+    if rt.memory is None:
+        raise DefinitionError("recall evaluation needs vector memory", "check memory settings")
+    logged = {e.prompt: e for e in rt.log.iterate(statuses=REMEMBERED)}
     episodes = {}
     for row in rows:
-        if row.prompt:
-            if row.prompt not in logged:
-                episode = run_episode(rt, row.prompt)
-                assert episode is not None  # no should_stop was given
-                logged[row.prompt] = episode.episode_id
-            episodes[row.id] = logged[row.prompt]
+        if row.prompt in logged:
+            rt.memory.remember(logged[row.prompt])
+            episodes[row.id] = logged[row.prompt].episode_id
+        elif row.prompt:
+            episode = run_episode(rt, row.prompt)
+            assert episode is not None  # no should_stop was given
+            logged[row.prompt] = episode
+            episodes[row.id] = episode.episode_id
         progress(1)
     return episodes
 
@@ -133,11 +132,8 @@ def evaluate_recall(
     rt: CouncilRuntime, rows: list[RecallRow], progress: Callable[[int], None] = lambda _n: None
 ) -> RecallFigures:
     """Answer and remember every prompt in ``rt``'s store, then measure recall of the paraphrases."""
-    if rt.memory is None:
-        raise DefinitionError("recall evaluation needs vector memory", "check memory settings")
     episodes = remember_answers(rt, rows, progress)
     answers = [rt.log.get(e) for e in set(episodes.values())]
-    for episode in answers:
-        rt.memory.remember(episode)
     words = sum(len(e.final_text.split()) for e in answers) / max(1, len(answers))
+    assert rt.memory is not None  # remember_answers checked
     return measure(rt.memory, rows, episodes, words)
