@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from sqlalchemy import Engine, create_engine, text
 
 PROMPTS = [
     "Give me one tip for sleeping better.",
@@ -102,23 +103,16 @@ def ask(url: str, prompt: str) -> dict:
     return data.get("council", {}) | {"status_code": response.status_code} if response.status_code == 200 else data
 
 
-def running_on(database_url: str, worker_pid: int) -> bool:
+def running_on(engine: Engine, worker_pid: int) -> bool:
     """Whether a task is running under a worker of process ``worker_pid``."""
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(database_url)
+    query = text("select count(*) from tasks where status = 'running' and worker like :w")
     with engine.connect() as c:
-        found = c.execute(
-            text("select count(*) from tasks where status = 'running' and worker like :w"), {"w": f"%:{worker_pid}:%"}
-        ).scalar()
-    engine.dispose()
-    return bool(found)
+        return bool(c.execute(query, {"w": f"%:{worker_pid}:%"}).scalar())
 
 
 def run(database_url: str, requests: int = 40, max_tokens: int = 24, home: Path | None = None) -> dict:
     """Run the whole test and return its figures."""
-    from sqlalchemy import create_engine, text
-
+    engine = create_engine(database_url)
     home = home or Path(tempfile.mkdtemp(prefix="council-scale-"))
     home.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(database_url, home, max_tokens)
@@ -137,7 +131,7 @@ def run(database_url: str, requests: int = 40, max_tokens: int = 24, home: Path 
         with ThreadPoolExecutor(requests) as pool:
             answers = [pool.submit(ask, url, PROMPTS[i % len(PROMPTS)]) for i in range(requests)]
             deadline = time.monotonic() + 600
-            while not running_on(database_url, first.pid):
+            while not running_on(engine, first.pid):
                 for name, proc in cluster.procs.items():
                     if proc.poll() is not None:
                         log = (home / f"{name}.log").read_text()[-1500:]
@@ -151,7 +145,6 @@ def run(database_url: str, requests: int = 40, max_tokens: int = 24, home: Path 
             cluster.council("worker-1b", "worker")
             results = [a.result() for a in answers]
         seconds = time.monotonic() - started
-        engine = create_engine(database_url)
         with engine.connect() as c:
             episodes = [
                 r[0]
@@ -160,7 +153,6 @@ def run(database_url: str, requests: int = 40, max_tokens: int = 24, home: Path 
             tasks = dict(c.execute(text("select status, count(*) from tasks group by status")).all())
             taken_over = c.execute(text("select count(*) from tasks where attempts > 1")).scalar()
             workers = c.execute(text("select count(distinct worker) from tasks")).scalar()
-        engine.dispose()
         import chromadb
 
         from council.config import MemorySettings
@@ -186,6 +178,7 @@ def run(database_url: str, requests: int = 40, max_tokens: int = 24, home: Path 
         }
     finally:
         cluster.close()
+        engine.dispose()
 
 
 def main() -> None:
