@@ -50,7 +50,7 @@ def worker_gone(worker_id: str) -> bool:
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, under another user
-        return False
+        pass
     return False
 
 
@@ -174,6 +174,12 @@ class TaskQueue:
             if row is None:
                 raise NotFoundError(f"no task {task_id!r}", "check the id printed by `council ask`")
             return _task(row)
+
+    def ended(self, task_ids: list[str]) -> list[Task]:
+        """Those of ``task_ids`` that are done or failed, in one query."""
+        query = select(TaskRow).where(TaskRow.id.in_(task_ids), TaskRow.status.in_(("done", "failed")))
+        with self.log.sessions() as session:
+            return [_task(row) for row in session.scalars(query)]
 
     def counts(self) -> dict[str, Any]:
         """Tasks per status."""

@@ -207,25 +207,23 @@ class Watcher(TaskThread):
         self.poll_s = poll_s
 
     def run(self) -> None:
-        """Poll the tasks someone waits on until stopped."""
+        """Poll the tasks someone waits on, all in one query, until stopped."""
         while not self._stopping.is_set():
             self._wake.wait(self.poll_s)
             self._wake.clear()
             with self._lock:
                 waiting = list(self._listeners)
-            for task_id in waiting:
-                try:
-                    self._check(task_id)
-                except Exception as exc:  # noqa: BLE001 - a busy database: look again next time
-                    logger.warning("cannot read task %s: %s", task_id, exc)
+            try:
+                ended = self.queue.ended(waiting) if waiting else []
+                for task in ended:
+                    self._tell(task)
+            except Exception as exc:  # noqa: BLE001 - a busy database: look again next time
+                logger.warning("cannot read tasks: %s", exc)
         self._interrupt_all()
 
-    def _check(self, task_id: str) -> None:
-        task = self.queue.get(task_id)
+    def _tell(self, task: Task) -> None:
         if task.status == "done":
-            self._emit(task_id, "done", self.rt.log.get(task.episode_id))
-        elif task.status == "failed":
-            self._emit(task_id, "error", CouncilError(task.error or "the task failed", "see the worker's log"))
+            self._emit(task.id, "done", self.rt.log.get(task.episode_id))
         else:
-            return
-        self.forget(task_id)
+            self._emit(task.id, "error", CouncilError(task.error or "the task failed", "see the worker's log"))
+        self.forget(task.id)
