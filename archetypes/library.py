@@ -10,8 +10,8 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from archetypes.models import Archetype, Persona, Pool
-from council.errors import DefinitionError, NotFoundError
+from archetypes.definitions import Archetype, Persona, Pool
+from council.core.errors import DefinitionError, NotFoundError
 
 T = TypeVar("T", bound=BaseModel)
 BUILTIN = Path(__file__).parent / "data"

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from archetypes.backends import Chat
-from council import prompts
-from council.council import Point
-from council.graph import CouncilRuntime
+from council.engine import prompts
+from council.engine.graph import CouncilRuntime
+from council.engine.voting import Point
 
 PROMPTS = (
     "My friend keeps cancelling plans at the last minute. How do I tell them it hurts?",

@@ -23,11 +23,11 @@ from rich.progress import Progress
 from rich.text import Text
 
 from archetypes.library import Library
-from council.config import Settings, load_settings
-from council.errors import CouncilError
+from council.core.errors import CouncilError
+from council.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from council.graph import CouncilRuntime
+    from council.engine.graph import CouncilRuntime
 
 app = typer.Typer(
     help="A persona that pauses to reflect, and a council of archetypes that votes continue, revise or let go.",
@@ -90,8 +90,8 @@ def run(
     as_json: JsonFlag = False,
 ) -> None:
     """Answer PROMPT in segments; the council votes at every reflection point. The episode is logged and remembered."""
+    from council.engine.runner import build_runtime, run_episode
     from council.render import LiveEpisode
-    from council.runner import build_runtime, run_episode
 
     generation = {k: v for k, v in {"max_tokens": max_tokens, "seed": seed}.items() if v is not None}
     memory = None if recall is None else {"recall": recall}
@@ -148,8 +148,8 @@ def archetypes_fit(
     The heads go to $COUNCIL_HOME/judges/NAME.safetensors, which the archetype then reads instead of the
     packaged file. Built-in judges rebuild byte for byte from the vendored data.
     """
-    from council.judge import Reader
-    from council.judge_fit import fit_judge
+    from council.engine.judges import Reader
+    from council.evaluation.judge_fit import fit_judge
     from memory.embedder import DEFAULT_EMBEDDER, Embedder
 
     settings = _settings()
@@ -205,7 +205,7 @@ def logs_list(
 ) -> None:
     """List logged episodes, newest first."""
     from council.render import episodes_table
-    from memory.log import EpisodeLog
+    from council.store.episodes import EpisodeLog
 
     episodes = EpisodeLog(_settings().db_url).list(limit=limit, pool=pool)
     if as_json:
@@ -217,14 +217,14 @@ def logs_list(
 def logs_show(episode_id: str, as_json: JsonFlag = False) -> None:
     """Show one episode (any unique id prefix) with every reflection point and vote."""
     from council.render import print_episode
-    from memory.log import EpisodeLog
+    from council.store.episodes import EpisodeLog
 
     episode = EpisodeLog(_settings().db_url).get(episode_id)
     _dump(episode.model_dump(mode="json")) if as_json else print_episode(out, episode)
 
 
 def _memory() -> tuple[Any, Any]:
-    from memory.log import EpisodeLog
+    from council.store.episodes import EpisodeLog
     from memory.vector import VectorMemory
 
     settings = _settings()
@@ -273,7 +273,7 @@ def memory_rebuild(as_json: JsonFlag = False) -> None:
 
     The log is read in full first; a damaged embedded store is moved aside (never deleted) and built anew.
     """
-    from memory.log import EpisodeLog
+    from council.store.episodes import EpisodeLog
     from memory.vector import open_or_set_aside, remembered
 
     settings = _settings()
@@ -300,7 +300,7 @@ def bench(
     if ctx.invoked_subcommand:
         return
     from council.bench import Bench
-    from council.runner import build_runtime
+    from council.engine.runner import build_runtime
 
     with err.status("Loading models…") as status:
         report = Bench(build_runtime(_settings()), tokens=tokens).run(repeats, progress=status.update)
@@ -315,7 +315,7 @@ def bench_modelock(
 ) -> None:
     """The mode lock's per-token overhead, and illegal transitions with and without it on adversarial prompts."""
     from council.bench_modelock import ModeLockBench
-    from council.runner import build_runtime
+    from council.engine.runner import build_runtime
 
     with err.status("Loading models…") as status:
         report = ModeLockBench(build_runtime(_settings()), tokens, seeds).run(progress=status.update)
@@ -329,7 +329,7 @@ def bench_memory(
     as_json: JsonFlag = False,
 ) -> None:
     """Recall latency (p50/p95) at each store size against an exact NumPy search, and write throughput."""
-    from memory.bench import MemoryBench
+    from council.bench_memory import MemoryBench
     from memory.embedder import Embedder
 
     try:
@@ -342,9 +342,9 @@ def bench_memory(
 
 
 def _evaluate(task: str, file: Path, pool: str | None, limit: int | None, report: Path | None, as_json: bool) -> None:
+    from council.engine.runner import build_runtime
     from council.evaluation.evaluate import evaluate, evaluate_letgo
     from council.evaluation.report import eval_report
-    from council.runner import build_runtime
 
     with err.status("Loading models…"):
         rt = build_runtime(_settings(pool=pool))
@@ -420,8 +420,8 @@ def eval_recall(
     as_json: JsonFlag = False,
 ) -> None:
     """Answer each prompt, remember it, then recall it by a paraphrase: recall@k and unrelated episodes recalled."""
+    from council.engine.runner import build_runtime
     from council.evaluation.recall import evaluate_recall, load_recall_rows
-    from council.runner import build_runtime
 
     rows = load_recall_rows(file)
     settings = _settings(generation={"max_tokens": max_tokens} if max_tokens else None)
@@ -468,7 +468,7 @@ def experiment_run(
     """Run the persona with each pool over the same prompts and seeds, and compare how the pools behave."""
     from council.evaluation import experiment
     from council.evaluation.report import experiment_report
-    from memory.log import EpisodeLog
+    from council.store.episodes import EpisodeLog
 
     names = [p.strip() for p in pools.split(",") if p.strip()]
     settings = _settings(generation={"max_tokens": max_tokens} if max_tokens else None)
@@ -529,7 +529,7 @@ def sleep(
     """
     from datetime import datetime, timezone
 
-    from council.runner import build_runtime
+    from council.engine.runner import build_runtime
     from sleep.export import plain_chat, write_dataset
     from sleep.night import SleepPass
 
@@ -587,7 +587,7 @@ def train_command(
     if it beats the one in use on held-out pairs, stays within train.max_kl of the base model, and the council
     approves of it at least as often on the probe prompts. A killed run resumes from its last checkpoint.
     """
-    from council.runner import build_runtime
+    from council.engine.runner import build_runtime
 
     with err.status("Loading models…"):
         rt = build_runtime(_settings(persona=persona))
@@ -597,7 +597,7 @@ def train_command(
 
 def _train(rt: CouncilRuntime, dataset: Path, *, quiet_if_nothing_new: bool) -> dict[str, Any]:
     """Train and gate a persona version; after a night with nothing new, ``sleep --train`` just says so."""
-    from council.errors import NothingToTrainError
+    from council.core.errors import NothingToTrainError
     from sleep.wake import train_version
 
     with Progress(console=err, transient=True) as bar:
@@ -642,8 +642,8 @@ def _print_wakeup(data: dict[str, Any]) -> None:
 
 
 def _versions(persona: str | None) -> tuple[Any, str]:
-    from memory.log import EpisodeLog
-    from memory.versions import PersonaVersions
+    from council.store.episodes import EpisodeLog
+    from council.store.versions import PersonaVersions
 
     settings = _settings()
     name = persona or settings.persona
@@ -701,7 +701,7 @@ def _embedded(settings: Settings) -> bool:
 
 def _owning_home(settings: Settings, alone: bool) -> AbstractContextManager[None]:
     """On the embedded store, the lock that keeps a second worker off this home; elsewhere nothing."""
-    from council.locks import exclusive
+    from council.core.locks import exclusive
 
     if not alone:
         return nullcontext()
@@ -741,7 +741,7 @@ def _serve(settings: Settings, host: str, port: int, worker: bool, alone: bool) 
 
     import uvicorn
 
-    from council.runner import build_runtime
+    from council.engine.runner import build_runtime
     from council.server import create_app
 
     if host not in ("127.0.0.1", "localhost", "::1") and not os.environ.get("COUNCIL_API_KEY"):
@@ -773,8 +773,8 @@ def worker_command(
     """
     import signal
 
-    from council.runner import build_runtime
-    from council.tasks import TaskQueue
+    from council.engine.runner import build_runtime
+    from council.store.tasks import TaskQueue
     from council.worker import Worker
 
     settings = _settings(pool=pool)
@@ -803,8 +803,8 @@ def ask(
     """Queue PROMPT in the inbox; a running `council serve` answers it while idle."""
     import time
 
-    from council.tasks import TaskQueue
-    from memory.log import EpisodeLog
+    from council.store.episodes import EpisodeLog
+    from council.store.tasks import TaskQueue
 
     log = EpisodeLog(_settings().db_url)
     queue = TaskQueue(log)

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from council.episode import Episode, Recollection, ReflectionPoint
+from council.core.episode import Episode, Recollection, ReflectionPoint
 
 _DECISION_STYLE = {"continue": "green", "revise": "yellow", "let_go": "magenta"}
 

@@ -23,10 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from council.episode import Episode
-from council.errors import ContextOverflowError, CouncilError, NotFoundError, StorageError
-from council.graph import CouncilRuntime
-from council.tasks import TaskParams, TaskQueue, new_task_id
+from council.core.episode import Episode
+from council.core.errors import ContextOverflowError, CouncilError, NotFoundError, StorageError
+from council.engine.graph import CouncilRuntime
+from council.store.tasks import TaskParams, TaskQueue, new_task_id
 from council.worker import TaskThread, Watcher, Worker
 
 MAX_BODY_BYTES = 1 << 20

@@ -22,10 +22,10 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from sqlalchemy.engine import make_url
 
-from council.errors import CouncilError, StorageError
-from council.graph import CouncilRuntime
-from council.runner import run_episode
-from council.tasks import LEASE_S, Task, TaskQueue, new_worker_id
+from council.core.errors import CouncilError, StorageError
+from council.engine.graph import CouncilRuntime
+from council.engine.runner import run_episode
+from council.store.tasks import LEASE_S, Task, TaskQueue, new_worker_id
 
 logger = logging.getLogger(__name__)
 Listener = Callable[[str, Any], None]

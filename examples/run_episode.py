@@ -7,10 +7,10 @@ import sys
 
 from langgraph.checkpoint.memory import InMemorySaver
 
-from council.config import load_settings
-from council.episode import ReflectionPoint
-from council.graph import build_graph, initial_state
-from council.runner import build_runtime, new_episode_id
+from council.core.episode import ReflectionPoint
+from council.core.settings import load_settings
+from council.engine.graph import build_graph, initial_state
+from council.engine.runner import build_runtime, new_episode_id
 
 prompt = sys.argv[1] if len(sys.argv) > 1 else "How do I say no to extra work without feeling guilty?"
 runtime = build_runtime(load_settings(pool="default"))

@@ -155,7 +155,7 @@ def run(database_url: str, requests: int = 40, max_tokens: int = 24, home: Path 
             workers = c.execute(text("select count(distinct worker) from tasks")).scalar()
         import chromadb
 
-        from council.config import MemorySettings
+        from council.core.settings import MemorySettings
 
         client = chromadb.HttpClient(host="127.0.0.1", port=cluster.chroma_port)
         stored = client.get_collection(MemorySettings().collection).get(where={"kind": "request"}, include=[])

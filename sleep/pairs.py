@@ -9,61 +9,11 @@ well-formed chat (a prompt that ended inside an assistant turn would make TRL's 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from typing import Literal
 
-from pydantic import BaseModel, Field
-
-from archetypes.models import Archetype, Persona
-from council import prompts
-from council.episode import Episode, ReflectionPoint, Vote
-
-Source = Literal["revision", "ranking", "let_go"]
-
-
-class PreferencePair(BaseModel):
-    """One exported row, with everything needed to trace it back to its episode."""
-
-    id: str
-    episode_id: str
-    source: Source
-    pool: str
-    messages: list[dict[str, str]] = Field(description="system and user turns the persona answered")
-    before: str = Field("", description="the persona's text before the judged part, markers included")
-    chosen: str
-    rejected: str
-    scores: dict[str, dict[str, float]] = Field(default_factory=dict, description="archetype -> chosen/rejected")
-    margin: float
-    commentary: str = ""
-
-    def conversational(self) -> dict[str, object]:
-        """TRL's conversational preference format, plus metadata columns."""
-        return {
-            "prompt": self.messages,
-            "chosen": [{"role": "assistant", "content": self.before + self.chosen}],
-            "rejected": [{"role": "assistant", "content": self.before + self.rejected}],
-            **self._metadata(),
-        }
-
-    def standard(self, render: Callable[[list[dict[str, str]]], str]) -> dict[str, object]:
-        """TRL's standard format: ``render`` turns the messages into the model's prompt text."""
-        return {
-            "prompt": render(self.messages) + self.before,
-            "chosen": self.chosen,
-            "rejected": self.rejected,
-            **self._metadata(),
-        }
-
-    def _metadata(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "episode_id": self.episode_id,
-            "source": self.source,
-            "pool": self.pool,
-            "scores": self.scores,
-            "margin": self.margin,
-            "commentary": self.commentary,
-        }
+from archetypes.definitions import Archetype, Persona
+from council.core.episode import Episode, ReflectionPoint, Vote
+from council.core.pairs import PreferencePair, Source
+from council.engine import prompts
 
 
 def pair_id(episode_id: str, pool: str, source: Source, key: str) -> str:

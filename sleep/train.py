@@ -20,9 +20,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from council.config import TrainSettings
-from council.errors import CouncilError, ModelError
-from council.jsonl import read_jsonl
+from council.core.errors import CouncilError, ModelError
+from council.core.jsonl import read_jsonl
+from council.core.settings import TrainSettings
 from sleep.adapter import write_gguf_adapter
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from council.evaluation.report import figure, table, write_page
-from memory.versions import PersonaVersion
+from council.store.versions import PersonaVersion
 from sleep.gate import Figures, GateResult
 
 _DECISIONS = ("continue", "revise", "let_go")

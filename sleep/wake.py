@@ -9,11 +9,11 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from archetypes.backends import BackendPool
-from archetypes.modelfiles import file_hash
-from council.errors import DefinitionError, ModelError, NothingToTrainError
-from council.graph import CouncilRuntime
-from council.locks import exclusive
-from memory.versions import BASE, PersonaVersion, PersonaVersions
+from archetypes.backends.modelfiles import file_hash
+from council.core.errors import DefinitionError, ModelError, NothingToTrainError
+from council.core.locks import exclusive
+from council.engine.graph import CouncilRuntime
+from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.base_model import base_checkpoint
 from sleep.gate import GateResult, VersionProbe, decide, load_dev
 from sleep.train import Progress, read_pairs, require_train_extra, run_key, split, train_adapter

@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from archetypes.backends import BackendPool, FakeBackend
+from archetypes.definitions import ModelSpec
 from archetypes.library import Library
-from archetypes.models import ModelSpec
-from council.config import load_settings
-from council.runner import build_runtime
+from council.core.settings import load_settings
+from council.engine.runner import build_runtime
 
 
 @pytest.fixture(autouse=True)

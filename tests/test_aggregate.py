@@ -1,8 +1,8 @@
 import pytest
 
-from archetypes.models import Archetype, Pool
-from council.aggregate import aggregate
-from council.episode import Vote
+from archetypes.definitions import Archetype, Pool
+from council.core.episode import Vote
+from council.engine.aggregation import aggregate
 
 
 def arch(name, weight=1.0, veto=False):

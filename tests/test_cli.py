@@ -3,7 +3,7 @@ import json
 import pytest
 
 from council.cli import main
-from council.errors import DefinitionError
+from council.core.errors import DefinitionError
 from tests.conftest import write_yaml
 
 
@@ -93,7 +93,7 @@ def test_bad_numbers_are_refused_before_any_episode(council_home, capsys, args, 
     write_yaml(council_home, "archetypes", "reason", "title: R\nvoice: v\nperspective: p\nweight: .inf\n")
     code, _, err = run_cli(capsys, *args)
     assert code in (1, 2) and fragment in err and "Traceback" not in err
-    from council.config import load_settings
-    from memory.log import EpisodeLog
+    from council.core.settings import load_settings
+    from council.store.episodes import EpisodeLog
 
     assert EpisodeLog(load_settings().db_url).list(limit=5) == []  # no failed episode was logged

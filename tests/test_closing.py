@@ -2,11 +2,11 @@
 
 import pytest
 
-from council.config import load_settings
-from council.persona import STOPPING
-from council.prompts import FALLBACK_CLOSINGS
-from council.reflection import sentences
-from council.runner import build_runtime
+from council.core.settings import load_settings
+from council.core.text import sentences
+from council.engine.persona import STOPPING
+from council.engine.prompts import FALLBACK_CLOSINGS
+from council.engine.runner import build_runtime
 
 pytestmark = pytest.mark.integration
 CASES = [

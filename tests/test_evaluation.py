@@ -4,10 +4,10 @@ import json
 
 import pytest
 
+from council.engine.runner import run_episode
 from council.evaluation.evaluate import evaluate
 from council.evaluation.experiment import pool_figures
 from council.evaluation.report import eval_report
-from council.runner import run_episode
 
 WRONG, FINE = {"wrong": 0.9, "okay": 0.1}, {"wrong": 0.1, "okay": 0.9}
 ROWS = [  # rows 10/11 and 20/21 are minimal pairs
@@ -81,7 +81,7 @@ def test_pairs_are_judged_in_both_orders_and_position_bias_is_reported(fake_setu
 
 
 def test_a_malformed_row_is_one_clear_error(fake_setup, tmp_path):
-    from council.errors import DefinitionError
+    from council.core.errors import DefinitionError
 
     rt, _ = fake_setup()
     path = tmp_path / "bad.jsonl"

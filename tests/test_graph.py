@@ -2,8 +2,8 @@
 
 import pytest
 
-from council.prompts import FALLBACK_CLOSINGS, VOTE_QUESTION
-from council.runner import run_episode
+from council.engine.prompts import FALLBACK_CLOSINGS, VOTE_QUESTION
+from council.engine.runner import run_episode
 from tests.conftest import write_yaml
 
 CONT = {"continue": 0.8, "revise": 0.1, "let_go": 0.1}
@@ -131,7 +131,7 @@ def test_persona_text_reaches_the_council_as_data(fake_setup):
 def test_exported_builder_accepts_a_checkpointer(fake_setup):
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from council.graph import build_graph, initial_state
+    from council.engine.graph import build_graph, initial_state
 
     rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
     fake.enqueue("Short and sweet.")
@@ -147,7 +147,7 @@ def test_revisions_are_bounded_in_time_as_well_as_in_count(fake_setup, council_h
     write_yaml(council_home, "pools", "slow", "archetypes: [reason]\nmax_revisions: 100\nrevision_seconds: 5\n")
     rt, fake = fake_setup(pool="slow", reflection={"min_segment_tokens": 2})
     clock = iter(range(0, 1000, 2))  # every read of the clock is 2 s later
-    monkeypatch.setattr("council.graph.now", lambda: float(next(clock)))
+    monkeypatch.setattr("council.engine.graph.now", lambda: float(next(clock)))
     fake.enqueue("Bad idea.", *["c", "Still bad."] * 10)
     fake.enqueue_scores(*[REV] * 40)
     ep = run_episode(rt, "Help me.")

@@ -12,9 +12,9 @@ import pytest
 
 from archetypes.backends import Chat, Message
 from archetypes.backends.llama import LlamaBackend
+from archetypes.backends.modelfiles import resolve_gguf
 from archetypes.library import Library
-from archetypes.modelfiles import resolve_gguf
-from council import prompts
+from council.engine import prompts
 
 pytestmark = pytest.mark.integration
 CHOICES = prompts.VERDICT_CHOICES
@@ -223,8 +223,8 @@ def day_of_episodes(home):
     """A logged day on the real model's terms: one revised segment, one let-go, one plain episode."""
     from datetime import datetime, timezone
 
-    from council.episode import Decision, Episode, ReflectionPoint, Vote
-    from memory.log import EpisodeLog
+    from council.core.episode import Decision, Episode, ReflectionPoint, Vote
+    from council.store.episodes import EpisodeLog
 
     def point(index, segment, attempt, decision, verdict_probs):
         votes = [
@@ -340,8 +340,8 @@ def more_episodes(home, n):
     """``n`` plain finished episodes, written the way the daemon or `council run` would."""
     from datetime import datetime, timezone
 
-    from council.episode import Episode
-    from memory.log import EpisodeLog
+    from council.core.episode import Episode
+    from council.store.episodes import EpisodeLog
 
     log = EpisodeLog(f"sqlite:///{home}/council.db")
     for i in range(n):
@@ -400,7 +400,7 @@ def test_sleep_killed_with_sigkill_resumes_without_duplicates_or_gaps(council_ho
 def test_sleep_runs_while_another_process_writes_episodes(council_home):
     from datetime import datetime, timezone
 
-    from council.episode import Episode
+    from council.core.episode import Episode
 
     day_of_episodes(council_home)
     log = more_episodes(council_home, 0)

@@ -6,14 +6,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from archetypes.definitions import JudgeSource
 from archetypes.library import Library
-from archetypes.models import JudgeSource
 from council.cli import main
-from council.council import Point
-from council.errors import DefinitionError
-from council.judge import Reader, load_heads
-from council.judge_fit import fit_judge, read_source
-from council.reflection import sentences
+from council.core.errors import DefinitionError
+from council.core.text import sentences
+from council.engine.judges import Reader, load_heads
+from council.engine.voting import Point
+from council.evaluation.judge_fit import fit_judge, read_source
 from memory.embedder import Embedder
 from tests.conftest import write_yaml
 
@@ -217,7 +217,7 @@ class _Words(Reader):
 
 
 def _heads(**heads):
-    from council.judge import Head, JudgeHeads
+    from council.engine.judges import Head, JudgeHeads
 
     built = {k: Head(np.array(h[0], dtype=float), h[1], 1.0, 0.0, *h[2:]) for k, h in heads.items()}
     return JudgeHeads(built, {}, "x")

@@ -8,9 +8,9 @@ from safetensors import safe_open
 
 from archetypes.backends import BackendPool
 from archetypes.library import BUILTIN, Library
-from council.config import load_settings
-from council.council import Point
-from council.runner import build_runtime
+from council.core.settings import load_settings
+from council.engine.runner import build_runtime
+from council.engine.voting import Point
 from tests.conftest import write_yaml
 from tests.test_integration import PROMPT, council
 

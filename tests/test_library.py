@@ -1,8 +1,8 @@
 import pytest
 
+from archetypes.definitions import ModelSpec
 from archetypes.library import Library
-from archetypes.models import ModelSpec
-from council.errors import DefinitionError, NotFoundError
+from council.core.errors import DefinitionError, NotFoundError
 from tests.conftest import write_yaml
 
 

@@ -1,7 +1,7 @@
 import pytest
 
-from council.errors import CouncilError
-from council.locks import exclusive
+from council.core.errors import CouncilError
+from council.core.locks import exclusive
 
 
 def test_a_held_lock_refuses_a_second_holder_in_one_line_and_is_free_again_after(tmp_path):

@@ -3,10 +3,10 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from council.config import load_settings
-from council.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
-from council.errors import NotFoundError, StorageError
-from memory.log import EpisodeLog, migrate
+from council.core.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
+from council.core.errors import NotFoundError, StorageError
+from council.core.settings import load_settings
+from council.store.episodes import EpisodeLog, migrate
 
 
 def episode(eid="abc123", pool="default"):

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from chromadb.api.shared_system_client import SharedSystemClient
 
-from council.config import load_settings
-from council.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
-from council.errors import DefinitionError, ModelError, StorageError
+from council.core.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
+from council.core.errors import DefinitionError, ModelError, StorageError
+from council.core.settings import load_settings
+from council.store.episodes import EpisodeLog
 from memory.embedder import Embedder, resolve_embedder
-from memory.log import EpisodeLog
 from memory.recall import digest
 from memory.vector import TOPICAL, VectorMemory, documents_for, passages
 

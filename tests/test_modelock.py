@@ -100,7 +100,7 @@ def test_the_mask_depends_on_the_mode():
 
 
 def test_a_locked_persona_stops_at_ai_close_and_reflects_after_a_quote(fake_setup, council_home):
-    from council.runner import run_episode
+    from council.engine.runner import run_episode
     from tests.conftest import write_yaml
 
     write_yaml(council_home, "personas", "tester", "character: You are a test persona.\nmodel: fake\nmode_lock: true\n")
@@ -118,7 +118,7 @@ def test_a_locked_persona_stops_at_ai_close_and_reflects_after_a_quote(fake_setu
 def test_quoted_words_are_marked_in_memory_and_spans_are_on_the_record():
     from datetime import datetime, timezone
 
-    from council.episode import Episode
+    from council.core.episode import Episode
     from memory.vector import documents_for
 
     text = f"My friend said {QUOTE_OPEN}I hate you{QUOTE_CLOSE}, and I answered kindly.{AI_CLOSE}"

@@ -7,9 +7,9 @@ import pytest
 
 from archetypes.backends import Chat, Message
 from archetypes.backends.openai_http import OpenAIBackend
-from archetypes.models import ModelSpec
-from council.errors import ModelError
-from council.prompts import VERDICT_CHOICES
+from archetypes.definitions import ModelSpec
+from council.core.errors import ModelError
+from council.engine.prompts import VERDICT_CHOICES
 
 SPEC = ModelSpec.model_validate(
     {"backend": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "K"}

@@ -2,10 +2,10 @@
 
 import pytest
 
-from council.errors import DefinitionError, StorageError
+from council.core.errors import DefinitionError, StorageError
+from council.engine.prompts import MEMORY_HEADER
+from council.engine.runner import run_episode
 from council.evaluation.recall import RecallRow, evaluate_recall, load_recall_rows
-from council.prompts import MEMORY_HEADER
-from council.runner import run_episode
 
 CONT = {"continue": 0.8, "revise": 0.1, "let_go": 0.1}
 

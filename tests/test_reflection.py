@@ -1,7 +1,8 @@
 import pytest
 
-from council.config import ReflectionSettings
-from council.reflection import ReflectionPolicy, whole_sentences
+from council.core.settings import ReflectionSettings
+from council.core.text import whole_sentences
+from council.engine.reflection import ReflectionPolicy
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ import pytest
 import yaml
 
 from archetypes.backends import BackendPool, Message
+from archetypes.backends.modelfiles import resolve_gguf
 from archetypes.backends.openai_http import OpenAIBackend
+from archetypes.definitions import ModelSpec
 from archetypes.library import Library
-from archetypes.modelfiles import resolve_gguf
-from archetypes.models import ModelSpec
-from council import prompts
-from council.config import load_settings
-from council.runner import build_runtime, run_episode
+from council.core.settings import load_settings
+from council.engine import prompts
+from council.engine.runner import build_runtime, run_episode
 from tests.conftest import without_judges, write_yaml
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from council.server import create_app
-from council.tasks import TaskQueue
+from council.store.tasks import TaskQueue
 from council.worker import Worker
 
 CONT = {"continue": 0.8, "revise": 0.1, "let_go": 0.1}

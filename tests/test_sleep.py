@@ -10,11 +10,11 @@ import time
 import pytest
 from sqlalchemy import delete
 
-from council.runner import run_episode
-from memory.models import CommentaryRow, PreferencePairRow, SleptRow
+from council.engine.runner import run_episode
+from council.store.rows import CommentaryRow, PreferencePairRow, SleptRow
+from council.store.sleep import SleepStore
 from sleep.export import write_dataset
 from sleep.night import SleepPass
-from sleep.store import SleepStore
 
 CONT = {"continue": 0.8, "revise": 0.1, "let_go": 0.1}
 MEH = {"continue": 0.3, "revise": 0.6, "let_go": 0.1}

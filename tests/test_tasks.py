@@ -3,10 +3,10 @@
 import threading
 import time
 
-from council.runner import run_episode
-from council.tasks import MAX_ATTEMPTS, TaskQueue
+from council.engine.runner import run_episode
+from council.store.episodes import EpisodeLog
+from council.store.tasks import MAX_ATTEMPTS, TaskQueue
 from council.worker import Watcher
-from memory.log import EpisodeLog
 
 
 def queue_on(db_url):

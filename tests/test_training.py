@@ -20,9 +20,9 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 from archetypes.backends import Message  # noqa: E402
 from archetypes.backends.llama import LlamaBackend  # noqa: E402
-from archetypes.modelfiles import file_hash, resolve_gguf  # noqa: E402
-from council.config import TrainSettings, load_settings  # noqa: E402
-from council.runner import build_runtime  # noqa: E402
+from archetypes.backends.modelfiles import file_hash, resolve_gguf  # noqa: E402
+from council.core.settings import TrainSettings, load_settings  # noqa: E402
+from council.engine.runner import build_runtime  # noqa: E402
 from sleep.adapter import write_gguf_adapter  # noqa: E402
 from sleep.base_model import base_checkpoint  # noqa: E402
 from sleep.gate import VersionProbe, decide, pair_margins  # noqa: E402
@@ -193,9 +193,9 @@ def council(*args: str, env: dict, check: bool = True) -> subprocess.CompletedPr
 def from_runtime(env: dict, expression: str) -> object:
     """``expression`` evaluated on a fresh process's runtime ``rt`` (as `council run` would build it), as JSON."""
     code = (
-        "import json; from archetypes.backends import Message; from council import prompts;"
-        "from council.council import Point;"
-        "from council.config import load_settings; from council.runner import build_runtime;"
+        "import json; from archetypes.backends import Message; from council.engine import prompts;"
+        "from council.engine.voting import Point;"
+        "from council.core.settings import load_settings; from council.engine.runner import build_runtime;"
         f"rt = build_runtime(load_settings()); print(json.dumps({expression}))"
     )
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -8,10 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from council.cli import app
-from council.config import TrainSettings, load_settings
-from council.errors import DefinitionError, ModelError, NotFoundError
-from memory.log import EpisodeLog
-from memory.versions import BASE, PersonaVersion, PersonaVersions
+from council.core.errors import DefinitionError, ModelError, NotFoundError
+from council.core.settings import TrainSettings, load_settings
+from council.store.episodes import EpisodeLog
+from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.adapter import gguf_tensors, permute_rows
 from sleep.gate import Figures, decide, hh_turns
 from sleep.train import read_pairs, row_id, split
@@ -117,8 +117,8 @@ def test_the_persona_commands_list_use_and_roll_back(store):
 def test_a_version_needs_its_own_base_model_and_a_loadable_adapter(store):
     from pathlib import Path
 
-    from archetypes.modelfiles import file_hash, resolve_gguf
-    from council.runner import build_runtime
+    from archetypes.backends.modelfiles import file_hash, resolve_gguf
+    from council.engine.runner import build_runtime
 
     store.add(version(1))  # base_hash "bbbb…": trained on some other GGUF
     with pytest.raises(ModelError, match="trained on another base model.*persona use base"):

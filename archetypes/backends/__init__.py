@@ -7,16 +7,16 @@ from pathlib import Path
 
 from archetypes.backends.base import Backend, Chat, ChoiceScores, GenerationStats, Message
 from archetypes.backends.fake import FakeBackend
-from archetypes.models import ModelSpec
-from council.config import Settings
-from council.errors import ModelError
+from archetypes.definitions import ModelSpec
+from council.core.errors import ModelError
+from council.core.settings import Settings
 
 __all__ = ["Backend", "Chat", "ChoiceScores", "FakeBackend", "GenerationStats", "Message", "BackendPool"]
 
 
 def _llama(spec: ModelSpec, settings: Settings) -> tuple[str, Callable[[], Backend]]:
     from archetypes.backends.llama import LlamaBackend
-    from archetypes.modelfiles import resolve_gguf
+    from archetypes.backends.modelfiles import resolve_gguf
 
     path = resolve_gguf(spec.path or "", settings.models_dir)
     return f"llama:{path}", lambda: LlamaBackend(path, n_ctx=settings.models.n_ctx, n_threads=settings.models.n_threads)

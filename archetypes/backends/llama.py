@@ -22,7 +22,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from llama_cpp import _internals
 
 from archetypes.backends.base import Chat, ChoiceScores, Constraint, GenerationStats, Message
-from council.errors import ContextOverflowError, ModelError
+from council.core.errors import ContextOverflowError, ModelError
 
 _SENTINEL = "\x00{}\x00"
 _SENTINEL_RE = re.compile("\x00(\\d+)\x00")

@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 
 from archetypes.backends.base import Chat, ChoiceScores, Constraint, GenerationStats, Message
-from archetypes.models import ModelSpec
-from council.errors import ModelError
+from archetypes.definitions import ModelSpec
+from council.core.errors import ModelError
 
 
 class OpenAIBackend:

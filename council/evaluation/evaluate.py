@@ -9,10 +9,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel
 
+from council.core.jsonl import read_jsonl
+from council.engine.graph import CouncilRuntime
 from council.evaluation import metrics as m
 from council.evaluation.judges import COUNCIL, PERSONA, Judges, calibrate, council_probability
-from council.graph import CouncilRuntime
-from council.jsonl import read_jsonl
 
 Task = Literal["ethics", "pairs", "letgo"]
 METRICS: dict[str, m.Metric] = {

@@ -18,13 +18,13 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from archetypes.backends import BackendPool
-from council.config import Settings
-from council.episode import Episode
-from council.errors import DefinitionError
+from council.core.episode import Episode
+from council.core.errors import DefinitionError
+from council.core.settings import Settings
+from council.engine.graph import CouncilRuntime
+from council.engine.runner import build_runtime, run_episode
 from council.evaluation import metrics as m
-from council.graph import CouncilRuntime
-from council.runner import build_runtime, run_episode
-from memory.log import EpisodeLog
+from council.store.episodes import EpisodeLog
 
 DECISIONS = ("continue", "revise", "let_go")
 

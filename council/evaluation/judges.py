@@ -20,10 +20,10 @@ from math import nan
 import numpy as np
 
 from archetypes.backends import Message
-from archetypes.models import Archetype, Judgment
-from council import prompts
-from council.council import Point
-from council.graph import CouncilRuntime
+from archetypes.definitions import Archetype, Judgment
+from council.engine import prompts
+from council.engine.graph import CouncilRuntime
+from council.engine.voting import Point
 
 PERSONA = "persona"
 COUNCIL = "council"

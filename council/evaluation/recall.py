@@ -14,11 +14,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from council.config import MemorySettings
-from council.errors import DefinitionError
-from council.graph import CouncilRuntime
-from council.jsonl import read_jsonl
-from council.runner import run_episode
+from council.core.errors import DefinitionError
+from council.core.jsonl import read_jsonl
+from council.core.settings import MemorySettings
+from council.engine.graph import CouncilRuntime
+from council.engine.runner import run_episode
 from memory.vector import REMEMBERED, TOPICAL, VectorMemory
 
 

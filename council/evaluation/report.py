@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
-from council.errors import StorageError  # noqa: E402
+from council.core.errors import StorageError  # noqa: E402
 from council.evaluation import metrics as m  # noqa: E402
 
 STYLE = (

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from archetypes.definitions import JUDGMENTS, Archetype, Judgment
 from archetypes.library import Library
-from archetypes.models import JUDGMENTS, Archetype, Judgment
-from council.errors import ModelError
-from council.reflection import sentences
+from council.core.errors import ModelError
+from council.core.text import sentences
 from memory.embedder import Embedder
 
 FEATURES = "layer-means-1-6-unit-128"

@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
-from council.errors import NotFoundError
-from memory.log import EpisodeLog
-from memory.models import PersonaSelectionRow, PersonaVersionRow
+from council.core.errors import NotFoundError
+from council.store.episodes import EpisodeLog
+from council.store.rows import PersonaSelectionRow, PersonaVersionRow
 
 BASE = "base"
 

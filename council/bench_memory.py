@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from council.config import MemorySettings
+from council.core.settings import MemorySettings
 from memory.embedder import Embedder
 from memory.vector import MemoryDoc, VectorMemory
 

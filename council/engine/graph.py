@@ -17,14 +17,14 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 
 from archetypes.backends import BackendPool
-from archetypes.models import Persona, Pool
-from council.config import Settings
-from council.council import Council, Point
-from council.episode import Episode, Recollection, ReflectionPoint
-from council.errors import CouncilError
-from council.persona import PersonaWriter
-from council.reflection import whole_sentences
-from memory.log import EpisodeLog
+from archetypes.definitions import Persona, Pool
+from council.core.episode import Episode, Recollection, ReflectionPoint
+from council.core.errors import CouncilError
+from council.core.settings import Settings
+from council.core.text import whole_sentences
+from council.engine.persona import PersonaWriter
+from council.engine.voting import Council, Point
+from council.store.episodes import EpisodeLog
 from memory.recall import digest
 from memory.vector import TOPICAL, VectorMemory
 

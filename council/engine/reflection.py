@@ -6,13 +6,11 @@ import re
 from typing import Literal
 
 from archetypes.modelock import QUOTE_CLOSE
-from council.config import ReflectionSettings
+from council.core.settings import ReflectionSettings
 
 BoundaryKind = Literal["marker", "quote_end", "sentence", "paragraph", "list_item", "code_block", "max_length", "end"]
 
 _SENTENCE_END = re.compile(r"[.!?…]['\")\]»”’]*\s*$")
-_SENTENCE_GAP = re.compile(r"(?<=[.!?])\s+|\n+")
-_UP_TO_LAST_SENTENCE = re.compile(r"^(.*[.!?…]['\")\]»”’]*)", re.S)
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+•]|\d{1,3}[.)])\s+\S")
 _ABBREVIATIONS = {"e.g", "i.e", "etc", "mr", "mrs", "ms", "dr", "vs", "st", "no", "fig", "approx"}
 FENCE = "```"
@@ -75,23 +73,3 @@ def _abbreviation_or_number(segment: str) -> bool:
         return True
     last_word = re.split(r"\s", body)[-1].lower()
     return last_word in _ABBREVIATIONS
-
-
-def whole_sentences(text: str) -> str:
-    """Cut ``text`` after its last complete sentence; return "" when it holds none."""
-    match = _UP_TO_LAST_SENTENCE.match(text)
-    return match.group(1) if match else ""
-
-
-def sentences(text: str) -> list[str]:
-    """The sentences (and lines) of ``text``, stripped; a fragment of one or two words ("P.S.") joins the next."""
-    parts: list[str] = []
-    carry = ""
-    for part in (p.strip() for p in _SENTENCE_GAP.split(text)):
-        if not part:
-            continue
-        part = f"{carry} {part}".strip()
-        carry = part if len(part.split()) < 3 else ""
-        if not carry:
-            parts.append(part)
-    return parts + [carry] if carry else parts

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from archetypes.models import VERDICTS, Archetype, Pool, Verdict
-from council.episode import Decision, Vote
+from archetypes.definitions import VERDICTS, Archetype, Pool, Verdict
+from council.core.episode import Decision, Vote
 
 Tally = dict[Verdict, float]
 _SEVERITY = {v: i for i, v in enumerate(VERDICTS)}

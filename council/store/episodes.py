@@ -14,9 +14,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import selectinload, sessionmaker
 
-from council.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
-from council.errors import NotFoundError, StorageError
-from memory.models import CommentaryRow, EpisodeRow, RecollectionRow, ReflectionPointRow, SegmentRow, VoteRow
+from council.core.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
+from council.core.errors import NotFoundError, StorageError
+from council.store.rows import CommentaryRow, EpisodeRow, RecollectionRow, ReflectionPointRow, SegmentRow, VoteRow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -1,6 +1,6 @@
 """`council archetypes fit`: train an archetype's judge from its labelled files, deterministically.
 
-Each judgment (let go, revise) is a logistic regression on the judges' features (``council.judge``), fitted on
+Each judgment (let go, revise) is a logistic regression on the judges' features (``council.engine.judges``), fitted on
 the ``train`` rows of every file that teaches it, with classes weighted to balance. Its probability is then
 calibrated on out-of-fold scores of those rows (``calibrate``), so no threshold is set by hand. The ``dev`` rows
 are held out and only measured.
@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from archetypes.models import JUDGMENTS, Archetype, JudgeSource, Judgment
-from council.errors import DefinitionError
-from council.judge import FEATURES, FORMAT, LAYERS, Reader
+from archetypes.definitions import JUDGMENTS, Archetype, JudgeSource, Judgment
+from council.core.errors import DefinitionError
+from council.engine.judges import FEATURES, FORMAT, LAYERS, Reader
 
 FOLDS = 5
 # The share of acceptable (continue) rows a calibrated head flags. Any one voice may let go on the default

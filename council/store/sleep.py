@@ -8,12 +8,12 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from council.errors import StorageError
-from council.tasks import worker_gone
-from memory.log import EpisodeLog
-from memory.models import CommentaryRow, EpisodeRow, PreferencePairRow, SleepClaimRow, SleptRow
+from council.core.errors import StorageError
+from council.core.pairs import PreferencePair
+from council.store.episodes import EpisodeLog
+from council.store.rows import CommentaryRow, EpisodeRow, PreferencePairRow, SleepClaimRow, SleptRow
+from council.store.tasks import worker_gone
 from memory.vector import REMEMBERED
-from sleep.pairs import PreferencePair
 
 CLAIM_S = 900.0  # a sleeper that died frees its episode after this long
 

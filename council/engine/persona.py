@@ -7,11 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from archetypes.backends import Backend, Chat
+from archetypes.definitions import Persona
 from archetypes.modelock import ModeLock, Vocabulary, parse
-from archetypes.models import Persona
-from council import prompts
-from council.config import GenerationSettings
-from council.reflection import BoundaryKind, ReflectionPolicy, sentences, whole_sentences
+from council.core.settings import GenerationSettings
+from council.core.text import sentences, whole_sentences
+from council.engine import prompts
+from council.engine.reflection import BoundaryKind, ReflectionPolicy
 
 
 @dataclass(frozen=True)

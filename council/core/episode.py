@@ -8,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, computed_field
 
+from archetypes.definitions import Verdict
 from archetypes.modelock import parse
-from archetypes.models import Verdict
 
 EpisodeStatus = Literal["running", "finished", "let_go", "budget", "failed"]  # budget: closed at its token budget
 MemoryKind = Literal["episode", "request", "answer", "reflection", "commentary"]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from council.errors import CouncilError
+from council.core.errors import CouncilError
 
 
 @contextmanager

@@ -1,9 +1,9 @@
-"""Alembic environment: runs on the connection handed in by memory.log (or on sqlalchemy.url)."""
+"""Alembic environment: runs on the connection handed in by council.store.episodes (or on sqlalchemy.url)."""
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from memory.models import Base
+from council.store.rows import Base
 
 config = context.config
 target_metadata = Base.metadata

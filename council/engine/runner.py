@@ -11,21 +11,21 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from archetypes.backends import Backend, BackendPool
+from archetypes.backends.modelfiles import file_hash
+from archetypes.definitions import Persona
 from archetypes.library import Library
-from archetypes.modelfiles import file_hash
-from archetypes.models import Persona
-from council.config import Settings
-from council.council import Council
-from council.episode import Episode
-from council.errors import ModelError, StorageError
-from council.graph import CouncilRuntime, EpisodeState, build_graph, episode_from_state, initial_state
-from council.judge import Reader, load_judge
-from council.persona import PersonaWriter
-from council.reflection import ReflectionPolicy
+from council.core.episode import Episode
+from council.core.errors import ModelError, StorageError
+from council.core.settings import Settings
+from council.engine.graph import CouncilRuntime, EpisodeState, build_graph, episode_from_state, initial_state
+from council.engine.judges import Reader, load_judge
+from council.engine.persona import PersonaWriter
+from council.engine.reflection import ReflectionPolicy
+from council.engine.voting import Council
+from council.store.episodes import EpisodeLog
+from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from memory.embedder import DEFAULT_EMBEDDER, Embedder
-from memory.log import EpisodeLog
 from memory.vector import VectorMemory
-from memory.versions import BASE, PersonaVersion, PersonaVersions
 
 logger = logging.getLogger(__name__)
 

@@ -7,11 +7,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from archetypes.backends import Backend, BackendPool, Chat, ChoiceScores, Message
-from archetypes.models import Archetype, Persona, Pool
-from council import prompts
-from council.aggregate import aggregate
-from council.episode import Decision, Vote
-from council.judge import JudgeHeads, Reader
+from archetypes.definitions import Archetype, Persona, Pool
+from council.core.episode import Decision, Vote
+from council.engine import prompts
+from council.engine.aggregation import aggregate
+from council.engine.judges import JudgeHeads, Reader
 
 
 @dataclass(frozen=True)

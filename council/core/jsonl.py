@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from council.errors import DefinitionError
+from council.core.errors import DefinitionError
 
 Row = TypeVar("Row", bound=BaseModel)
 

@@ -8,7 +8,7 @@ import json
 import os
 from pathlib import Path
 
-from council.errors import ModelError
+from council.core.errors import ModelError
 
 GGUF_MAGIC = b"GGUF"
 

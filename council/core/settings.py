@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from council.errors import DefinitionError
+from council.core.errors import DefinitionError
 
 
 def default_home() -> Path:

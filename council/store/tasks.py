@@ -18,9 +18,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 from sqlalchemy import and_, func, or_, select, true, update
 
-from council.errors import NotFoundError
-from memory.log import EpisodeLog
-from memory.models import TaskRow
+from council.core.errors import NotFoundError
+from council.store.episodes import EpisodeLog
+from council.store.rows import TaskRow
 
 TaskStatus = Literal["queued", "running", "done", "failed"]
 TaskSource = Literal["api", "inbox"]

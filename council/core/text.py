@@ -1,0 +1,28 @@
+"""Splitting text into whole sentences: shared by the persona, the reflection policy and memory."""
+
+from __future__ import annotations
+
+import re
+
+_SENTENCE_GAP = re.compile(r"(?<=[.!?])\s+|\n+")
+_UP_TO_LAST_SENTENCE = re.compile(r"^(.*[.!?…]['\")\]»”’]*)", re.S)
+
+
+def whole_sentences(text: str) -> str:
+    """Cut ``text`` after its last complete sentence; return "" when it holds none."""
+    match = _UP_TO_LAST_SENTENCE.match(text)
+    return match.group(1) if match else ""
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences (and lines) of ``text``, stripped; a fragment of one or two words ("P.S.") joins the next."""
+    parts: list[str] = []
+    carry = ""
+    for part in (p.strip() for p in _SENTENCE_GAP.split(text)):
+        if not part:
+            continue
+        part = f"{carry} {part}".strip()
+        carry = part if len(part.split()) < 3 else ""
+        if not carry:
+            parts.append(part)
+    return parts + [carry] if carry else parts

@@ -1,0 +1,1 @@
+"""The application database: engine, sessions, migrations, rows, and the repositories that take it."""
