@@ -205,9 +205,10 @@ def logs_list(
 ) -> None:
     """List logged episodes, newest first."""
     from council.render import episodes_table
+    from council.store.database import Database
     from council.store.episodes import EpisodeLog
 
-    episodes = EpisodeLog(_settings().db_url).list(limit=limit, pool=pool)
+    episodes = EpisodeLog(Database(_settings().db_url)).list(limit=limit, pool=pool)
     if as_json:
         return _dump([e.model_dump(mode="json") for e in episodes])
     out.print(episodes_table(episodes))
@@ -217,18 +218,20 @@ def logs_list(
 def logs_show(episode_id: str, as_json: JsonFlag = False) -> None:
     """Show one episode (any unique id prefix) with every reflection point and vote."""
     from council.render import print_episode
+    from council.store.database import Database
     from council.store.episodes import EpisodeLog
 
-    episode = EpisodeLog(_settings().db_url).get(episode_id)
+    episode = EpisodeLog(Database(_settings().db_url)).get(episode_id)
     _dump(episode.model_dump(mode="json")) if as_json else print_episode(out, episode)
 
 
 def _memory() -> tuple[Any, Any]:
+    from council.store.database import Database
     from council.store.episodes import EpisodeLog
     from memory.vector import VectorMemory
 
     settings = _settings()
-    return VectorMemory(settings.memory, settings.chroma_dir), EpisodeLog(settings.db_url)
+    return VectorMemory(settings.memory, settings.chroma_dir), EpisodeLog(Database(settings.db_url))
 
 
 @memory_app.command("search")
@@ -273,11 +276,12 @@ def memory_rebuild(as_json: JsonFlag = False) -> None:
 
     The log is read in full first; a damaged embedded store is moved aside (never deleted) and built anew.
     """
+    from council.store.database import Database
     from council.store.episodes import EpisodeLog
     from memory.vector import open_or_set_aside, remembered
 
     settings = _settings()
-    episodes = remembered(EpisodeLog(settings.db_url))
+    episodes = remembered(EpisodeLog(Database(settings.db_url)))
     memory, aside = open_or_set_aside(settings.memory, settings.chroma_dir)
     with err.status("Embedding episodes…"):
         items = memory.rebuild(episodes)
@@ -468,6 +472,7 @@ def experiment_run(
     """Run the persona with each pool over the same prompts and seeds, and compare how the pools behave."""
     from council.evaluation import experiment
     from council.evaluation.report import experiment_report
+    from council.store.database import Database
     from council.store.episodes import EpisodeLog
 
     names = [p.strip() for p in pools.split(",") if p.strip()]
@@ -478,7 +483,9 @@ def experiment_run(
     with Progress(console=err, transient=True) as bar:
         job = bar.add_task("Running episodes", total=len(names) * len(texts) * seeds)
         records = experiment.run(settings, names, texts, seeds, out_dir, progress=lambda n: bar.advance(job, n))
-    figures = experiment.summarize(EpisodeLog(settings.db_url), records, labels=experiment.load_labels(prompts))
+    figures = experiment.summarize(
+        EpisodeLog(Database(settings.db_url)), records, labels=experiment.load_labels(prompts)
+    )
     meta = {"pools": names, "prompts": len(texts), "seeds": seeds, "prompt_file": str(prompts)}
     page = experiment_report(figures, meta, out_dir)
     if as_json:
@@ -642,13 +649,13 @@ def _print_wakeup(data: dict[str, Any]) -> None:
 
 
 def _versions(persona: str | None) -> tuple[Any, str]:
-    from council.store.episodes import EpisodeLog
+    from council.store.database import Database
     from council.store.versions import PersonaVersions
 
     settings = _settings()
     name = persona or settings.persona
     Library.load(settings.home).persona(name)  # an unknown name is an error, not an empty history
-    return PersonaVersions(EpisodeLog(settings.db_url), settings.personas_dir), name
+    return PersonaVersions(Database(settings.db_url), settings.personas_dir), name
 
 
 @persona_app.command("versions")
@@ -782,7 +789,7 @@ def worker_command(
     with _owning_home(settings, alone):
         with err.status("Loading models…"):
             rt = build_runtime(settings)
-        runner = Worker(rt, TaskQueue(rt.log), settings.home / "checkpoints.db", take_over=alone)
+        runner = Worker(rt, TaskQueue(rt.db), settings.home / "checkpoints.db", take_over=alone)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: runner.stop())
         err.print(f"worker {runner.worker_id} runs tasks for {rt.persona.name} with the {rt.pool.name} council")
@@ -803,11 +810,12 @@ def ask(
     """Queue PROMPT in the inbox; a running `council serve` answers it while idle."""
     import time
 
+    from council.store.database import Database
     from council.store.episodes import EpisodeLog
     from council.store.tasks import TaskQueue
 
-    log = EpisodeLog(_settings().db_url)
-    queue = TaskQueue(log)
+    log = EpisodeLog(Database(_settings().db_url))
+    queue = TaskQueue(log.db)
     task = queue.put(prompt, "inbox")
     if not wait:
         return _dump(task.model_dump(mode="json")) if as_json else out.print(f"queued task {task.id}")

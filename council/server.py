@@ -144,7 +144,7 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0, run_tasks: bool = True, 
 
     ``alone``: no other worker shares the queue (see ``Worker``).
     """
-    queue = TaskQueue(rt.log)
+    queue = TaskQueue(rt.db)
     worker: TaskThread = (
         Worker(rt, queue, rt.settings.home / "checkpoints.db", poll_s=poll_s, take_over=alone)
         if run_tasks
@@ -188,7 +188,7 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0, run_tasks: bool = True, 
     async def healthz() -> JSONResponse:
         """200 only while the worker (or watcher) runs and the episode log is the store it opened, and writable."""
         try:
-            rt.log.check()
+            rt.db.check()
             store = "ok"
         except StorageError as exc:
             store = str(exc)
@@ -237,7 +237,7 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0, run_tasks: bool = True, 
         loop = asyncio.get_running_loop()
         task_id = new_task_id()
         worker.listen(task_id, lambda kind, data: loop.call_soon_threadsafe(events.put_nowait, (kind, data)))
-        rt.log.check()  # an episode written to a deleted log would be lost
+        rt.db.check()  # an episode written to a deleted log would be lost
         task = queue.put(prompt, "api", TaskParams(max_tokens=max_tokens, seed=body.seed), task_id=task_id)
         base = {"id": f"chatcmpl-{task.episode_id}", "created": int(time.time()), "model": body.model}
         if body.stream:

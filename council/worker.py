@@ -138,7 +138,7 @@ class Worker(TaskThread):
         """Work until stopped; idle time waits for a new task or polls for inbox prompts from other processes."""
         while not self._stopping.is_set():
             try:
-                self.rt.log.check()
+                self.rt.db.check()
             except StorageError as exc:  # writing on would lose every later episode
                 logger.error("worker stopped: %s", exc)
                 self.failure = str(exc)

@@ -65,7 +65,7 @@ class SleepPass:
         self.rt = rt
         self.settings = settings
         self.marker = rt.settings.reflection.marker
-        self.store = SleepStore(rt.log)
+        self.store = SleepStore(rt.db)
         self.sleeper = new_worker_id()
         night = rt.settings.generation.model_copy(update={"temperature": settings.temperature})
         self.writer = PersonaWriter(rt.persona, rt.writer.backend, rt.writer.policy, night, rt.council.note)

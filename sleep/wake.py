@@ -38,7 +38,7 @@ def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | No
     require_train_extra()
     settings, persona = rt.settings.train, rt.persona
     backends = rt.backends or BackendPool(rt.settings)
-    versions = PersonaVersions(rt.log, rt.settings.personas_dir)
+    versions = PersonaVersions(rt.db, rt.settings.personas_dir)
     base = backends.get(persona.model)
     gguf = getattr(base, "path", None)
     if gguf is None:

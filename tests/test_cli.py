@@ -94,6 +94,7 @@ def test_bad_numbers_are_refused_before_any_episode(council_home, capsys, args, 
     code, _, err = run_cli(capsys, *args)
     assert code in (1, 2) and fragment in err and "Traceback" not in err
     from council.core.settings import load_settings
+    from council.store.database import Database
     from council.store.episodes import EpisodeLog
 
-    assert EpisodeLog(load_settings().db_url).list(limit=5) == []  # no failed episode was logged
+    assert EpisodeLog(Database(load_settings().db_url)).list(limit=5) == []  # no failed episode was logged

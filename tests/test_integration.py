@@ -224,6 +224,7 @@ def day_of_episodes(home):
     from datetime import datetime, timezone
 
     from council.core.episode import Decision, Episode, ReflectionPoint, Vote
+    from council.store.database import Database
     from council.store.episodes import EpisodeLog
 
     def point(index, segment, attempt, decision, verdict_probs):
@@ -245,7 +246,7 @@ def day_of_episodes(home):
     cont = {"continue": 0.7, "revise": 0.2, "let_go": 0.1}
     go = {"continue": 0.1, "revise": 0.2, "let_go": 0.7}
     now = datetime.now(timezone.utc)
-    log = EpisodeLog(f"sqlite:///{home}/council.db")
+    log = EpisodeLog(Database(f"sqlite:///{home}/council.db"))
     episodes = [
         Episode(
             episode_id="day1revised",
@@ -341,9 +342,10 @@ def more_episodes(home, n):
     from datetime import datetime, timezone
 
     from council.core.episode import Episode
+    from council.store.database import Database
     from council.store.episodes import EpisodeLog
 
-    log = EpisodeLog(f"sqlite:///{home}/council.db")
+    log = EpisodeLog(Database(f"sqlite:///{home}/council.db"))
     for i in range(n):
         log.save(
             Episode(

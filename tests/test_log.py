@@ -6,7 +6,8 @@ from sqlalchemy import create_engine, inspect, text
 from council.core.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
 from council.core.errors import NotFoundError, StorageError
 from council.core.settings import load_settings
-from council.store.episodes import EpisodeLog, migrate
+from council.store.database import Database, migrate
+from council.store.episodes import EpisodeLog
 
 
 def episode(eid="abc123", pool="default"):
@@ -55,28 +56,28 @@ def episode(eid="abc123", pool="default"):
 
 
 def test_round_trip_keeps_every_vote_and_revision(db_url):
-    log = EpisodeLog(db_url)
+    log = EpisodeLog(Database(db_url))
     log.save(episode())
     back = log.get("abc")
     assert back.model_dump(exclude={"created_at", "finished_at"}) == episode().model_dump(
         exclude={"created_at", "finished_at"}
     )
-    with log.engine.connect() as c:
+    with log.db.engine.connect() as c:
         rows = c.execute(text("select attempt, accepted from segments order by attempt")).all()
     assert [tuple(r) for r in rows] == [(0, False), (1, True)]
 
 
 def test_saving_again_replaces_not_duplicates(db_url):
-    log = EpisodeLog(db_url)
+    log = EpisodeLog(Database(db_url))
     log.save(episode())
     log.save(episode().model_copy(update={"status": "let_go"}))
     assert [e.status for e in log.list()] == ["let_go"]
-    with log.engine.connect() as c:
+    with log.db.engine.connect() as c:
         assert c.execute(text("select count(*) from votes")).scalar() == 3
 
 
 def test_list_filters_by_pool_and_get_needs_a_unique_prefix(db_url):
-    log = EpisodeLog(db_url)
+    log = EpisodeLog(Database(db_url))
     log.save(episode("aa1"))
     log.save(episode("aa2", pool="soldier"))
     assert [e.episode_id for e in log.list(pool="soldier")] == ["aa2"]
@@ -126,7 +127,7 @@ def test_upgrading_keeps_episodes_written_under_the_previous_schema(db_url, prev
             )
         )
     engine.dispose()
-    old = EpisodeLog(url).get("old1")  # opening the log migrates it to head
+    old = EpisodeLog(Database(url)).get("old1")  # opening the log migrates it to head
     assert (old.prompt, old.final_text, old.recalled, old.recollections) == ("an old prompt", "an old answer", "", [])
     assert old.persona_version == "base"
 
@@ -146,12 +147,12 @@ def test_upgrading_tells_a_budget_stop_from_the_council_letting_go(db_url):
                 {"id": id_, "reason": reason},
             )
     engine.dispose()
-    log = EpisodeLog(url)
+    log = EpisodeLog(Database(url))
     assert (log.get("b1").status, log.get("l1").status) == ("budget", "let_go")
 
 
 def test_recollections_round_trip_in_rank_order(db_url):
-    log = EpisodeLog(load_settings().db_url)
+    log = EpisodeLog(Database(load_settings().db_url))
     ep = episode("rc1")
     ep.recalled = "- [2026-11-25, episode] Asked: tomatoes"
     ep.recollections = [
@@ -169,4 +170,4 @@ def test_unwritable_location_is_a_storage_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(StorageError, match="episode log"):
-        EpisodeLog(f"sqlite:///{blocker}/sub/log.db")
+        EpisodeLog(Database(f"sqlite:///{blocker}/sub/log.db"))

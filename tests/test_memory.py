@@ -14,6 +14,7 @@ from chromadb.api.shared_system_client import SharedSystemClient
 from council.core.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
 from council.core.errors import DefinitionError, ModelError, StorageError
 from council.core.settings import load_settings
+from council.store.database import Database
 from council.store.episodes import EpisodeLog
 from memory.embedder import Embedder, resolve_embedder
 from memory.recall import digest
@@ -169,7 +170,7 @@ def test_a_search_returns_each_episode_once_and_shows_its_exchange(embedder):
 
 def test_rebuild_from_the_log_reproduces_ids_counts_and_results(embedder, no_network):
     settings = load_settings()
-    log = EpisodeLog(settings.db_url)
+    log = EpisodeLog(Database(settings.db_url))
     memory = open_memory(embedder)
     for i, row in enumerate(PARAPHRASES[:8]):
         points = [revise_point(0, row["answer"], "Be warmer.")] if i % 3 == 0 else []
@@ -316,7 +317,7 @@ def test_rebuild_starts_from_nothing_when_the_store_is_damaged_and_keeps_the_dam
     from council.cli import main
 
     settings = load_settings()
-    log, memory = EpisodeLog(settings.db_url), open_memory(embedder)
+    log, memory = EpisodeLog(Database(settings.db_url)), open_memory(embedder)
     for i in range(2):
         episode = make_episode(i, PARAPHRASES[i]["prompt"], PARAPHRASES[i]["answer"])
         log.save(episode)

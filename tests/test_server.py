@@ -115,7 +115,7 @@ def test_a_chunked_body_is_counted_as_it_streams(served):
     client, rt, fake = served
     response = upload(client, [])
     assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
-    assert sum(TaskQueue(rt.log).counts().values()) == 0  # refused before it was parsed or queued
+    assert sum(TaskQueue(rt.db).counts().values()) == 0  # refused before it was parsed or queued
 
 
 def test_without_the_token_a_body_is_refused_before_it_is_read(served, monkeypatch):
@@ -147,9 +147,9 @@ def test_inbox_prompts_are_answered_while_idle(served):
     client, rt, fake = served
     fake.enqueue("Water them twice a week.")
     fake.enqueue_scores(*[CONT] * 4)
-    task = TaskQueue(rt.log).put("How often do I water tomatoes?", "inbox")  # as `council ask` does
+    task = TaskQueue(rt.db).put("How often do I water tomatoes?", "inbox")  # as `council ask` does
     deadline = time.monotonic() + 10
-    while TaskQueue(rt.log).get(task.id).status != "done" and time.monotonic() < deadline:
+    while TaskQueue(rt.db).get(task.id).status != "done" and time.monotonic() < deadline:
         time.sleep(0.05)
     assert rt.log.get(task.episode_id).final_text == "Water them twice a week."
 
@@ -160,7 +160,7 @@ def test_a_stopped_worker_leaves_the_episode_checkpointed_and_the_next_one_resum
     rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
     fake.enqueue("Tell them it hurts. Then listen. Then hug.")
     fake.enqueue_scores(*[CONT] * 12)
-    queue = TaskQueue(rt.log)
+    queue = TaskQueue(rt.db)
     task = queue.put("How do I tell my friend?", "api")
     first = Worker(rt, queue, council_home / "checkpoints.db", poll_s=0.01)
     seen = []
@@ -193,7 +193,7 @@ def test_a_stopped_worker_leaves_the_episode_checkpointed_and_the_next_one_resum
 
 def test_a_stopping_worker_answers_new_listeners_at_once(fake_setup, council_home):
     rt, _ = fake_setup()
-    worker = Worker(rt, TaskQueue(rt.log), council_home / "checkpoints.db")
+    worker = Worker(rt, TaskQueue(rt.db), council_home / "checkpoints.db")
     worker.stop()
     heard = []
     worker.listen("t1", lambda kind, data: heard.append(kind))
@@ -203,7 +203,7 @@ def test_a_stopping_worker_answers_new_listeners_at_once(fake_setup, council_hom
 def test_a_deleted_episode_log_stops_the_daemon_instead_of_losing_episodes(served):
     client, rt, fake = served
     assert client.get("/healthz").json()["store"] == "ok"
-    rt.log.file.unlink()
+    rt.db.file.unlink()
     health = client.get("/healthz")
     assert health.status_code == 503 and "was deleted while in use" in health.json()["status"]
     response = ask(client)

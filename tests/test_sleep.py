@@ -122,7 +122,7 @@ def test_a_run_killed_part_way_resumes_to_the_same_set(fake_setup, monkeypatch, 
     resumed = night.store.pairs(rt.pool.name)
 
     # the same night, uninterrupted, over the same episodes
-    with rt.log.sessions.begin() as session:
+    with rt.db.sessions.begin() as session:
         for table in (PreferencePairRow, CommentaryRow, SleptRow):
             session.execute(delete(table))
     night_script(fake, "one")
@@ -195,7 +195,7 @@ def test_two_pools_sleeping_on_the_same_day_keep_their_own_pairs(fake_setup):
 
 def test_a_sleeper_claims_each_episode_and_a_second_sleeper_leaves_it_alone(fake_setup):
     rt, fake, revised, let_go = sleep_setup(fake_setup)
-    store = SleepStore(rt.log)
+    store = SleepStore(rt.db)
     assert store.claim(revised.episode_id, "default", "other-host") and not store.claim(
         revised.episode_id, "default", "another-host"
     )
@@ -210,7 +210,7 @@ def test_a_sleeper_claims_each_episode_and_a_second_sleeper_leaves_it_alone(fake
 
 def test_a_claim_whose_sleeper_died_is_taken_over_when_it_expires(fake_setup):
     rt, fake, revised, _ = sleep_setup(fake_setup)
-    store = SleepStore(rt.log)
+    store = SleepStore(rt.db)
     assert store.claim(revised.episode_id, "default", "dead-host", lease_s=0.05)
     time.sleep(0.2)
     assert store.claim(revised.episode_id, "default", "alive-host")
@@ -219,7 +219,7 @@ def test_a_claim_whose_sleeper_died_is_taken_over_when_it_expires(fake_setup):
 
 def test_a_claim_of_a_dead_sleeper_on_this_host_is_taken_over_at_once(fake_setup):
     rt, fake, revised, let_go = sleep_setup(fake_setup)
-    store = SleepStore(rt.log)
+    store = SleepStore(rt.db)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     here = socket.gethostname()[:40]
     assert store.claim(revised.episode_id, "default", f"{here}:{dead.stdout.strip()}:abc123")

@@ -4,13 +4,13 @@ import threading
 import time
 
 from council.engine.runner import run_episode
-from council.store.episodes import EpisodeLog
+from council.store.database import Database
 from council.store.tasks import MAX_ATTEMPTS, TaskQueue
 from council.worker import Watcher
 
 
 def queue_on(db_url):
-    return TaskQueue(EpisodeLog(db_url))
+    return TaskQueue(Database(db_url))
 
 
 def test_a_claim_records_its_worker_and_a_live_lease_keeps_others_off(db_url):
@@ -81,7 +81,7 @@ def test_workers_starting_and_claiming_at_once_take_every_task_exactly_once(db_u
 
 def test_an_api_without_a_worker_hears_how_a_task_ended_elsewhere(fake_setup, db_url):
     rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
-    queue = TaskQueue(rt.log)
+    queue = TaskQueue(rt.db)
     watcher = Watcher(rt, queue, poll_s=0.05)
     watcher.start()
     heard = []

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from council.cli import app
 from council.core.errors import DefinitionError, ModelError, NotFoundError
 from council.core.settings import TrainSettings, load_settings
-from council.store.episodes import EpisodeLog
+from council.store.database import Database
 from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.adapter import gguf_tensors, permute_rows
 from sleep.gate import Figures, decide, hh_turns
@@ -44,7 +44,7 @@ def version(
 @pytest.fixture
 def store(db_url) -> PersonaVersions:
     settings = load_settings()
-    return PersonaVersions(EpisodeLog(settings.db_url), settings.personas_dir)
+    return PersonaVersions(Database(settings.db_url), settings.personas_dir)
 
 
 def test_promoted_versions_are_used_and_rollback_walks_back_through_the_selections(store):

@@ -24,6 +24,7 @@ from council.core.settings import Settings
 from council.core.text import whole_sentences
 from council.engine.persona import PersonaWriter
 from council.engine.voting import Council, Point
+from council.store.database import Database
 from council.store.episodes import EpisodeLog
 from memory.recall import digest
 from memory.vector import TOPICAL, VectorMemory
@@ -67,6 +68,11 @@ class CouncilRuntime:
     memory: VectorMemory | None = None
     persona_version: str = "base"
     backends: BackendPool | None = None  # every loaded model, for work beyond episodes (training a version)
+
+    @property
+    def db(self) -> Database:
+        """The application database the episode log writes to (tasks, night pass and versions share it)."""
+        return self.log.db
 
     def model_ids(self) -> dict[str, str]:
         """Which model plays each role."""

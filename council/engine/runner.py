@@ -22,6 +22,7 @@ from council.engine.judges import Reader, load_judge
 from council.engine.persona import PersonaWriter
 from council.engine.reflection import ReflectionPolicy
 from council.engine.voting import Council
+from council.store.database import Database
 from council.store.episodes import EpisodeLog
 from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from memory.embedder import DEFAULT_EMBEDDER, Embedder
@@ -45,8 +46,8 @@ def build_runtime(
     persona = library.persona(settings.persona)
     pool = library.pool(settings.pool)
     backends = backends or BackendPool(settings)
-    log = EpisodeLog(settings.db_url)
-    version = PersonaVersions(log, settings.personas_dir).active(persona.name)
+    log = EpisodeLog(Database(settings.db_url))
+    version = PersonaVersions(log.db, settings.personas_dir).active(persona.name)
     backend = backends.get(persona.model) if version is None else persona_backend(backends, persona, version)
     members = library.members(pool)
     judged = [a for a in members if a.judge is not None]

@@ -1,4 +1,4 @@
-"""What the night writes to the episode log: commentary, preference pairs and "slept" marks, one episode at a time."""
+"""What the night writes to the database: commentary, preference pairs and "slept" marks, one episode at a time."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from council.core.errors import StorageError
 from council.core.pairs import PreferencePair
-from council.store.episodes import EpisodeLog
+from council.store.database import Database
 from council.store.rows import CommentaryRow, EpisodeRow, PreferencePairRow, SleepClaimRow, SleptRow
 from council.store.tasks import worker_gone
 from memory.vector import REMEMBERED
@@ -19,10 +19,10 @@ CLAIM_S = 900.0  # a sleeper that died frees its episode after this long
 
 
 class SleepStore:
-    """Reads and writes the night's tables through the episode log's engine."""
+    """Reads and writes the night's tables in the application database."""
 
-    def __init__(self, log: EpisodeLog, retries: int = 5):
-        self.log = log
+    def __init__(self, db: Database, retries: int = 5):
+        self.db = db
         self.retries = retries
 
     def pending(self, pool: str, since: datetime | None = None) -> list[str]:
@@ -35,7 +35,7 @@ class SleepStore:
         )
         if since is not None:
             query = query.where(EpisodeRow.created_at >= since)
-        with self.log.sessions() as session:
+        with self.db.sessions() as session:
             return list(session.scalars(query))
 
     def claim(self, episode_id: str, pool: str, sleeper: str, lease_s: float = CLAIM_S) -> bool:
@@ -48,7 +48,7 @@ class SleepStore:
         now = datetime.now(timezone.utc)
         until = now + timedelta(seconds=lease_s)
         try:
-            with self.log.sessions.begin() as session:
+            with self.db.sessions.begin() as session:
                 if session.get(SleptRow, (episode_id, pool)) is not None:
                     return False
                 held = session.get(SleepClaimRow, (episode_id, pool))
@@ -76,7 +76,7 @@ class SleepStore:
         now = datetime.now(timezone.utc)
         for attempt in range(self.retries):
             try:
-                with self.log.sessions.begin() as session:
+                with self.db.sessions.begin() as session:
                     old = select(CommentaryRow).where(
                         CommentaryRow.episode_id == episode_id, CommentaryRow.pool == pool
                     )
@@ -122,7 +122,7 @@ class SleepStore:
                 EpisodeRow.created_at, PreferencePairRow.episode_id, PreferencePairRow.source, PreferencePairRow.id
             )
         )
-        with self.log.sessions() as session:
+        with self.db.sessions() as session:
             return [PreferencePair.model_validate(data) for data in session.scalars(query)]
 
 

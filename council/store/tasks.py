@@ -1,4 +1,4 @@
-"""The daemon's durable task queue, kept in the episode log's database.
+"""The daemon's durable task queue, kept in the application database.
 
 API requests and `council ask` prompts are tasks. A worker claims a task with a lease that it renews while it
 works; the task runs as one episode (whose id is fixed when the task is queued, so a task taken over never
@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import and_, func, or_, select, true, update
 
 from council.core.errors import NotFoundError
-from council.store.episodes import EpisodeLog
+from council.store.database import Database
 from council.store.rows import TaskRow
 
 TaskStatus = Literal["queued", "running", "done", "failed"]
@@ -82,8 +82,8 @@ def _task(row: TaskRow) -> Task:
 class TaskQueue:
     """Queue operations; each is one short transaction, safe beside other processes on the same database."""
 
-    def __init__(self, log: EpisodeLog):
-        self.log = log
+    def __init__(self, db: Database):
+        self.db = db
 
     def put(
         self, prompt: str, source: TaskSource, params: TaskParams | None = None, task_id: str | None = None
@@ -99,7 +99,7 @@ class TaskQueue:
             params=(params or TaskParams()).model_dump(exclude_none=True),
             created_at=datetime.now(timezone.utc),
         )
-        with self.log.sessions.begin() as session:
+        with self.db.sessions.begin() as session:
             session.add(row)
         return _task(row)
 
@@ -114,7 +114,7 @@ class TaskQueue:
         conditional update below make the claim just as exclusive.
         """
         while True:
-            with self.log.sessions.begin() as session:
+            with self.db.sessions.begin() as session:
                 now = datetime.now(timezone.utc)
                 expired = true() if take_over else or_(TaskRow.lease_until.is_(None), TaskRow.lease_until < now)
                 query = (
@@ -123,7 +123,7 @@ class TaskQueue:
                     .order_by((TaskRow.status == "running").desc(), TaskRow.priority, TaskRow.created_at)
                     .limit(1)
                 )
-                if self.log.engine.dialect.name == "postgresql":
+                if self.db.postgres:
                     query = query.with_for_update(skip_locked=True)
                 row = session.scalars(query).first()
                 if row is None:
@@ -150,7 +150,7 @@ class TaskQueue:
 
     def renew(self, task_id: str, worker: str, lease_s: float = LEASE_S) -> bool:
         """Extend ``worker``'s lease on a running task; False if the task is no longer its own."""
-        with self.log.sessions.begin() as session:
+        with self.db.sessions.begin() as session:
             renewed = session.execute(
                 update(TaskRow)
                 .where(TaskRow.id == task_id, TaskRow.worker == worker, TaskRow.status == "running")
@@ -160,7 +160,7 @@ class TaskQueue:
 
     def finish(self, task_id: str, status: TaskStatus, error: str | None = None, worker: str | None = None) -> bool:
         """Record how a task ended; with ``worker``, only while the task is still that worker's. True if recorded."""
-        with self.log.sessions.begin() as session:
+        with self.db.sessions.begin() as session:
             query = update(TaskRow).where(TaskRow.id == task_id)
             if worker is not None:
                 query = query.where(TaskRow.worker == worker, TaskRow.status == "running")
@@ -169,7 +169,7 @@ class TaskQueue:
 
     def get(self, task_id: str) -> Task:
         """One task by id."""
-        with self.log.sessions() as session:
+        with self.db.sessions() as session:
             row = session.get(TaskRow, task_id)
             if row is None:
                 raise NotFoundError(f"no task {task_id!r}", "check the id printed by `council ask`")
@@ -178,11 +178,11 @@ class TaskQueue:
     def ended(self, task_ids: list[str]) -> list[Task]:
         """Those of ``task_ids`` that are done or failed, in one query."""
         query = select(TaskRow).where(TaskRow.id.in_(task_ids), TaskRow.status.in_(("done", "failed")))
-        with self.log.sessions() as session:
+        with self.db.sessions() as session:
             return [_task(row) for row in session.scalars(query)]
 
     def counts(self) -> dict[str, Any]:
         """Tasks per status."""
-        with self.log.sessions() as session:
+        with self.db.sessions() as session:
             found = dict(session.execute(select(TaskRow.status, func.count()).group_by(TaskRow.status)).all())
         return {s: found.get(s, 0) for s in ("queued", "running", "done", "failed")}

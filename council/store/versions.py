@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
 from council.core.errors import NotFoundError
-from council.store.episodes import EpisodeLog
+from council.store.database import Database
 from council.store.rows import PersonaSelectionRow, PersonaVersionRow
 
 BASE = "base"
@@ -45,15 +45,15 @@ class PersonaVersion(BaseModel):
 
 
 class PersonaVersions:
-    """Reads and writes persona versions and selections through the episode log's engine."""
+    """Reads and writes persona versions and selections in the application database."""
 
-    def __init__(self, log: EpisodeLog, personas_dir: Path):
-        self.log = log
+    def __init__(self, db: Database, personas_dir: Path):
+        self.db = db
         self.personas_dir = personas_dir
 
     def next_id(self, persona: str) -> tuple[str, int]:
         """The id and number the next version of ``persona`` gets."""
-        with self.log.sessions() as session:
+        with self.db.sessions() as session:
             query = select(func.max(PersonaVersionRow.number)).where(PersonaVersionRow.persona == persona)
             last = session.scalar(query)
         number = (last or 0) + 1
@@ -65,7 +65,7 @@ class PersonaVersions:
         A promotion does not override a `persona use` or `rollback` made while the version trained: it is then
         stored unpromoted, with that reason.
         """
-        with self.log.sessions.begin() as session:
+        with self.db.sessions.begin() as session:
             current = session.scalar(self._in_use(version.persona).limit(1))
             if version.promoted and (current.version if current else BASE) != version.parent:
                 version = version.model_copy(
@@ -77,7 +77,7 @@ class PersonaVersions:
 
     def all(self, persona: str) -> list[PersonaVersion]:
         """Every version of ``persona``, oldest first."""
-        with self.log.sessions() as session:
+        with self.db.sessions() as session:
             rows = session.scalars(
                 select(PersonaVersionRow).where(PersonaVersionRow.persona == persona).order_by(PersonaVersionRow.number)
             )
@@ -87,7 +87,7 @@ class PersonaVersions:
         """Version ``version`` of ``persona``; ``None`` for ``base``."""
         if version == BASE:
             return None
-        with self.log.sessions() as session:
+        with self.db.sessions() as session:
             row = session.scalar(
                 select(PersonaVersionRow).where(PersonaVersionRow.persona == persona, PersonaVersionRow.id == version)
             )
@@ -97,7 +97,7 @@ class PersonaVersions:
 
     def current(self, persona: str) -> str:
         """The version ``persona`` runs with: the newest selection not rolled back, else ``base``."""
-        with self.log.sessions() as session:
+        with self.db.sessions() as session:
             row = session.scalar(self._in_use(persona).limit(1))
             return row.version if row else BASE
 
@@ -113,13 +113,13 @@ class PersonaVersions:
                 f"the adapter of {persona} {version} is missing ({found.adapter_path(self.personas_dir)})",
                 "choose another version or base",
             )
-        with self.log.sessions.begin() as session:
+        with self.db.sessions.begin() as session:
             session.add(self._selection(persona, version))
         return found
 
     def rollback(self, persona: str) -> str:
         """Undo the newest selection; returns the version now in use."""
-        with self.log.sessions.begin() as session:
+        with self.db.sessions.begin() as session:
             row = session.scalar(self._in_use(persona).limit(1))
             if row is None:
                 raise NotFoundError(f"persona {persona} already runs its base model", "nothing to roll back")

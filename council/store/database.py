@@ -1,0 +1,105 @@
+"""The application database: one engine and its sessions, migrated to head on open; repositories take it."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import sessionmaker
+
+from council.core.errors import StorageError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI hook
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+_MIGRATING = threading.Lock()  # Alembic's command context is process-global
+_PG_MIGRATION_LOCK = 0x636F756E  # one advisory lock id: workers starting together on Postgres migrate in turn
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Upgrade the database behind ``engine`` to ``revision``; processes starting at once take turns."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with _MIGRATING, engine.begin() as connection:
+        if engine.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _PG_MIGRATION_LOCK})
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+
+class Database:
+    """The SQL source of truth (episodes, tasks, night pass, persona versions). Any SQLAlchemy URL works.
+
+    SQLite runs in WAL mode; Postgres is the store for several processes. Opening migrates to head.
+    """
+
+    def __init__(self, url: str):
+        try:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            migrate(self.engine)
+        except (OperationalError, OSError) as exc:
+            raise StorageError(f"cannot open the episode log at {url} ({short(exc)})", storage_fix(exc)) from exc
+        self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.file = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+        self._identity = self._stat()
+
+    @property
+    def postgres(self) -> bool:
+        """Whether the store is PostgreSQL (row locks with SKIP LOCKED, advisory locks)."""
+        return self.engine.dialect.name == "postgresql"
+
+    def _stat(self) -> tuple[int, int] | None:
+        if self.file is None:
+            return None
+        try:
+            st = self.file.stat()
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def check(self) -> None:
+        """Raise if the SQLite file was deleted or replaced since it was opened: writes would go to a lost file."""
+        if self.file is None:
+            return
+        if self._stat() == self._identity:
+            if not os.access(self.file, os.W_OK):
+                raise StorageError(f"the episode log {self.file} is not writable", "give this user write access to it")
+            return
+        what = "deleted" if not self.file.exists() else "replaced"
+        raise StorageError(
+            f"the episode log {self.file} was {what} while in use",
+            "restart, so that writes go to the file at that path",
+        )
+
+
+def short(exc: BaseException) -> str:
+    """The first line of a database error, for a one-line message."""
+    return str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+
+
+def storage_fix(exc: BaseException) -> str:
+    """What to do about a database error."""
+    text = str(exc).lower()
+    if "disk" in text or "full" in text:
+        return "free disk space under COUNCIL_HOME; nothing already stored was lost"
+    if "locked" in text:
+        return "another process holds the database; retry, or check for a stuck process"
+    return "check database_url and that COUNCIL_HOME is writable"
