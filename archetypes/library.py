@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from archetypes.definitions import Archetype, Persona, Pool
-from council.core.errors import DefinitionError, NotFoundError
+from council.core.errors import DefinitionError, NotFoundError, first_problem
 
 T = TypeVar("T", bound=BaseModel)
 BUILTIN = Path(__file__).parent / "data"
@@ -23,7 +23,7 @@ def _load_file(path: Path, model: type[T]) -> T:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        mark = exc.problem_mark if isinstance(exc, yaml.MarkedYAMLError) else None
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise DefinitionError(
             f"{where}: invalid YAML{at}", "fix the YAML syntax (indentation, colons, quotes)"
@@ -43,11 +43,10 @@ def _load_file(path: Path, model: type[T]) -> T:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        loc, message, kind = first_problem(exc.errors())
         allowed = ", ".join(model.model_fields)
-        fix = f"remove it; allowed fields: {allowed}" if err["type"] == "extra_forbidden" else "correct that value"
-        raise DefinitionError(f"{where}: field '{loc}': {err['msg']}", fix) from exc
+        fix = f"remove it; allowed fields: {allowed}" if kind == "extra_forbidden" else "correct that value"
+        raise DefinitionError(f"{where}: field '{loc or '(top level)'}': {message}", fix) from exc
 
 
 @dataclass
@@ -76,7 +75,7 @@ class Library:
                 if folder.is_dir():
                     for path in sorted(folder.glob("*.y*ml")):
                         item = _load_file(path, model)
-                        getattr(lib, kind)[item.name] = item
+                        lib.of_kind(kind)[item.name] = item
                         lib.sources[f"{kind}/{item.name}"] = path
         for name, archetype in lib.archetypes.items():
             if archetype.judge is not None:
@@ -115,6 +114,10 @@ class Library:
                         f"{self.sources[f'pools/{pool.name}']}: archetype {name!r} is not defined",
                         f"add archetypes/{name}.yaml to your COUNCIL_HOME or remove {name!r} from the pool",
                     )
+
+    def of_kind(self, kind: str) -> dict[str, Any]:
+        """The definitions of one kind of ``KINDS`` by name."""
+        return {"archetypes": self.archetypes, "pools": self.pools, "personas": self.personas}[kind]
 
     def pool(self, name: str) -> Pool:
         """Return the pool called ``name``."""

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from archetypes.backends import Chat
+from archetypes.backends import Chat, LocalModel
+from council.core.errors import ModelError
 from council.engine import prompts
-from council.engine.graph import CouncilRuntime
+from council.engine.runtime import CouncilRuntime
 from council.engine.voting import Point
 
 PROMPTS = (
@@ -132,10 +133,14 @@ class Bench:
     def __init__(self, rt: CouncilRuntime, tokens: int = 200):
         self.rt = rt
         self.tokens = tokens
-        self.backend = rt.writer.backend
+        if not isinstance(rt.writer.backend, LocalModel):
+            what = rt.writer.backend.model_id
+            raise ModelError(f"the bench needs a llama.cpp persona model, not {what}", "give the persona a GGUF")
+        self.backend: LocalModel = rt.writer.backend
         self.members = list(rt.council.members.values())
         self.seed = rt.settings.generation.seed
         self._verdict_tokens: list[int] | None = None
+        self.voters: dict[str, Callable[[Point], list[str]]] = {"fast": self.fast_vote, "naive": self.naive_vote}
 
     def plain(self, prompt: str) -> PathResult:
         """(a) Generate ``tokens`` tokens in one call."""
@@ -177,12 +182,12 @@ class Bench:
     def _verdict_first(self) -> VerdictFirst:
         if self._verdict_tokens is None:
             forms = [f for group in prompts.VERDICT_CHOICES.values() for f in group]
-            self._verdict_tokens = sorted({self.backend.encode(f)[0] for f in forms})  # type: ignore[attr-defined]
+            self._verdict_tokens = sorted({self.backend.encode(f)[0] for f in forms})
         return VerdictFirst(self._verdict_tokens, len(self.backend.token_texts()))
 
     def _forget(self) -> None:
         """Empty the model's cache, as a separate request to a server without prompt caching would."""
-        getattr(self.backend, "reset", lambda: None)()
+        self.backend.reset()
 
     def run_path(self, path: str) -> PathResult:
         """Run one path over every prompt; return the summed result."""
@@ -191,7 +196,7 @@ class Bench:
         evaluated = self.backend.stats.tokens_evaluated
         for prompt in PROMPTS:
             self._forget()
-            r = self.plain(prompt) if path == "plain" else self.drafted(prompt, getattr(self, f"{path}_vote"))
+            r = self.plain(prompt) if path == "plain" else self.drafted(prompt, self.voters[path])
             total.seconds += r.seconds
             total.tokens += r.tokens
             total.reflection_points += r.reflection_points

@@ -27,7 +27,7 @@ from council.core.errors import CouncilError
 from council.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from council.engine.graph import CouncilRuntime
+    from council.engine.runtime import CouncilRuntime
 
 app = typer.Typer(
     help="A persona that pauses to reflect, and a council of archetypes that votes continue, revise or let go.",
@@ -536,6 +536,7 @@ def sleep(
     """
     from datetime import datetime, timezone
 
+    from archetypes.backends import LocalModel
     from council.engine.runner import build_runtime
     from sleep.export import plain_chat, write_dataset
     from sleep.night import SleepPass
@@ -559,7 +560,8 @@ def sleep(
         summary = night.run(todo, progress=lambda n: bar.advance(task, n))
     pairs = night.store.pairs(rt.pool.name)
     hashes = rt.council.hashes | {f"persona:{rt.persona.name}": rt.persona.content_hash()}
-    render = getattr(rt.writer.backend, "chat_text", plain_chat)
+    backend = rt.writer.backend
+    render = backend.chat_text if isinstance(backend, LocalModel) else plain_chat
     target = out_dir or settings.datasets_dir / rt.pool.name
     path = write_dataset(target, pairs, pool=rt.pool.name, hashes=hashes, fmt=fmt, render=render)  # type: ignore[arg-type]
     data = summary.model_dump() | {"dataset": str(path), "dataset_pairs": len(pairs)}

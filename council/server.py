@@ -24,8 +24,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from council.core.episode import Episode
-from council.core.errors import ContextOverflowError, CouncilError, NotFoundError, StorageError
-from council.engine.graph import CouncilRuntime
+from council.core.errors import ContextOverflowError, CouncilError, NotFoundError, StorageError, first_problem
+from council.engine.runtime import CouncilRuntime
 from council.store.tasks import TaskParams, TaskQueue, new_task_id
 from council.worker import TaskThread, Watcher, Worker
 
@@ -170,10 +170,9 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0, run_tasks: bool = True, 
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"] if p != "body")
-        code = "invalid_json" if first["type"] == "json_invalid" else "invalid_request"
-        return ApiError(400, f"{where or 'body'}: {first['msg']}", code, param=where).response()
+        where, message, kind = first_problem(exc.errors(), skip=("body",))
+        code = "invalid_json" if kind == "json_invalid" else "invalid_request"
+        return ApiError(400, f"{where or 'body'}: {message}", code, param=where).response()
 
     @app.exception_handler(CouncilError)
     async def council_error(_: Request, exc: CouncilError) -> JSONResponse:

@@ -23,8 +23,8 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from sqlalchemy.engine import make_url
 
 from council.core.errors import CouncilError, StorageError
-from council.engine.graph import CouncilRuntime
 from council.engine.runner import run_episode
+from council.engine.runtime import CouncilRuntime
 from council.store.tasks import LEASE_S, Task, TaskQueue, new_worker_id
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ per episode. The SQL episode log is the source of truth; ids are derived from it
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from archetypes.modelock import with_quotes_marked
 from council.core.episode import Episode, MemoryKind, Recollection
-from council.core.errors import DefinitionError, StorageError
+from council.core.errors import DefinitionError, StorageError, one_line
 from council.core.settings import MemorySettings
 from council.core.text import sentences
 from memory.embedder import Embedder
@@ -153,7 +153,7 @@ class VectorMemory:
             self._do("reset", self._client.delete_collection, name)
 
     def _error(self, action: str, exc: Exception) -> StorageError:
-        return StorageError(f"cannot {action} vector memory at {self.location} ({_first_line(exc)})", _fix(exc))
+        return StorageError(f"cannot {action} vector memory at {self.location} ({one_line(exc)})", _fix(exc))
 
     def _do(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - chromadb values
         try:
@@ -161,15 +161,15 @@ class VectorMemory:
         except Exception as exc:  # noqa: BLE001 - chromadb raises many types; all mean the same here
             raise self._error(action, exc) from exc
 
-    def _collection_do(self, action: str, method: str, **kwargs: Any) -> Any:  # noqa: ANN401 - chromadb values
-        """Call a collection method; if another process rebuilt the store meanwhile, re-open it once and retry."""
+    def _collection_do(self, action: str, call: Callable[[Any], Any]) -> Any:  # noqa: ANN401 - chromadb values
+        """Call ``call`` on the collection; if another process rebuilt the store meanwhile, re-open it and retry."""
         try:
-            return getattr(self._collection, method)(**kwargs)
+            return call(self._collection)
         except Exception as exc:  # noqa: BLE001 - chromadb raises many types
             if "does not exist" not in str(exc):
                 raise self._error(action, exc) from exc
         self._collection = self._open()
-        return self._do(action, getattr(self._collection, method), **kwargs)
+        return self._do(action, call, self._collection)
 
     def add(self, docs: list[MemoryDoc]) -> int:
         """Embed and upsert ``docs``; the same ids overwrite, so adding twice changes nothing."""
@@ -185,11 +185,12 @@ class VectorMemory:
             batch = docs[i : i + step]
             self._collection_do(
                 "write to",
-                "upsert",
-                ids=[d.id for d in batch],
-                embeddings=vectors[i : i + step],
-                documents=[d.text for d in batch],
-                metadatas=[d.model_dump(exclude={"id", "text"}) for d in batch],
+                lambda c, batch=batch, i=i: c.upsert(
+                    ids=[d.id for d in batch],
+                    embeddings=vectors[i : i + step],
+                    documents=[d.text for d in batch],
+                    metadatas=[d.model_dump(exclude={"id", "text"}) for d in batch],
+                ),
             )
 
     def remember(self, episode: Episode) -> int:
@@ -215,11 +216,12 @@ class VectorMemory:
             return []
         found = self._collection_do(
             "search",
-            "query",
-            query_embeddings=vector[None, :],
-            n_results=min(count, k * SEARCH_FANOUT),
-            where={"kind": {"$in": list(kinds)}} if kinds else None,
-            include=["documents", "metadatas", "distances"],
+            lambda c: c.query(
+                query_embeddings=vector[None, :],
+                n_results=min(count, k * SEARCH_FANOUT),
+                where={"kind": {"$in": list(kinds)}} if kinds else None,
+                include=["documents", "metadatas", "distances"],
+            ),
         )
         best: dict[str, Recollection] = {}  # per episode, its best item (results come best first)
         for memory_id, document, meta, distance in zip(
@@ -239,17 +241,17 @@ class VectorMemory:
         wanted = [h.episode_id for h in hits if not h.text]
         if not wanted:
             return hits
-        found = self._collection_do("read", "get", ids=wanted, include=["documents"])
+        found = self._collection_do("read", lambda c: c.get(ids=wanted, include=["documents"]))
         exchange = dict(zip(found["ids"], found["documents"], strict=True))
         return [h if h.text else h.model_copy(update={"text": exchange.get(h.episode_id, "")}) for h in hits]
 
     def count(self) -> int:
         """Items stored."""
-        return self._collection_do("read", "count")
+        return self._collection_do("read", lambda c: c.count())
 
     def stats(self) -> dict[str, int]:
         """Items per kind, and the number of distinct episodes."""
-        metas = self._collection_do("read", "get", include=["metadatas"])["metadatas"]
+        metas = self._collection_do("read", lambda c: c.get(include=["metadatas"]))["metadatas"]
         kinds = [str(m["kind"]) for m in metas]
         return {
             "items": len(metas),
@@ -261,7 +263,7 @@ class VectorMemory:
 
     def ids(self) -> set[str]:
         """Every stored id."""
-        return set(self._collection_do("read", "get", include=[])["ids"])
+        return set(self._collection_do("read", lambda c: c.get(include=[]))["ids"])
 
     def rebuild(self, episodes: Iterable[tuple[Episode, Mapping[str, Mapping[str, str]]]]) -> int:
         """Store ``episodes`` (each with its night commentaries) anew; returns the count.
@@ -329,11 +331,7 @@ def _client(url: str | None, chroma_dir: Path) -> Any:  # noqa: ANN401 - chromad
         return chromadb.PersistentClient(path=str(chroma_dir), settings=chroma_settings)
     except Exception as exc:  # noqa: BLE001 - chromadb raises many types; all mean the same here
         where = url or chroma_dir
-        raise StorageError(f"cannot open vector memory at {where} ({_first_line(exc)})", _fix(exc)) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise StorageError(f"cannot open vector memory at {where} ({one_line(exc)})", _fix(exc)) from exc
 
 
 def _fix(exc: BaseException) -> str:

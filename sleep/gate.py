@@ -21,8 +21,8 @@ from archetypes.backends import Message
 from council.core.errors import ContextOverflowError
 from council.core.settings import TrainSettings
 from council.engine import prompts
-from council.engine.graph import CouncilRuntime
 from council.engine.persona import PersonaWriter
+from council.engine.runtime import CouncilRuntime
 from council.engine.voting import Point
 from council.evaluation.evaluate import PairRow
 

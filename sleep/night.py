@@ -19,8 +19,8 @@ from council.core.episode import Episode
 from council.core.errors import StorageError
 from council.core.settings import SleepSettings
 from council.engine import prompts
-from council.engine.graph import CouncilRuntime
 from council.engine.persona import PersonaWriter
+from council.engine.runtime import CouncilRuntime
 from council.engine.voting import Point
 from council.store.sleep import SleepStore
 from council.store.tasks import new_worker_id

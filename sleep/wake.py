@@ -8,11 +8,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from archetypes.backends import BackendPool
+from archetypes.backends import BackendPool, LocalModel
 from archetypes.backends.modelfiles import file_hash
 from council.core.errors import DefinitionError, ModelError, NothingToTrainError
 from council.core.locks import exclusive
-from council.engine.graph import CouncilRuntime
+from council.engine.runtime import CouncilRuntime
 from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.base_model import base_checkpoint
 from sleep.gate import GateResult, VersionProbe, decide, load_dev
@@ -40,9 +40,9 @@ def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | No
     backends = rt.backends or BackendPool(rt.settings)
     versions = PersonaVersions(rt.db, rt.settings.personas_dir)
     base = backends.get(persona.model)
-    gguf = getattr(base, "path", None)
-    if gguf is None:
+    if not isinstance(base, LocalModel):
         raise ModelError(f"training needs a llama.cpp persona model, not {base.model_id}", "give the persona a GGUF")
+    gguf = base.path
     home = rt.settings.personas_dir / persona.name
     with exclusive(home / "train.lock", "another `council train`", "wait for it to finish"):
         parent = versions.active(persona.name)

@@ -131,13 +131,13 @@ def test_persona_text_reaches_the_council_as_data(fake_setup):
 def test_exported_builder_accepts_a_checkpointer(fake_setup):
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from council.engine.graph import build_graph, initial_state
+    from council.engine.graph import builder, initial_state
 
     rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
     fake.enqueue("Short and sweet.")
-    graph = build_graph(rt).compile(checkpointer=InMemorySaver())
+    graph = builder.compile(checkpointer=InMemorySaver())
     config = {"configurable": {"thread_id": "ep-1"}}
-    graph.invoke(initial_state("ep-1", "Hi."), config)
+    graph.invoke(initial_state("ep-1", "Hi."), config, context=rt)
     saved = graph.get_state(config).values
     assert saved["status"] == "finished" and saved["answer"] == "Short and sweet."
     assert rt.log.get("ep-1").final_text == "Short and sweet."
@@ -154,3 +154,21 @@ def test_revisions_are_bounded_in_time_as_well_as_in_count(fake_setup, council_h
     first = [p for p in ep.reflection_points if p.segment_index == 0]
     assert [p.attempt for p in first] == list(range(len(first))) and 1 < len(first) < 5  # far below 100 revisions
     assert "revision time used up, the pool says continue" in first[-1].decision.reason
+
+
+def test_a_node_runs_on_its_own_and_names_its_route(fake_setup):
+    from langgraph.runtime import Runtime
+
+    from council.engine.graph import draft, initial_state, let_go
+
+    rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
+    fake.enqueue("One sentence here. And more")
+    command = draft(initial_state("ep-n", "Hi."), Runtime(context=rt))
+    assert command.goto == "council"
+    assert command.update["pending"]["text"] == "One sentence here."
+    spent = initial_state("ep-n", "Hi.") | {"tokens_used": rt.settings.generation.max_tokens}
+    assert draft(spent, Runtime(context=rt)).goto == "let_go"  # no budget left: close, don't draft
+    fake.enqueue("Goodbye.")
+    closed = let_go(spent | {"answer": "Partial.", "closing": "budget"}, Runtime(context=rt))
+    assert (closed.goto, closed.update["status"]) == ("log", "budget")
+    assert closed.update["answer"].startswith("Partial.\n\n")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from archetypes.backends.base import Backend, Chat, ChoiceScores, GenerationStats, Message
+from archetypes.backends.base import Backend, Chat, ChoiceScores, GenerationStats, LocalModel, Message
 from archetypes.backends.fake import FakeBackend
 from archetypes.definitions import ModelSpec
 from council.core.errors import ModelError
 from council.core.settings import Settings
 
-__all__ = ["Backend", "Chat", "ChoiceScores", "FakeBackend", "GenerationStats", "Message", "BackendPool"]
+__all__ = ["Backend", "Chat", "ChoiceScores", "FakeBackend", "GenerationStats", "LocalModel", "Message", "BackendPool"]
 
 
 def _llama(spec: ModelSpec, settings: Settings) -> tuple[str, Callable[[], Backend]]:
@@ -65,11 +65,10 @@ class BackendPool:
         base = self.get(spec)
         key = f"{spec.label()}+{adapter}"
         if key not in self._loaded:
-            with_adapter = getattr(base, "with_adapter", None)
-            if with_adapter is None:
+            if not isinstance(base, LocalModel):
                 raise ModelError(
                     f"persona versions need a llama.cpp model, not {base.model_id}",
                     "run `council persona use base` or give the persona a GGUF",
                 )
-            self._loaded[key] = with_adapter(adapter)
+            self._loaded[key] = base.with_adapter(adapter)
         return self._loaded[key]

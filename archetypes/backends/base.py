@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
 
 Role = Literal["system", "user", "assistant"]
 
@@ -96,4 +97,27 @@ class Backend(Protocol):
         is the sum over the distinct first tokens of its forms. One forward pass per prefill at most;
         backends that can share the common prefix should.
         """
+        ...
+
+
+@runtime_checkable
+class LocalModel(Backend, Protocol):
+    """What only an in-process GGUF model can do. Check it with ``isinstance(backend, LocalModel)``."""
+
+    path: Path
+
+    def with_adapter(self, adapter: Path) -> LocalModel:
+        """The same weights with a LoRA adapter, and a KV cache of its own."""
+        ...
+
+    def chat_text(self, messages: Sequence[dict[str, str]]) -> str:
+        """The model's chat template as text, ending where the assistant's answer starts."""
+        ...
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` as plain text (no special tokens)."""
+        ...
+
+    def reset(self) -> None:
+        """Forget every cached token."""
         ...

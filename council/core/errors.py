@@ -1,4 +1,8 @@
-"""Typed errors whose messages say what went wrong and what to do about it."""
+"""Typed errors whose messages say what went wrong and what to do about it, and the helpers that word them."""
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class CouncilError(Exception):
@@ -35,3 +39,17 @@ class NotFoundError(CouncilError):
 
 class NothingToTrainError(CouncilError):
     """A training run found no new preference pairs."""
+
+
+def one_line(exc: BaseException, limit: int = 200, *, typed: bool = False) -> str:
+    """``exc`` as one short line for a message: its first non-empty line (after its type's name if ``typed``)."""
+    line = next((s.strip() for s in str(exc).splitlines() if s.strip()), "" if typed else type(exc).__name__)
+    line = f"{type(exc).__name__}: {line}" if typed else line
+    return re.sub(r"\s+", " ", line)[:limit]
+
+
+def first_problem(errors: Sequence[Mapping[str, Any]], skip: tuple[str, ...] = ()) -> tuple[str, str, str]:
+    """The first problem of a pydantic validation: (where, as dotted path without ``skip`` parts; message; type)."""
+    err = errors[0]
+    where = ".".join(str(part) for part in err["loc"] if part not in skip)
+    return where, str(err["msg"]), str(err["type"])

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from council.core.errors import DefinitionError
+from council.core.errors import DefinitionError, one_line
 
 Row = TypeVar("Row", bound=BaseModel)
 
@@ -27,7 +27,7 @@ def read_jsonl(path: Path, model: type[Row], what: str, limit: int | None = None
             rows.append(model.model_validate(json.loads(line)))
         except (json.JSONDecodeError, ValidationError) as exc:
             raise DefinitionError(
-                f"{path}:{number}: not a valid {what} row ({str(exc).splitlines()[0]})",
+                f"{path}:{number}: not a valid {what} row ({one_line(exc)})",
                 f"each line must be a JSON object with {', '.join(model.model_fields)}",
             ) from exc
         if limit and len(rows) >= limit:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from council.core.errors import DefinitionError
+from council.core.errors import DefinitionError, first_problem
 
 
 def default_home() -> Path:
@@ -201,9 +201,8 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
+        where, message, _ = first_problem(exc.errors())
         raise DefinitionError(
-            f"setting '{loc}': {err['msg']}",
+            f"setting '{where}': {message}",
             "correct it in config.yaml, the COUNCIL_* environment or the flags",
         ) from exc

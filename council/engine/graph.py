@@ -1,7 +1,8 @@
 """The episode as a langgraph StateGraph: recall -> draft -> council -> (draft | revise | let_go) -> log.
 
-``build_graph`` returns the uncompiled builder, so callers can attach their own checkpointer. The state holds
-only JSON-ready values; models, the council and the log live in the ``CouncilRuntime`` the nodes close over.
+``builder`` is the uncompiled graph, so callers attach their own checkpointer. The state holds only JSON-ready
+values; models, the council and the log live in the ``CouncilRuntime`` each run passes as langgraph's context
+(``graph.stream(state, config, context=rt)``), which every node receives as ``runtime.context``.
 """
 
 from __future__ import annotations
@@ -9,25 +10,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Literal, TypedDict
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from archetypes.backends import BackendPool
-from archetypes.definitions import Persona, Pool
 from council.core.episode import Episode, Recollection, ReflectionPoint
 from council.core.errors import CouncilError
-from council.core.settings import Settings
 from council.core.text import whole_sentences
-from council.engine.persona import PersonaWriter
-from council.engine.voting import Council, Point
-from council.store.database import Database
-from council.store.episodes import EpisodeLog
+from council.engine.runtime import CouncilRuntime
+from council.engine.voting import Point
 from memory.recall import digest
-from memory.vector import TOPICAL, VectorMemory
+from memory.vector import TOPICAL
 
 logger = logging.getLogger(__name__)
 
@@ -55,41 +51,18 @@ class EpisodeState(TypedDict, total=False):
     timings: dict[str, float]
 
 
-@dataclass
-class CouncilRuntime:
-    """The live parts an episode runs on."""
-
-    settings: Settings
-    persona: Persona
-    pool: Pool
-    writer: PersonaWriter
-    council: Council
-    log: EpisodeLog
-    memory: VectorMemory | None = None
-    persona_version: str = "base"
-    backends: BackendPool | None = None  # every loaded model, for work beyond episodes (training a version)
-
-    @property
-    def db(self) -> Database:
-        """The application database the episode log writes to (tasks, night pass and versions share it)."""
-        return self.log.db
-
-    def model_ids(self) -> dict[str, str]:
-        """Which model plays each role."""
-        return {"persona": self.writer.backend.model_id} | {
-            f"archetype:{name}": model for name, model in self.council.model_ids().items()
-        }
-
-
 def now() -> float:
     """Wall-clock seconds: a revision's time is counted across restarts of the process."""
     return time.time()
 
 
-def _timed(name: str, fn: Callable[[EpisodeState], Command]) -> Callable[[EpisodeState], Command]:
-    def node(state: EpisodeState) -> Command:
+Node = Callable[[EpisodeState, Runtime[CouncilRuntime]], Command]
+
+
+def _timed(name: str, fn: Node) -> Node:
+    def node(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command:
         start = time.perf_counter()
-        command = fn(state)
+        command = fn(state, runtime)
         timings = dict(state.get("timings", {}))
         timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - start, 4)
         update = dict(command.update or {}) | {"timings": timings}
@@ -100,135 +73,148 @@ def _timed(name: str, fn: Callable[[EpisodeState], Command]) -> Callable[[Episod
     return node
 
 
-def build_graph(rt: CouncilRuntime) -> StateGraph:
-    """Return the uncompiled episode graph for ``rt``."""
-    gen = rt.settings.generation
-    marker = rt.settings.reflection.marker
+def recall(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Literal["draft"]]:
+    """Find past episodes like this request and fit them into the recall budget."""
+    rt = runtime.context
+    settings = rt.settings.memory
+    if rt.memory is None or not settings.recall:
+        return Command(goto="draft", update={"recalled": "", "recollections": []})
+    try:
+        hits = rt.memory.search(state["prompt"], settings.top_k, settings.min_score, TOPICAL)
+    except CouncilError as exc:  # memory is an aid: without it the persona still answers
+        logger.warning("recall skipped: %s", exc)
+        hits = []
+    text, kept = digest(hits, rt.writer.backend.count_tokens, settings.budget_tokens)
+    return Command(goto="draft", update={"recalled": text, "recollections": [h.model_dump() for h in kept]})
 
-    def recall(state: EpisodeState) -> Command[Literal["draft"]]:
-        settings = rt.settings.memory
-        if rt.memory is None or not settings.recall:
-            return Command(goto="draft", update={"recalled": "", "recollections": []})
+
+def draft(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Literal["council", "let_go", "log"]]:
+    """Write the next segment up to a reflection point; an empty one ends or closes the answer."""
+    rt = runtime.context
+    budget = rt.settings.generation.max_tokens - state["tokens_used"]
+    if budget <= 0:
+        return Command(goto="let_go", update=BUDGET_STOP)
+    index = state["segment_index"]
+    seed = rt.settings.generation.seed + index
+    seg = rt.writer.draft(state["prompt"], state["answer"], budget, seed, state["recalled"])
+    text = seg.text
+    if seg.boundary == "max_length" and seg.n_tokens >= budget:
+        text = whole_sentences(text)
+    used = state["tokens_used"] + seg.n_tokens
+    if not text.strip():
+        if seg.ended:
+            return Command(goto="log", update={"status": "finished", "stop_reason": "the persona finished"})
+        return Command(goto="let_go", update=BUDGET_STOP | {"tokens_used": used})
+    pending = {"text": text, "boundary": seg.boundary, "ended": seg.ended, "attempt": 0, "since": now()}
+    return Command(goto="council", update={"pending": pending, "tokens_used": used})
+
+
+def council(
+    state: EpisodeState, runtime: Runtime[CouncilRuntime]
+) -> Command[Literal["draft", "revise", "let_go", "log"]]:
+    """The council votes on the pending segment; its decision (or the pool's rule when revisions run out) routes."""
+    rt = runtime.context
+    pending = state["pending"]
+    assert pending is not None
+    answer = state["answer"] + pending["text"]
+    votes = rt.council.vote(Point(state["prompt"], answer, pending["text"], state["recalled"]))
+    decision = rt.council.decide(votes)
+    overtime = now() - pending.get("since", now()) > rt.pool.revision_seconds
+    exhausted = decision.decision == "revise" and (pending["attempt"] >= rt.pool.max_revisions or overtime)
+    if exhausted:
+        used = "revision time" if overtime else "revisions"
+        decision.reason += f"; {used} used up, the pool says {rt.pool.after_revisions}"
+    points = state["reflection_points"]
+    point = ReflectionPoint(
+        index=len(points),
+        segment_index=state["segment_index"],
+        attempt=pending["attempt"],
+        boundary=pending["boundary"],
+        segment=pending["text"],
+        votes=votes,
+        decision=decision,
+    )
+    update: dict[str, Any] = {"reflection_points": [*points, point.model_dump(mode="json")]}
+    verdict = rt.pool.after_revisions if exhausted else decision.decision
+    if verdict == "revise":
+        return Command(goto="revise", update=update)
+    update |= {
+        "answer": answer,
+        "transcript": state["transcript"] + pending["text"] + rt.settings.reflection.marker,
+        "segment_index": state["segment_index"] + 1,
+        "pending": None,
+    }
+    if verdict == "let_go":
+        reason = f"the council let go ({decision.reason})"
+        return Command(goto="let_go", update=update | {"stop_reason": reason, "closing": "let_go"})
+    if pending["ended"]:
+        return Command(goto="log", update=update | {"status": "finished", "stop_reason": "the persona finished"})
+    return Command(goto="draft", update=update)
+
+
+def revise(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Literal["council"]]:
+    """The two most confident revisers comment; the persona rewrites the segment with their comments."""
+    rt = runtime.context
+    pending = state["pending"]
+    assert pending is not None
+    points = list(state["reflection_points"])
+    last = ReflectionPoint.model_validate(points[-1])
+    revisers = sorted((v for v in last.votes if v.verdict == "revise"), key=lambda v: -v.confidence)[:2]
+    answer_with_segment = state["answer"] + pending["text"]
+    for vote in revisers:
+        vote.comment = rt.council.comment(
+            vote.archetype,
+            state["prompt"],
+            answer_with_segment,
+            rt.settings.generation.comment_tokens,
+            state["recalled"],
+        )
+    points[-1] = last.model_dump(mode="json")
+    comments = {v.archetype: v.comment or "" for v in revisers}
+    seed = rt.settings.generation.seed + 1000 * (pending["attempt"] + 1) + state["segment_index"]
+    seg = rt.writer.rewrite(state["prompt"], state["answer"], pending["text"], comments, seed, state["recalled"])
+    new = pending | {"text": seg.text, "attempt": pending["attempt"] + 1}
+    return Command(goto="council", update={"pending": new, "reflection_points": points})
+
+
+def let_go(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Literal["log"]]:
+    """Close the answer gracefully: the council let go, or the token budget is spent."""
+    rt = runtime.context
+    why = state.get("closing", "let_go")
+    closing = rt.writer.close(state["prompt"], state["answer"], why, rt.settings.generation.seed, state["recalled"])
+    sep = "" if not state["answer"] or state["answer"].endswith("\n") else "\n\n"
+    return Command(
+        goto="log",
+        update={
+            "answer": state["answer"] + sep + closing,
+            "transcript": state["transcript"] + sep + closing,
+            "status": why,
+        },
+    )
+
+
+def log(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Literal["__end__"]]:
+    """Write the episode to the log, then to memory (memory may lag; the log never does)."""
+    rt = runtime.context
+    episode = episode_from_state(rt, state)
+    rt.log.save(episode)
+    if rt.memory is not None:
         try:
-            hits = rt.memory.search(state["prompt"], settings.top_k, settings.min_score, TOPICAL)
-        except CouncilError as exc:  # memory is an aid: without it the persona still answers
-            logger.warning("recall skipped: %s", exc)
-            hits = []
-        text, kept = digest(hits, rt.writer.backend.count_tokens, settings.budget_tokens)
-        return Command(goto="draft", update={"recalled": text, "recollections": [h.model_dump() for h in kept]})
+            rt.memory.remember(episode)
+        except CouncilError as exc:
+            logger.warning("episode %s is logged but not yet in memory: %s", episode.episode_id, exc)
+    return Command(goto=END)
 
-    def draft(state: EpisodeState) -> Command[Literal["council", "let_go", "log"]]:
-        budget = gen.max_tokens - state["tokens_used"]
-        if budget <= 0:
-            return Command(goto="let_go", update=BUDGET_STOP)
-        index = state["segment_index"]
-        seg = rt.writer.draft(state["prompt"], state["answer"], budget, gen.seed + index, state["recalled"])
-        text = seg.text
-        if seg.boundary == "max_length" and seg.n_tokens >= budget:
-            text = whole_sentences(text)
-        used = state["tokens_used"] + seg.n_tokens
-        if not text.strip():
-            if seg.ended:
-                return Command(goto="log", update={"status": "finished", "stop_reason": "the persona finished"})
-            return Command(goto="let_go", update=BUDGET_STOP | {"tokens_used": used})
-        pending = {"text": text, "boundary": seg.boundary, "ended": seg.ended, "attempt": 0, "since": now()}
-        return Command(goto="council", update={"pending": pending, "tokens_used": used})
 
-    def council(state: EpisodeState) -> Command[Literal["draft", "revise", "let_go", "log"]]:
-        pending = state["pending"]
-        assert pending is not None
-        answer = state["answer"] + pending["text"]
-        votes = rt.council.vote(Point(state["prompt"], answer, pending["text"], state["recalled"]))
-        decision = rt.council.decide(votes)
-        overtime = now() - pending.get("since", now()) > rt.pool.revision_seconds
-        exhausted = decision.decision == "revise" and (pending["attempt"] >= rt.pool.max_revisions or overtime)
-        if exhausted:
-            used = "revision time" if overtime else "revisions"
-            decision.reason += f"; {used} used up, the pool says {rt.pool.after_revisions}"
-        points = state["reflection_points"]
-        point = ReflectionPoint(
-            index=len(points),
-            segment_index=state["segment_index"],
-            attempt=pending["attempt"],
-            boundary=pending["boundary"],
-            segment=pending["text"],
-            votes=votes,
-            decision=decision,
-        )
-        update: dict[str, Any] = {"reflection_points": [*points, point.model_dump(mode="json")]}
-        verdict = rt.pool.after_revisions if exhausted else decision.decision
-        if verdict == "revise":
-            return Command(goto="revise", update=update)
-        update |= {
-            "answer": answer,
-            "transcript": state["transcript"] + pending["text"] + marker,
-            "segment_index": state["segment_index"] + 1,
-            "pending": None,
-        }
-        if verdict == "let_go":
-            reason = f"the council let go ({decision.reason})"
-            return Command(goto="let_go", update=update | {"stop_reason": reason, "closing": "let_go"})
-        if pending["ended"]:
-            return Command(goto="log", update=update | {"status": "finished", "stop_reason": "the persona finished"})
-        return Command(goto="draft", update=update)
-
-    def revise(state: EpisodeState) -> Command[Literal["council"]]:
-        pending = state["pending"]
-        assert pending is not None
-        points = list(state["reflection_points"])
-        last = ReflectionPoint.model_validate(points[-1])
-        revisers = sorted((v for v in last.votes if v.verdict == "revise"), key=lambda v: -v.confidence)[:2]
-        answer_with_segment = state["answer"] + pending["text"]
-        for vote in revisers:
-            vote.comment = rt.council.comment(
-                vote.archetype,
-                state["prompt"],
-                answer_with_segment,
-                gen.comment_tokens,
-                state["recalled"],
-            )
-        points[-1] = last.model_dump(mode="json")
-        comments = {v.archetype: v.comment or "" for v in revisers}
-        seed = gen.seed + 1000 * (pending["attempt"] + 1) + state["segment_index"]
-        seg = rt.writer.rewrite(state["prompt"], state["answer"], pending["text"], comments, seed, state["recalled"])
-        new = pending | {"text": seg.text, "attempt": pending["attempt"] + 1}
-        return Command(goto="council", update={"pending": new, "reflection_points": points})
-
-    def let_go(state: EpisodeState) -> Command[Literal["log"]]:
-        why = state.get("closing", "let_go")
-        closing = rt.writer.close(state["prompt"], state["answer"], why, gen.seed, state["recalled"])
-        sep = "" if not state["answer"] or state["answer"].endswith("\n") else "\n\n"
-        return Command(
-            goto="log",
-            update={
-                "answer": state["answer"] + sep + closing,
-                "transcript": state["transcript"] + sep + closing,
-                "status": why,
-            },
-        )
-
-    def log(state: EpisodeState) -> Command[Literal["__end__"]]:
-        episode = episode_from_state(rt, state)
-        rt.log.save(episode)
-        if rt.memory is not None:
-            try:
-                rt.memory.remember(episode)
-            except CouncilError as exc:
-                logger.warning("episode %s is logged but not yet in memory: %s", episode.episode_id, exc)
-        return Command(goto=END)
-
-    graph = StateGraph(EpisodeState)
-    for name, fn in (
-        ("recall", recall),
-        ("draft", draft),
-        ("council", council),
-        ("revise", revise),
-        ("let_go", let_go),
-        ("log", log),
-    ):
-        graph.add_node(name, _timed(name, fn))
+def _build() -> StateGraph:
+    graph = StateGraph(EpisodeState, context_schema=CouncilRuntime)
+    for fn in (recall, draft, council, revise, let_go, log):
+        graph.add_node(fn.__name__, _timed(fn.__name__, fn))
     graph.add_edge(START, "recall")
     return graph
+
+
+builder = _build()
 
 
 def initial_state(episode_id: str, prompt: str) -> EpisodeState:

@@ -10,17 +10,18 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from archetypes.backends import Backend, BackendPool
+from archetypes.backends import Backend, BackendPool, LocalModel
 from archetypes.backends.modelfiles import file_hash
 from archetypes.definitions import Persona
 from archetypes.library import Library
 from council.core.episode import Episode
 from council.core.errors import ModelError, StorageError
 from council.core.settings import Settings
-from council.engine.graph import CouncilRuntime, EpisodeState, build_graph, episode_from_state, initial_state
+from council.engine.graph import EpisodeState, builder, episode_from_state, initial_state
 from council.engine.judges import Reader, load_judge
 from council.engine.persona import PersonaWriter
 from council.engine.reflection import ReflectionPolicy
+from council.engine.runtime import CouncilRuntime
 from council.engine.voting import Council
 from council.store.database import Database
 from council.store.episodes import EpisodeLog
@@ -79,10 +80,9 @@ def build_runtime(
 def persona_backend(backends: BackendPool, persona: Persona, version: PersonaVersion) -> Backend:
     """The persona's model with ``version``'s adapter, after checking it was trained on this very GGUF."""
     base = backends.get(persona.model)
-    path = getattr(base, "path", None)
-    if path is not None and file_hash(path, backends.settings.models_dir) != version.base_hash:
+    if isinstance(base, LocalModel) and file_hash(base.path, backends.settings.models_dir) != version.base_hash:
         raise ModelError(
-            f"persona version {version.id} was trained on another base model than {path.name}",
+            f"persona version {version.id} was trained on another base model than {base.path.name}",
             "run `council persona use base` (or another version)",
         )
     return backends.adapted(persona.model, version.adapter_path(backends.settings.personas_dir))
@@ -105,7 +105,7 @@ def run_episode(
     episode is left checkpointed and ``None`` is returned.
     """
     episode_id = episode_id or new_episode_id()
-    graph = build_graph(rt).compile(checkpointer=checkpointer)
+    graph = builder.compile(checkpointer=checkpointer)
     config: RunnableConfig = {"configurable": {"thread_id": episode_id}}
     saved = graph.get_state(config).values if checkpointer else {}
     if saved and not graph.get_state(config).next:
@@ -114,7 +114,7 @@ def run_episode(
     if not saved:
         rt.log.save(episode_from_state(rt, state))
     try:
-        for chunk in graph.stream(None if saved else state, config, stream_mode="updates"):
+        for chunk in graph.stream(None if saved else state, config, stream_mode="updates", context=rt):
             for node, update in chunk.items():
                 state = EpisodeState(**(state | (update or {})))
                 if on_update:

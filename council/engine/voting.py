@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from archetypes.backends import Backend, BackendPool, Chat, ChoiceScores, Message
 from archetypes.definitions import Archetype, Persona, Pool
 from council.core.episode import Decision, Vote
+from council.core.errors import one_line
 from council.engine import prompts
 from council.engine.aggregation import aggregate
 from council.engine.judges import JudgeHeads, Reader
@@ -144,7 +144,7 @@ class Council:
         try:
             return "".join(backend.generate(chat, max_tokens=max_tokens, temperature=0.0)).strip()
         except Exception as exc:  # noqa: BLE001 - words are optional; record why they are missing
-            return f"(no comment: {_one_line(exc)})"
+            return f"(no comment: {one_line(exc, 300, typed=True)})"
 
 
 def _vote(name: str, probs: dict[str, float], mass: float, verdict: str | None = None) -> Vote:
@@ -154,8 +154,4 @@ def _vote(name: str, probs: dict[str, float], mass: float, verdict: str | None =
 
 
 def _abstain(name: str, exc: BaseException) -> Vote:
-    return Vote(archetype=name, verdict=None, confidence=0.0, error=_one_line(exc))
-
-
-def _one_line(exc: BaseException) -> str:
-    return re.sub(r"\s+", " ", f"{type(exc).__name__}: {exc}")[:300]
+    return Vote(archetype=name, verdict=None, confidence=0.0, error=one_line(exc, 300, typed=True))

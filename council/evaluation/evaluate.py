@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from council.core.jsonl import read_jsonl
-from council.engine.graph import CouncilRuntime
+from council.engine.runtime import CouncilRuntime
 from council.evaluation import metrics as m
 from council.evaluation.judges import COUNCIL, PERSONA, Judges, calibrate, council_probability
 

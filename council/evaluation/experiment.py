@@ -21,8 +21,8 @@ from archetypes.backends import BackendPool
 from council.core.episode import Episode
 from council.core.errors import DefinitionError
 from council.core.settings import Settings
-from council.engine.graph import CouncilRuntime
 from council.engine.runner import build_runtime, run_episode
+from council.engine.runtime import CouncilRuntime
 from council.evaluation import metrics as m
 from council.store.episodes import EpisodeLog
 

@@ -22,7 +22,7 @@ import numpy as np
 from archetypes.backends import Message
 from archetypes.definitions import Archetype, Judgment
 from council.engine import prompts
-from council.engine.graph import CouncilRuntime
+from council.engine.runtime import CouncilRuntime
 from council.engine.voting import Point
 
 PERSONA = "persona"

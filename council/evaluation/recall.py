@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field
 from council.core.errors import DefinitionError
 from council.core.jsonl import read_jsonl
 from council.core.settings import MemorySettings
-from council.engine.graph import CouncilRuntime
 from council.engine.runner import run_episode
+from council.engine.runtime import CouncilRuntime
 from memory.vector import REMEMBERED, TOPICAL, VectorMemory
 
 

@@ -10,10 +10,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import sessionmaker
 
-from council.core.errors import StorageError
+from council.core.errors import StorageError, one_line
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -91,8 +91,8 @@ class Database:
 
 
 def short(exc: BaseException) -> str:
-    """The first line of a database error, for a one-line message."""
-    return str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+    """A database error as one line: the driver's own message where SQLAlchemy wraps one."""
+    return one_line(exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc)
 
 
 def storage_fix(exc: BaseException) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import selectinload
 
@@ -166,5 +166,6 @@ def _from_row(row: EpisodeRow) -> Episode:
         for r in row.recollections
     ]
     nested = ("reflection_points", "recollections")
-    fields = {n: getattr(row, n) for n in Episode.model_fields if n not in nested and hasattr(row, n)}
+    columns = {a.key: a.value for a in inspect(row).attrs}
+    fields = {n: columns[n] for n in Episode.model_fields if n not in nested and n in columns}
     return Episode(episode_id=row.id, **fields, reflection_points=points, recollections=recollections)
