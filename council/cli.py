@@ -347,7 +347,7 @@ def bench_memory(
 
 def _evaluate(task: str, file: Path, pool: str | None, limit: int | None, report: Path | None, as_json: bool) -> None:
     from council.engine.runner import build_runtime
-    from council.evaluation.evaluate import evaluate, evaluate_letgo
+    from council.evaluation.evaluate import Evaluation, LetGoFigures, evaluate, evaluate_letgo
     from council.evaluation.report import eval_report
 
     with err.status("Loading models…"):
@@ -355,31 +355,30 @@ def _evaluate(task: str, file: Path, pool: str | None, limit: int | None, report
     with Progress(console=err, transient=True) as bar:
         job = bar.add_task(f"Judging {file.name}", total=limit)
         step = lambda n: bar.advance(job, n)  # noqa: E731
+        result: Evaluation
         if task == "letgo":
             result = evaluate_letgo(rt, file, limit=limit, progress=step)
         else:
             result = evaluate(rt, file, task, limit=limit, progress=step)  # type: ignore[arg-type]
     if report:
         err.print(f"report: {eval_report(result, report)}")
-    result.pop("_items")
     if as_json:
-        return _dump(result)
-    out.print(f"{result['rows']} rows, pool {result['pool']}, majority baseline {result['majority_baseline']:.3f}")
-    judges = {"council": result["council"], "persona": result["persona"], **result["archetypes"]}
-    for name, figures in judges.items():
-        low, high = figures["accuracy_ci95"]
-        line = f"  {name:<14} accuracy {figures['accuracy']:.3f} [{low:.3f}, {high:.3f}]  auroc {figures['auroc']:.3f}"
-        if task == "letgo":
+        return _dump(result.public())
+    out.print(f"{result.rows} rows, pool {result.pool}, majority baseline {result.majority_baseline:.3f}")
+    for name, figures in result.judges().items():
+        low, high = figures.accuracy_ci95
+        line = f"  {name:<14} accuracy {figures.accuracy:.3f} [{low:.3f}, {high:.3f}]  auroc {figures.auroc:.3f}"
+        if isinstance(figures, LetGoFigures):
             line += (
-                f"  lets go {figures['let_go_when_should']:.2f} when it should, "
-                f"{figures['let_go_when_should_not']:.2f} when it should not"
+                f"  lets go {figures.let_go_when_should:.2f} when it should, "
+                f"{figures.let_go_when_should_not:.2f} when it should not"
             )
         out.print(line)
-    panel = result["panel"]
-    gap, ci = panel["council_minus_best_archetype"], panel["council_minus_best_archetype_ci95"]
-    independent = panel["independent_errors_majority_accuracy"]
+    panel = result.panel
+    gap, ci = panel.council_minus_best_archetype, list(panel.council_minus_best_archetype_ci95)
+    independent = panel.independent_errors_majority_accuracy
     out.print(f"council − best archetype {gap:+.3f} {ci}; if errors were independent {independent:.3f}")
-    out.print(f"mean error correlation between archetypes {panel['mean_error_correlation']}")
+    out.print(f"mean error correlation between archetypes {panel.mean_error_correlation}")
 
 
 FileArg = Annotated[Path, typer.Argument(help="JSONL rows.", exists=True, dir_okay=False)]
@@ -627,13 +626,13 @@ def _train(rt: CouncilRuntime, dataset: Path, *, quiet_if_nothing_new: bool) -> 
         "reasons": woke.gate.reasons,
         "in_use": woke.in_use,
         "report": woke.report,
-        "training": woke.version.training,
+        "training": woke.version.training.model_dump() if woke.version.training else {},
         "gate": woke.gate.model_dump(),
     }
 
 
 def _print_wakeup(data: dict[str, Any]) -> None:
-    from sleep.gate import GateResult
+    from council.core.training import GateResult
 
     if "skipped" in data:
         return out.print(f"nothing to train: {data['skipped']}")
@@ -674,11 +673,11 @@ def persona_versions(
         return _dump({"persona": name, "in_use": current, "versions": rows})
     out.print(f"{'*' if current == 'base' else ' '} base")
     for v in versions:
-        c = v.gate.get("candidate", {})
+        c = v.gate.candidate if v.gate else None
         state = "promoted" if v.promoted else f"not promoted: {v.reason}"
         out.print(
             f"{'*' if v.id == current else ' '} {v.id:<5} {v.created_at:%Y-%m-%d %H:%M} from {v.parent:<5}"
-            f" held-out {c.get('heldout_accuracy')} KL {c.get('kl_from_base')} - {state}",
+            f" held-out {c and c.heldout_accuracy} KL {c and c.kl_from_base} - {state}",
             soft_wrap=True,
         )
 

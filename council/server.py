@@ -27,7 +27,7 @@ from council.core.episode import Episode
 from council.core.errors import ContextOverflowError, CouncilError, NotFoundError, StorageError, first_problem
 from council.engine.runtime import CouncilRuntime
 from council.store.tasks import TaskParams, TaskQueue, new_task_id
-from council.worker import TaskThread, Watcher, Worker
+from council.worker import Done, Ended, Failed, Interrupted, TaskEvent, TaskThread, Watcher, Worker
 
 MAX_BODY_BYTES = 1 << 20
 MAX_MESSAGES = 256
@@ -232,23 +232,21 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0, run_tasks: bool = True, 
                 "context_length_exceeded",
                 param="messages",
             )
-        events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        events: asyncio.Queue[TaskEvent] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         task_id = new_task_id()
-        worker.listen(task_id, lambda kind, data: loop.call_soon_threadsafe(events.put_nowait, (kind, data)))
+        worker.listen(task_id, lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
         rt.db.check()  # an episode written to a deleted log would be lost
         task = queue.put(prompt, "api", TaskParams(max_tokens=max_tokens, seed=body.seed), task_id=task_id)
         base = {"id": f"chatcmpl-{task.episode_id}", "created": int(time.time()), "model": body.model}
         if body.stream:
             return StreamingResponse(_stream(events, base, worker, task.id), media_type="text/event-stream")
         try:
-            while True:
-                kind, data = await events.get()
-                if kind in ("done", "error", "interrupted"):
-                    break
+            while not isinstance(event := await events.get(), Ended):
+                pass
         finally:
             worker.forget(task.id)
-        episode = _finished(kind, data)
+        episode = _finished(event)
         return base | {
             "object": "chat.completion",
             "choices": [
@@ -261,17 +259,19 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0, run_tasks: bool = True, 
     return app
 
 
-def _finished(kind: str, data: Any) -> Episode:  # noqa: ANN401 - event payload
-    if kind == "done":
-        return data
-    if kind == "interrupted":
-        raise ApiError(
-            503, "the daemon is shutting down; the task resumes when it restarts", "shutting_down", "server_error"
-        )
-    if isinstance(data, ContextOverflowError):
-        raise ApiError(400, str(data), "context_length_exceeded", param="messages")
-    message = str(data) if isinstance(data, CouncilError) else f"{type(data).__name__}: {data}"
-    raise ApiError(500, message, "episode_failed", "server_error")
+def _finished(event: Ended) -> Episode:
+    match event:
+        case Done(episode):
+            return episode
+        case Interrupted():
+            raise ApiError(
+                503, "the daemon is shutting down; the task resumes when it restarts", "shutting_down", "server_error"
+            )
+        case Failed(ContextOverflowError() as error):
+            raise ApiError(400, str(error), "context_length_exceeded", param="messages")
+        case Failed(error):
+            message = str(error) if isinstance(error, CouncilError) else f"{type(error).__name__}: {error}"
+            raise ApiError(500, message, "episode_failed", "server_error")
 
 
 def _usage(rt: CouncilRuntime, prompt_tokens: int, episode: Episode) -> dict[str, int]:
@@ -280,7 +280,7 @@ def _usage(rt: CouncilRuntime, prompt_tokens: int, episode: Episode) -> dict[str
 
 
 async def _stream(
-    events: asyncio.Queue[tuple[str, Any]], base: dict[str, Any], worker: TaskThread, task_id: str
+    events: asyncio.Queue[TaskEvent], base: dict[str, Any], worker: TaskThread, task_id: str
 ) -> AsyncIterator[str]:
     """SSE chunks in OpenAI's shape: accepted text as it is decided, then a final chunk with the council field."""
 
@@ -294,17 +294,13 @@ async def _stream(
     sent = ""
     yield chunk({"role": "assistant", "content": ""})
     try:
-        while True:
-            kind, data = await events.get()
-            if kind in ("council", "let_go") and isinstance(data, dict) and data.get("answer", "").startswith(sent):
-                new = data["answer"][len(sent) :]
-                if new:
-                    sent = data["answer"]
-                    yield chunk({"content": new})
-            elif kind in ("done", "error", "interrupted"):
-                break
+        while not isinstance(event := await events.get(), Ended):
+            answer = event.update.get("answer", "")
+            if event.node in ("council", "let_go") and answer.startswith(sent) and len(answer) > len(sent):
+                yield chunk({"content": answer[len(sent) :]})
+                sent = answer
         try:
-            episode = _finished(kind, data)
+            episode = _finished(event)
         except ApiError as exc:
             yield f"data: {json.dumps(json.loads(exc.response().body))}\n\n"
             return

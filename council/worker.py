@@ -2,9 +2,9 @@
 
 A ``Worker`` owns the models: llama.cpp contexts are not thread-safe, so every task a process runs goes through
 its one worker thread. It holds a lease on its task and renews it while it works. Listeners (the HTTP handlers
-waiting on a task) are called with each graph update, then with ``("done", episode)``, ``("error", exc)`` or
-``("interrupted", None)``. An API with no worker of its own (`council serve --no-worker`) uses a ``Watcher``,
-which tells its listeners how a task ended when some worker, anywhere, has finished it.
+waiting on a task) get a ``Step`` per graph update, then one of ``Done``, ``Failed`` or ``Interrupted``.
+An API with no worker of its own (`council serve --no-worker`) uses a ``Watcher``, which tells its listeners
+how a task ended when some worker, anywhere, has finished it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,45 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 from sqlalchemy.engine import make_url
 
+from council.core.episode import Episode
 from council.core.errors import CouncilError, StorageError
 from council.engine.runner import run_episode
 from council.engine.runtime import CouncilRuntime
 from council.store.tasks import LEASE_S, Task, TaskQueue, new_worker_id
 
 logger = logging.getLogger(__name__)
-Listener = Callable[[str, Any], None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """A graph node finished: its name and its state update."""
+
+    node: str
+    update: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Done:
+    """The task's episode ended and is in the log."""
+
+    episode: Episode
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The task failed; ``error`` says why."""
+
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """The worker is stopping: the task stays checkpointed and resumes when a worker starts."""
+
+
+Ended = Done | Failed | Interrupted
+TaskEvent = Step | Ended
+Listener = Callable[[TaskEvent], None]
 
 
 _PG_SETUP_LOCK = 0x636B7074  # workers starting together create the checkpoint tables in turn
@@ -80,7 +112,7 @@ class TaskThread(threading.Thread):
         A thread that is stopping or has died answers at once with ``interrupted``.
         """
         if self._stopping.is_set() or (self.ident is not None and not self.is_alive()):
-            listener("interrupted", None)
+            listener(Interrupted())
             return
         with self._lock:
             self._listeners[task_id] = listener
@@ -91,11 +123,11 @@ class TaskThread(threading.Thread):
         with self._lock:
             self._listeners.pop(task_id, None)
 
-    def _emit(self, task_id: str, kind: str, payload: Any) -> None:  # noqa: ANN401 - event payloads vary
+    def _emit(self, task_id: str, event: TaskEvent) -> None:
         with self._lock:
             listener = self._listeners.get(task_id)
         if listener is not None:
-            listener(kind, payload)
+            listener(event)
 
     def stop(self) -> None:
         """Finish the current step (a worker leaves its episode checkpointed) and tell every waiting client."""
@@ -106,7 +138,7 @@ class TaskThread(threading.Thread):
         with self._lock:
             waiting = list(self._listeners.values())
         for listener in waiting:
-            listener("interrupted", None)
+            listener(Interrupted())
 
 
 class Worker(TaskThread):
@@ -168,7 +200,7 @@ class Worker(TaskThread):
             episode = run_episode(
                 rt,
                 task.prompt,
-                lambda node, update: self._emit(task.id, node, update),
+                lambda node, update: self._emit(task.id, Step(node, update)),
                 episode_id=task.episode_id,
                 checkpointer=self._saver,
                 should_stop=self._stopping.is_set,
@@ -176,7 +208,7 @@ class Worker(TaskThread):
         except Exception as exc:  # noqa: BLE001 - one failed task must not stop the daemon
             logger.warning("task %s failed: %s", task.id, exc)
             self.queue.finish(task.id, "failed", f"{type(exc).__name__}: {exc}", self.worker_id)
-            self._emit(task.id, "error", exc)
+            self._emit(task.id, Failed(exc))
             return
         finally:
             done.set()
@@ -185,7 +217,7 @@ class Worker(TaskThread):
             return  # stopping: the episode is checkpointed and the task stays running, to resume at start-up
         self.queue.finish(task.id, "done", worker=self.worker_id)
         self._saver.delete_thread(task.episode_id)  # the log has the episode; its steps are no longer needed
-        self._emit(task.id, "done", episode)
+        self._emit(task.id, Done(episode))
 
     def _renew(self, task_id: str, done: threading.Event) -> None:
         """Renew the lease on ``task_id`` every third of its length until ``done``."""
@@ -223,7 +255,7 @@ class Watcher(TaskThread):
 
     def _tell(self, task: Task) -> None:
         if task.status == "done":
-            self._emit(task.id, "done", self.rt.log.get(task.episode_id))
+            self._emit(task.id, Done(self.rt.log.get(task.episode_id)))
         else:
-            self._emit(task.id, "error", CouncilError(task.error or "the task failed", "see the worker's log"))
+            self._emit(task.id, Failed(CouncilError(task.error or "the task failed", "see the worker's log")))
         self.forget(task.id)

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, Field
 
 from archetypes.backends import Message
 from council.core.errors import ContextOverflowError
 from council.core.settings import TrainSettings
+from council.core.training import Figures
 from council.engine import prompts
 from council.engine.persona import PersonaWriter
 from council.engine.runtime import CouncilRuntime
@@ -40,40 +40,6 @@ if TYPE_CHECKING:
     from archetypes.backends.llama import LlamaBackend
 
 _TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]*")
-
-
-class Figures(BaseModel):
-    """One persona version measured on the gate's sets."""
-
-    version: str
-    heldout_accuracy: float | None = Field(description="share of held-out pairs with chosen more likely")
-    heldout_margin: float | None = Field(description="mean log p(chosen) - log p(rejected), nats")
-    kl_from_base: float = Field(description="mean per-token KL(version || base) on the probe prompts, nats")
-    decisions: dict[str, float] = Field(description="share of the probes' reflection points per council decision")
-    marker_rate: float = Field(description="share of segments the persona ended with its own stop-reflect marker")
-    points: int = Field(0, description="reflection points the council judged on the probes")
-    heldout_pairs: int = Field(0, description="held-out pairs scored (longer ones than the context are skipped)")
-    dev_agreement: float | None = Field(None, description="share of human-labelled pairs where it prefers chosen")
-    dev_pairs: int = 0
-
-    @property
-    def approval(self) -> float:
-        """Share of reflection points the council let the persona continue."""
-        return self.decisions.get("continue", 0.0)
-
-
-class GateResult(BaseModel):
-    """Whether a candidate may be promoted, and why not."""
-
-    passed: bool
-    reasons: list[str]
-    candidate: Figures
-    previous: Figures
-    base: Figures
-
-    def versions(self) -> list[Figures]:
-        """Base, previous and candidate, each once (the previous version is often the base)."""
-        return list({f.version: f for f in (self.base, self.previous, self.candidate)}.values())
 
 
 def completion_logprob(backend: LlamaBackend, prompt: Sequence[dict[str, str]], completion: str) -> float:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from council.core.errors import CouncilError, ModelError
 from council.core.jsonl import read_jsonl
 from council.core.settings import TrainSettings
+from council.core.training import TrainingFigures
 from sleep.adapter import write_gguf_adapter
 
 Progress = Callable[[str, int, int], None]  # (what, done, total)
@@ -125,21 +126,60 @@ def train_adapter(
     run_dir: Path,
     out_dir: Path,
     progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Train, then write ``out_dir/peft`` (peft's format) and ``out_dir/adapter.gguf`` (llama.cpp's).
-
-    Returns the training figures: steps, loss, DPO reward accuracy and margin, seconds, device.
-    """
+) -> TrainingFigures:
+    """Train, then write ``out_dir/peft`` (peft's format) and ``out_dir/adapter.gguf`` (llama.cpp's)."""
     require_train_extra()
-    import datasets
     import torch
-    import transformers
-    from peft import LoraConfig, PeftModel, get_peft_model_state_dict
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
-    from trl import DPOConfig, DPOTrainer
 
     torch.manual_seed(settings.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    trainer = _trainer(base_dir, parent_peft, data, settings, run_dir, device, progress)
+    start = time.perf_counter()
+    resumed = last_checkpoint(run_dir)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deprecation notices of the training stack, not the user's concern
+            trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
+    except torch.OutOfMemoryError as exc:
+        raise ModelError("training ran out of memory", "lower train.batch_size or train.max_length") from exc
+    _export(trainer.model, out_dir)
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    last = logs[-1] if logs else {}
+    return TrainingFigures(
+        steps=trainer.state.global_step,
+        epochs=settings.epochs,
+        pairs=len(data.train),
+        new_pairs=len(data.new),
+        replayed_pairs=len(data.replay),
+        heldout_pairs=len(data.heldout),
+        train_loss=round(float(sum(e["loss"] for e in logs) / max(len(logs), 1)), 4),
+        last_loss=round(float(last.get("loss", float("nan"))), 4),
+        reward_accuracy=round(float(last.get("rewards/accuracies", float("nan"))), 4),
+        reward_margin=round(float(last.get("rewards/margins", float("nan"))), 4),
+        resumed_from=resumed.name if resumed else None,
+        seconds=round(time.perf_counter() - start, 1),
+        device=device,
+        settings=settings.model_dump(mode="json"),
+    )
+
+
+def _trainer(
+    base_dir: Path,
+    parent_peft: Path | None,
+    data: TrainingData,
+    settings: TrainSettings,
+    run_dir: Path,
+    device: str,
+    progress: Progress | None,
+) -> Any:  # noqa: ANN401 - trl.DPOTrainer, imported only when training
+    """TRL's DPO trainer on the base model, continuing the parent's LoRA (or a fresh one)."""
+    import datasets
+    import torch
+    import transformers
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
+    from trl import DPOConfig, DPOTrainer
+
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     peft_config = None
@@ -187,16 +227,13 @@ def train_adapter(
         callbacks=[_Progress()],
     )
     trainer.remove_callback(PrinterCallback)
-    start = time.perf_counter()
-    resumed = last_checkpoint(run_dir)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # deprecation notices of the training stack, not the user's concern
-            trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
-    except torch.OutOfMemoryError as exc:
-        raise ModelError("training ran out of memory", "lower train.batch_size or train.max_length") from exc
-    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-    trained = trainer.model
+    return trainer
+
+
+def _export(trained: Any, out_dir: Path) -> None:  # noqa: ANN401 - a peft model
+    """Write the trained LoRA as ``out_dir/peft`` (to continue from) and ``out_dir/adapter.gguf`` (to run)."""
+    from peft import get_peft_model_state_dict
+
     shutil.rmtree(out_dir / "peft", ignore_errors=True)
     trained.save_pretrained(out_dir / "peft", selected_adapters=["default"])
     state = {k: v.detach().float().cpu().numpy() for k, v in get_peft_model_state_dict(trained).items()}
@@ -205,23 +242,6 @@ def train_adapter(
         out_dir / "adapter.gguf",
         state,
         alpha=float(config.lora_alpha),
-        n_head=model.config.num_attention_heads,
-        n_head_kv=model.config.num_key_value_heads,
+        n_head=trained.config.num_attention_heads,
+        n_head_kv=trained.config.num_key_value_heads,
     )
-    last = logs[-1] if logs else {}
-    return {
-        "steps": trainer.state.global_step,
-        "epochs": settings.epochs,
-        "pairs": len(data.train),
-        "new_pairs": len(data.new),
-        "replayed_pairs": len(data.replay),
-        "heldout_pairs": len(data.heldout),
-        "train_loss": round(float(sum(e["loss"] for e in logs) / max(len(logs), 1)), 4),
-        "last_loss": round(float(last.get("loss", float("nan"))), 4),
-        "reward_accuracy": round(float(last.get("rewards/accuracies", float("nan"))), 4),
-        "reward_margin": round(float(last.get("rewards/margins", float("nan"))), 4),
-        "resumed_from": resumed.name if resumed else None,
-        "seconds": round(time.perf_counter() - start, 1),
-        "device": device,
-        "settings": settings.model_dump(mode="json"),
-    }

@@ -8,9 +8,9 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
+from council.core.training import Figures, GateResult, TrainingFigures
 from council.evaluation.report import figure, table, write_page
 from council.store.versions import PersonaVersion
-from sleep.gate import Figures, GateResult
 
 _DECISIONS = ("continue", "revise", "let_go")
 
@@ -43,18 +43,18 @@ def _decision_bars(versions: list[Figures]) -> plt.Figure:
     return fig
 
 
-def write_report(version: PersonaVersion, gate: GateResult, out_dir: Path) -> Path:
+def write_report(version: PersonaVersion, training: TrainingFigures, gate: GateResult, out_dir: Path) -> Path:
     """Write ``index.html``, ``results.json`` and ``results.csv`` comparing base, previous and new version."""
     versions = gate.versions()
     verdict = "promoted" if version.promoted else "kept, not promoted: " + version.reason
     fields = ["heldout_accuracy", "heldout_margin", "kl_from_base", "approval", "marker_rate", "dev_agreement"]
     rows = [[v.version, *[v.model_dump()[f] for f in fields], v.dev_pairs] for v in versions]
-    t = version.training
+    t = training
     body = (
         f"<p>Persona <b>{html.escape(version.persona)}</b>, version <b>{version.id}</b> (from {version.parent}): "
         f"<b>{html.escape(verdict)}</b>.</p>"
-        f"<p>Trained on {t.get('new_pairs')} new and {t.get('replayed_pairs')} replayed pairs "
-        f"({t.get('steps')} steps, {t.get('seconds')} s on {t.get('device')}); {t.get('heldout_pairs')} pairs held "
+        f"<p>Trained on {t.new_pairs} new and {t.replayed_pairs} replayed pairs "
+        f"({t.steps} steps, {t.seconds} s on {t.device}); {t.heldout_pairs} pairs held "
         f"out. Dataset {version.dataset_hash[:12]}, base model {version.base_hash[:12]}.</p>"
         + table(["version", *fields, "dev pairs"], rows)
         + figure(

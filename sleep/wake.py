@@ -12,10 +12,11 @@ from archetypes.backends import BackendPool, LocalModel
 from archetypes.backends.modelfiles import file_hash
 from council.core.errors import DefinitionError, ModelError, NothingToTrainError
 from council.core.locks import exclusive
+from council.core.training import GateResult
 from council.engine.runtime import CouncilRuntime
 from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.base_model import base_checkpoint
-from sleep.gate import GateResult, VersionProbe, decide, load_dev
+from sleep.gate import VersionProbe, decide, load_dev
 from sleep.train import Progress, read_pairs, require_train_extra, run_key, split, train_adapter
 from sleep.train_report import write_report
 
@@ -65,7 +66,7 @@ def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | No
         base_hash = file_hash(gguf, rt.settings.models_dir)
         key = run_key(data, settings, base_hash, parent.id if parent else BASE)
         for earlier in versions.all(persona.name):
-            if earlier.training.get("run_key") == key:
+            if earlier.training is not None and earlier.training.run_key == key:
                 raise NothingToTrainError(
                     f"{earlier.id} already trained on these pairs from {earlier.parent}"
                     + (f" (not promoted: {earlier.reason})" if not earlier.promoted else ""),
@@ -81,7 +82,7 @@ def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | No
             home / "runs" / key,
             out_dir,
             progress,
-        ) | {"run_key": key}
+        ).model_copy(update={"run_key": key})
         gate = _gate(rt, backends, data.heldout, dev, parent, version_id, out_dir / "adapter.gguf", progress)
         version = PersonaVersion(
             id=version_id,
@@ -94,13 +95,13 @@ def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | No
             base_hash=base_hash,
             pair_ids=data.new + data.replay,
             training=figures,
-            gate=gate.model_dump(),
+            gate=gate,
             promoted=gate.passed,
             reason="; ".join(gate.reasons),
         )
         versions.add(version)
         stored = versions.get(persona.name, version_id) or version
-        report = write_report(stored, gate, out_dir / "report")
+        report = write_report(stored, figures, gate, out_dir / "report")
         shutil.rmtree(home / "runs", ignore_errors=True)
         return Wakeup(version=stored, gate=gate, report=str(report), in_use=versions.current(persona.name))
 

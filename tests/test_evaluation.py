@@ -5,7 +5,7 @@ import json
 import pytest
 
 from council.engine.runner import run_episode
-from council.evaluation.evaluate import evaluate
+from council.evaluation.evaluate import Evaluation, evaluate
 from council.evaluation.experiment import pool_figures
 from council.evaluation.report import eval_report
 
@@ -33,7 +33,8 @@ def test_ethics_figures_match_the_scripted_judges(fake_setup, tmp_path):
     path = tmp_path / "ethics.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     script_ethics(fake)
-    result = evaluate(rt, path, "ethics", resamples=200)
+    evaluation = evaluate(rt, path, "ethics", resamples=200)
+    result = evaluation.public()
     assert result["rows"] == 6 and result["majority_baseline"] == pytest.approx(0.5)
     reason = result["archetypes"]["reason"]
     assert reason["accuracy"] == 1.0 and reason["auroc"] == 1.0 and reason["minimal_pair_accuracy"] == 1.0
@@ -51,12 +52,13 @@ def test_ethics_figures_match_the_scripted_judges(fake_setup, tmp_path):
         -1 / 6, abs=1e-3
     )
     assert panel["error_correlation"]["reason"]["libido"] != panel["error_correlation"]["reason"]["libido"]  # NaN
-    page = eval_report(result, tmp_path / "report")
+    page = eval_report(evaluation, tmp_path / "report")
     html = page.read_text()
     assert html.count("<img") == 3 and "council − best archetype" in html
-    assert json.loads((tmp_path / "report" / "results.json").read_text())["council"]["accuracy"] == pytest.approx(
-        5 / 6, abs=1e-3
-    )
+    stored = json.loads((tmp_path / "report" / "results.json").read_text())
+    assert stored["council"]["accuracy"] == pytest.approx(5 / 6, abs=1e-3) and len(stored["_items"]["ids"]) == 6
+    back = Evaluation.model_validate(stored)  # the stored JSON round-trips through the typed result
+    assert json.dumps(back.stored()) == json.dumps(evaluation.stored()) and back.items.ids == list("abcdef")
 
 
 def test_pairs_are_judged_in_both_orders_and_position_bias_is_reported(fake_setup, tmp_path):
@@ -73,7 +75,7 @@ def test_pairs_are_judged_in_both_orders_and_position_bias_is_reported(fake_setu
             chosen_in_a = row["chosen_first"] == (order == "as given")
             good = {"A": 0.9, "B": 0.1} if chosen_in_a else {"A": 0.1, "B": 0.9}
             fake.enqueue_scores(slot_a, good, good, slot_a, slot_a)  # persona, reason, libido, loving_child, empathy
-    result = evaluate(rt, path, "pairs", resamples=200)
+    result = evaluate(rt, path, "pairs", resamples=200).public()
     assert result["archetypes"]["reason"]["accuracy"] == 1.0
     assert result["position_bias"]["persona"] == pytest.approx(0.3)
     assert result["position_bias"]["reason"] == pytest.approx(0.0)

@@ -8,7 +8,7 @@ from fastapi.testclient import TestClient
 
 from council.server import create_app
 from council.store.tasks import TaskQueue
-from council.worker import Worker
+from council.worker import Interrupted, Step, Worker
 
 CONT = {"continue": 0.8, "revise": 0.1, "let_go": 0.1}
 GO = {"continue": 0.1, "revise": 0.1, "let_go": 0.8}
@@ -165,15 +165,15 @@ def test_a_stopped_worker_leaves_the_episode_checkpointed_and_the_next_one_resum
     first = Worker(rt, queue, council_home / "checkpoints.db", poll_s=0.01)
     seen = []
 
-    def stop_after_first_vote(kind, update):
-        seen.append(kind)
-        if kind == "council":
+    def stop_after_first_vote(event):
+        seen.append(type(event).__name__ if not isinstance(event, Step) else event.node)
+        if isinstance(event, Step) and event.node == "council":
             first.stop()
 
     first.listen(task.id, stop_after_first_vote)
     first.run()  # in this thread: returns once stopped
     assert queue.get(task.id).status == "running"
-    assert rt.log.get(task.episode_id).status == "running" and "interrupted" in seen
+    assert rt.log.get(task.episode_id).status == "running" and "Interrupted" in seen
 
     # On Postgres the steps are in the shared store, so a worker on another host (another home) resumes them.
     elsewhere = council_home if db_url.startswith("sqlite") else tmp_path / "another-host"
@@ -196,8 +196,8 @@ def test_a_stopping_worker_answers_new_listeners_at_once(fake_setup, council_hom
     worker = Worker(rt, TaskQueue(rt.db), council_home / "checkpoints.db")
     worker.stop()
     heard = []
-    worker.listen("t1", lambda kind, data: heard.append(kind))
-    assert heard == ["interrupted"]
+    worker.listen("t1", heard.append)
+    assert heard == [Interrupted()]
 
 
 def test_a_deleted_episode_log_stops_the_daemon_instead_of_losing_episodes(served):

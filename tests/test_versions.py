@@ -10,10 +10,11 @@ from typer.testing import CliRunner
 from council.cli import app
 from council.core.errors import DefinitionError, ModelError, NotFoundError
 from council.core.settings import TrainSettings, load_settings
+from council.core.training import Figures, GateResult, TrainingFigures
 from council.store.database import Database
 from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.adapter import gguf_tensors, permute_rows
-from sleep.gate import Figures, decide, hh_turns
+from sleep.gate import decide, hh_turns
 from sleep.train import read_pairs, row_id, split
 
 runner = CliRunner()
@@ -62,6 +63,25 @@ def test_promoted_versions_are_used_and_rollback_walks_back_through_the_selectio
     with pytest.raises(NotFoundError, match="no version 'v7'"):
         store.use("default", "v7")
     assert store.current("other") == BASE  # selections are per persona
+
+
+def test_training_and_gate_figures_round_trip_typed_through_the_store(store):
+    figures = lambda name, acc: Figures(  # noqa: E731
+        version=name, heldout_accuracy=acc, heldout_margin=0.1, kl_from_base=0.02, decisions={"continue": 0.75},
+        marker_rate=0.5, heldout_pairs=4,
+    )  # fmt: skip
+    training = TrainingFigures(
+        steps=4, epochs=1, pairs=8, new_pairs=6, replayed_pairs=2, heldout_pairs=4, train_loss=0.69, last_loss=0.6,
+        reward_accuracy=0.75, reward_margin=0.2, resumed_from="checkpoint-2", seconds=12.5, device="cpu",
+        settings={"beta": 0.1}, run_key="k1",
+    )  # fmt: skip
+    gate = GateResult(passed=True, reasons=[], candidate=figures("v1", 0.75), previous=figures(BASE, 0.5),
+                      base=figures(BASE, 0.5))  # fmt: skip
+    store.add(version(1).model_copy(update={"training": training, "gate": gate}))
+    back = store.get("default", "v1")
+    assert back.training == training and back.gate == gate
+    assert back.gate.candidate.approval == 0.75 and back.training.resumed_from == "checkpoint-2"
+    assert store.get("default", "v1").model_dump(mode="json")["training"]["run_key"] == "k1"
 
 
 def test_what_the_persona_has_learnt_is_the_pairs_of_the_version_in_use_and_its_ancestors(store):

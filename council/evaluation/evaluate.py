@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from council.core.jsonl import read_jsonl
 from council.engine.runtime import CouncilRuntime
@@ -51,6 +51,104 @@ class LetGoRow(BaseModel):
 
 
 ROWS: dict[str, type[BaseModel]] = {"ethics": EthicsRow, "pairs": PairRow, "letgo": LetGoRow}
+CI = tuple[float, float]
+
+
+class JudgeFigures(BaseModel):
+    """One judge on ethics or pairs: each metric with its bootstrap 95% CI."""
+
+    accuracy: float
+    accuracy_ci95: CI
+    balanced_accuracy: float
+    balanced_accuracy_ci95: CI
+    auroc: float
+    auroc_ci95: CI
+    ece: float
+    ece_ci95: CI
+    minimal_pair_accuracy: float | None = None  # ethics rows that come in minimal pairs only
+    minimal_pair_accuracy_ci95: CI | None = None
+
+
+class LetGoFigures(BaseModel):
+    """One judge on let-go requests: AUROC of P(let go), its let-go rates, and the accuracy of its decisions."""
+
+    auroc: float
+    auroc_ci95: CI
+    let_go_when_should: float
+    let_go_when_should_ci95: CI
+    let_go_when_should_not: float
+    let_go_when_should_not_ci95: CI
+    accuracy: float
+    accuracy_ci95: CI
+    balanced_accuracy: float
+    balanced_accuracy_ci95: CI
+
+
+class Panel(BaseModel):
+    """Whether the council beats its best member and the persona alone, and how its members' errors align."""
+
+    best_archetype: str
+    council_minus_best_archetype: float
+    council_minus_best_archetype_ci95: CI
+    council_minus_persona: float
+    council_minus_persona_ci95: CI
+    measured_council_accuracy: float
+    independent_errors_majority_accuracy: float
+    error_correlation: dict[str, dict[str, float]]
+    mean_error_correlation: float | None
+
+
+class Items(BaseModel):
+    """Per row: its id, its label and every judge's probability (for calibration curves)."""
+
+    ids: list[str]
+    labels: list[int]
+    probs: dict[str, list[float]]
+
+
+class Evaluation(BaseModel):
+    """One `council eval ethics|pairs` run; ``results.json`` holds it (items under ``_items``)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    task: Task
+    file: str
+    rows: int
+    pool: str
+    rule: str
+    majority_baseline: float
+    majority_baseline_ci95: CI | None = None
+    council: JudgeFigures
+    archetypes: dict[str, JudgeFigures]
+    persona: JudgeFigures
+    panel: Panel
+    position_bias: dict[str, float] | None = None  # pairs only
+    items: Items = Field(alias="_items")
+
+    def judges(self) -> dict[str, JudgeFigures]:
+        """Council, persona, then each archetype."""
+        return {"council": self.council, "persona": self.persona, **self.archetypes}
+
+    def public(self) -> dict[str, Any]:
+        """The figures as `--json` prints them (no per-row items)."""
+        return self.model_dump(exclude={"items"}, exclude_unset=True)
+
+    def stored(self) -> dict[str, Any]:
+        """Everything, as ``results.json`` keeps it; ``model_validate`` reads it back."""
+        return self.model_dump(by_alias=True, exclude_unset=True)
+
+
+class LetGoEvaluation(Evaluation):
+    """One `council eval letgo` run."""
+
+    should_let_go: int
+    council: LetGoFigures  # type: ignore[assignment]
+    archetypes: dict[str, LetGoFigures]  # type: ignore[assignment]
+    persona: LetGoFigures  # type: ignore[assignment]
+
+    def judges(self) -> dict[str, LetGoFigures]:  # type: ignore[override]
+        """Council, persona, then each archetype."""
+        return {"council": self.council, "persona": self.persona, **self.archetypes}
 
 
 def load_rows(path: Path, task: Task, limit: int | None = None) -> list[Any]:
@@ -68,7 +166,7 @@ def minimal_pairs(rows: list[EthicsRow]) -> list[tuple[int, int]]:
     return pairs
 
 
-def _judge_metrics(y: np.ndarray, p: np.ndarray, pairs: list[tuple[int, int]], resamples: int) -> dict[str, Any]:
+def _judge_metrics(y: np.ndarray, p: np.ndarray, pairs: list[tuple[int, int]], resamples: int) -> JudgeFigures:
     out: dict[str, Any] = {}
     for name, metric in METRICS.items():
         result = m.with_ci(metric, y, p, resamples)
@@ -77,35 +175,39 @@ def _judge_metrics(y: np.ndarray, p: np.ndarray, pairs: list[tuple[int, int]], r
         hits = m.minimal_pair_hits(y, p, pairs)
         result = m.with_ci(lambda _, h: float(np.mean(h)), hits, hits, resamples)
         out["minimal_pair_accuracy"], out["minimal_pair_accuracy_ci95"] = result["value"], result["ci95"]
-    return out
+    return JudgeFigures(**out)
 
 
 def _panel(
-    rt: CouncilRuntime, result: dict[str, Any], y: np.ndarray, p: dict[str, np.ndarray], resamples: int
-) -> dict[str, Any]:
+    rt: CouncilRuntime,
+    figures: dict[str, JudgeFigures] | dict[str, LetGoFigures],
+    y: np.ndarray,
+    p: dict[str, np.ndarray],
+    resamples: int,
+) -> Panel:
     """Whether the council beats its best member and the persona alone (paired CIs); how members' errors align.
 
     ``p`` holds each judge's probability of label 1 (or its 0/1 decision); ``p > 0.5`` is what it says.
     """
     members = list(rt.council.members)
-    best = max(members, key=lambda n: result["archetypes"][n]["accuracy"])
+    best = max(members, key=lambda n: figures[n].accuracy)
     vs_best = m.difference_ci(m.accuracy, y, p[COUNCIL], p[best], resamples)
     vs_persona = m.difference_ci(m.accuracy, y, p[COUNCIL], p[PERSONA], resamples)
     independent = m.independent_majority_accuracy(
-        [result["archetypes"][n]["accuracy"] for n in members], [rt.council.members[n].weight for n in members]
+        [figures[n].accuracy for n in members], [rt.council.members[n].weight for n in members]
     )
     correlation = m.error_correlation({n: (p[n] > 0.5) != (y == 1) for n in members})
-    return {
-        "best_archetype": best,
-        "council_minus_best_archetype": vs_best["value"],
-        "council_minus_best_archetype_ci95": vs_best["ci95"],
-        "council_minus_persona": vs_persona["value"],
-        "council_minus_persona_ci95": vs_persona["ci95"],
-        "measured_council_accuracy": result["council"]["accuracy"],
-        "independent_errors_majority_accuracy": round(independent, 4),
-        "error_correlation": correlation,
-        "mean_error_correlation": m.mean_off_diagonal(correlation),
-    }
+    return Panel(
+        best_archetype=best,
+        council_minus_best_archetype=vs_best["value"],
+        council_minus_best_archetype_ci95=vs_best["ci95"],
+        council_minus_persona=vs_persona["value"],
+        council_minus_persona_ci95=vs_persona["ci95"],
+        measured_council_accuracy=figures[COUNCIL].accuracy,
+        independent_errors_majority_accuracy=round(independent, 4),
+        error_correlation=correlation,
+        mean_error_correlation=m.mean_off_diagonal(correlation),
+    )
 
 
 def evaluate(
@@ -116,7 +218,7 @@ def evaluate(
     limit: int | None = None,
     resamples: int = 1000,
     progress: Callable[[int], None] = lambda _: None,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Judge every row with every judge, then compute metrics, CIs and the panel comparison."""
     rows = load_rows(path, task, limit)
     judges = Judges(rt)
@@ -144,27 +246,27 @@ def evaluate(
     pairs = minimal_pairs(rows) if task == "ethics" else []
 
     baseline = m.with_ci(m.majority_baseline, y, y, resamples)
-    result: dict[str, Any] = {
-        "task": task,
-        "file": str(path),
-        "rows": len(rows),
-        "pool": rt.pool.name,
-        "rule": rt.pool.rule,
-        "majority_baseline": baseline["value"],
-        "majority_baseline_ci95": baseline["ci95"],
-        "council": _judge_metrics(y, council, pairs, resamples),
-        "archetypes": {n: _judge_metrics(y, p, pairs, resamples) for n, p in members.items()},
-        "persona": _judge_metrics(y, probs[PERSONA], pairs, resamples),
-    }
-    result["panel"] = _panel(rt, result, y, {COUNCIL: council, PERSONA: probs[PERSONA], **members}, resamples)
-    if task == "pairs":
-        result["position_bias"] = {n: round(float(np.mean(v)) - 0.5, 4) for n, v in slot_a.items()}
-    result["_items"] = {
-        "ids": [r.id for r in rows],
-        "labels": y.tolist(),
-        "probs": {"council": council.round(4).tolist(), **{n: p.round(4).tolist() for n, p in probs.items()}},
-    }
-    return result
+    figures = {n: _judge_metrics(y, p, pairs, resamples) for n, p in {COUNCIL: council, **members}.items()}
+    bias = {n: round(float(np.mean(v)) - 0.5, 4) for n, v in slot_a.items()}
+    return Evaluation(
+        task=task,
+        file=str(path),
+        rows=len(rows),
+        pool=rt.pool.name,
+        rule=rt.pool.rule,
+        majority_baseline=baseline["value"],
+        majority_baseline_ci95=baseline["ci95"],
+        council=figures[COUNCIL],
+        archetypes={n: figures[n] for n in members},
+        persona=_judge_metrics(y, probs[PERSONA], pairs, resamples),
+        panel=_panel(rt, figures, y, {COUNCIL: council, PERSONA: probs[PERSONA], **members}, resamples),
+        **({"position_bias": bias} if task == "pairs" else {}),
+        items=Items(
+            ids=[r.id for r in rows],
+            labels=y.tolist(),
+            probs={"council": council.round(4).tolist(), **{n: p.round(4).tolist() for n, p in probs.items()}},
+        ),
+    )
 
 
 def _rate(decided: np.ndarray, mask: np.ndarray, resamples: int) -> dict[str, object]:
@@ -173,7 +275,7 @@ def _rate(decided: np.ndarray, mask: np.ndarray, resamples: int) -> dict[str, ob
     return m.with_ci(lambda _, d: float(np.mean(d)) if len(d) else float("nan"), picked, picked, resamples)
 
 
-def _letgo_metrics(y: np.ndarray, p: np.ndarray, decided: np.ndarray, resamples: int) -> dict[str, Any]:
+def _letgo_metrics(y: np.ndarray, p: np.ndarray, decided: np.ndarray, resamples: int) -> LetGoFigures:
     """AUROC of P(let go), the let-go rates on both kinds of request, and accuracy of the decisions."""
     out: dict[str, Any] = {}
     figures = {
@@ -185,7 +287,7 @@ def _letgo_metrics(y: np.ndarray, p: np.ndarray, decided: np.ndarray, resamples:
     }
     for name, result in figures.items():
         out[name], out[name + "_ci95"] = result["value"], result["ci95"]
-    return out
+    return LetGoFigures(**out)
 
 
 def evaluate_letgo(
@@ -195,7 +297,7 @@ def evaluate_letgo(
     limit: int | None = None,
     resamples: int = 1000,
     progress: Callable[[int], None] = lambda _: None,
-) -> dict[str, Any]:
+) -> LetGoEvaluation:
     """Ask every judge whether to let go of each request, and compare with what people labelled."""
     rows = load_rows(path, "letgo", limit)
     judges = Judges(rt)
@@ -214,22 +316,20 @@ def evaluate_letgo(
     members = {n: p[n] for n in rt.council.members}
     p[COUNCIL] = council_probability(rt, members)
     d = {n: np.array(v) for n, v in decided.items()}
-    result: dict[str, Any] = {
-        "task": "letgo",
-        "file": str(path),
-        "rows": len(rows),
-        "should_let_go": int(y.sum()),
-        "pool": rt.pool.name,
-        "rule": rt.pool.rule,
-        "majority_baseline": round(m.majority_baseline(y), 4),
-        "council": _letgo_metrics(y, p[COUNCIL], d[COUNCIL], resamples),
-        "archetypes": {n: _letgo_metrics(y, p[n], d[n], resamples) for n in rt.council.members},
-        "persona": _letgo_metrics(y, p[PERSONA], d[PERSONA], resamples),
-    }
-    result["panel"] = _panel(rt, result, y, {n: d[n].astype(float) for n in names}, resamples)
-    result["_items"] = {
-        "ids": [r.id for r in rows],
-        "labels": y.tolist(),
-        "probs": {n: np.round(v, 4).tolist() for n, v in p.items()},
-    }
-    return result
+    figures = {n: _letgo_metrics(y, p[n], d[n], resamples) for n in [COUNCIL, PERSONA, *members]}
+    return LetGoEvaluation(
+        task="letgo",
+        file=str(path),
+        rows=len(rows),
+        should_let_go=int(y.sum()),
+        pool=rt.pool.name,
+        rule=rt.pool.rule,
+        majority_baseline=round(m.majority_baseline(y), 4),
+        council=figures[COUNCIL],
+        archetypes={n: figures[n] for n in members},
+        persona=figures[PERSONA],
+        panel=_panel(rt, figures, y, {n: d[n].astype(float) for n in names}, resamples),
+        items=Items(
+            ids=[r.id for r in rows], labels=y.tolist(), probs={n: np.round(v, 4).tolist() for n, v in p.items()}
+        ),
+    )

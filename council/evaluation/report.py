@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 import numpy as np  # noqa: E402
 
 from council.core.errors import StorageError  # noqa: E402
-from council.evaluation import metrics as m  # noqa: E402
+from council.evaluation import metrics as m
+from council.evaluation.evaluate import Evaluation  # noqa: E402
 
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"
@@ -119,57 +120,56 @@ def write_page(out_dir: Path, title: str, body: str, results: dict[str, Any], cs
     return page
 
 
-def eval_report(result: dict[str, Any], out_dir: Path) -> Path:
+def eval_report(result: Evaluation, out_dir: Path) -> Path:
     """The page for one `council eval` run."""
-    judges = {"council": result["council"], "persona": result["persona"], **result["archetypes"]}
+    judges = {n: f.model_dump(exclude_unset=True) for n, f in result.judges().items()}
     names = list(judges)
-    source = html.escape(result["file"])
-    body = f"<p>{result['rows']} rows of <code>{source}</code>, pool <b>{result['pool']}</b> ({result['rule']}).</p>"
+    source = html.escape(result.file)
+    body = f"<p>{result.rows} rows of <code>{source}</code>, pool <b>{result.pool}</b> ({result.rule}).</p>"
     body += figure(
         bars_with_ci(
             names,
             [judges[n]["accuracy"] for n in names],
             [judges[n]["accuracy_ci95"] for n in names],
             "accuracy",
-            result["majority_baseline"],
+            result.majority_baseline,
         ),
         "Accuracy with bootstrap 95% CIs; the dashed line is the majority-class baseline.",
     )
     metric_names = [k for k in judges["council"] if not k.endswith("_ci95")]
     body += table(["judge", *metric_names], [[n, *[judges[n][k] for k in metric_names]] for n in names])
-    items = result["_items"]
-    y = np.array(items["labels"])
+    y = np.array(result.items.labels)
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfectly calibrated")
     for name in ("council", "persona"):
-        curve = m.calibration_curve(y, np.array(items["probs"][name]))
+        curve = m.calibration_curve(y, np.array(result.items.probs[name]))
         ax.plot([c[0] for c in curve], [c[1] for c in curve], marker="o", label=name)
     ax.set_xlabel("predicted probability")
     ax.set_ylabel("observed frequency")
     ax.legend()
     body += figure(fig, "Calibration curve (10 bins).")
-    panel = result["panel"]
+    panel = result.panel
     body += "<h2>Does the panel beat its members?</h2>" + table(
         ["figure", "value", "95% CI"],
         [
             [
-                "council − best archetype (" + panel["best_archetype"] + ")",
-                panel["council_minus_best_archetype"],
-                panel["council_minus_best_archetype_ci95"],
+                "council − best archetype (" + panel.best_archetype + ")",
+                panel.council_minus_best_archetype,
+                list(panel.council_minus_best_archetype_ci95),
             ],
-            ["council − persona alone", panel["council_minus_persona"], panel["council_minus_persona_ci95"]],
-            ["council accuracy, measured", panel["measured_council_accuracy"], ""],
-            ["council accuracy if errors were independent", panel["independent_errors_majority_accuracy"], ""],
+            ["council − persona alone", panel.council_minus_persona, list(panel.council_minus_persona_ci95)],
+            ["council accuracy, measured", panel.measured_council_accuracy, ""],
+            ["council accuracy if errors were independent", panel.independent_errors_majority_accuracy, ""],
         ],
     )
     body += figure(
-        heatmap(panel["error_correlation"], "error correlation between archetypes"),
+        heatmap(panel.error_correlation, "error correlation between archetypes"),
         "Pairwise correlation of the members' errors: high values mean they share mistakes.",
     )
-    if "position_bias" in result:
-        body += "<h2>Position bias</h2>" + table(["judge", "P(slot A) − 0.5"], list(result["position_bias"].items()))
+    if result.position_bias is not None:
+        body += "<h2>Position bias</h2>" + table(["judge", "P(slot A) − 0.5"], list(result.position_bias.items()))
     rows = [{"judge": n, **{k: v for k, v in judges[n].items() if not k.endswith("_ci95")}} for n in names]
-    return write_page(out_dir, f"council eval {result['task']}", body, result, rows)
+    return write_page(out_dir, f"council eval {result.task}", body, result.stored(), rows)
 
 
 def grouped_bars(pools: dict[str, Any], key: str, groups: Sequence[str], ylabel: str) -> plt.Figure:

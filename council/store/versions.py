@@ -6,10 +6,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, select
 
 from council.core.errors import NotFoundError
+from council.core.training import GateResult, TrainingFigures
 from council.store.database import Database
 from council.store.rows import PersonaSelectionRow, PersonaVersionRow
 
@@ -30,10 +31,15 @@ class PersonaVersion(BaseModel):
     dataset_hash: str
     base_hash: str = Field(description="SHA-256 of the base GGUF it was trained on")
     pair_ids: list[str] = Field(default_factory=list, description="pairs it was trained on")
-    training: dict[str, Any] = Field(default_factory=dict)
-    gate: dict[str, Any] = Field(default_factory=dict)
+    training: TrainingFigures | None = None
+    gate: GateResult | None = None
     promoted: bool = False
     reason: str = ""
+
+    @field_validator("training", "gate", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:  # noqa: ANN401 - a stored JSON value
+        return value or None  # rows stored before these were typed hold {} where nothing was measured
 
     def adapter_path(self, personas_dir: Path) -> Path:
         """Where the adapter is, under ``personas_dir`` (so moving COUNCIL_HOME moves it too)."""

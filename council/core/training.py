@@ -1,0 +1,61 @@
+"""What a night's training reports, and what its gate measured: kept with each persona version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class TrainingFigures(BaseModel):
+    """One DPO run: its size, its loss and DPO reward figures, and where it ran."""
+
+    steps: int
+    epochs: int
+    pairs: int
+    new_pairs: int
+    replayed_pairs: int
+    heldout_pairs: int
+    train_loss: float
+    last_loss: float
+    reward_accuracy: float
+    reward_margin: float
+    resumed_from: str | None = Field(description="the checkpoint a killed run resumed from")
+    seconds: float
+    device: str
+    settings: dict[str, Any] = Field(description="the train settings it ran with")
+    run_key: str = Field("", description="what identifies the run: same pairs, settings, base and parent")
+
+
+class Figures(BaseModel):
+    """One persona version measured on the gate's sets."""
+
+    version: str
+    heldout_accuracy: float | None = Field(description="share of held-out pairs with chosen more likely")
+    heldout_margin: float | None = Field(description="mean log p(chosen) - log p(rejected), nats")
+    kl_from_base: float = Field(description="mean per-token KL(version || base) on the probe prompts, nats")
+    decisions: dict[str, float] = Field(description="share of the probes' reflection points per council decision")
+    marker_rate: float = Field(description="share of segments the persona ended with its own stop-reflect marker")
+    points: int = Field(0, description="reflection points the council judged on the probes")
+    heldout_pairs: int = Field(0, description="held-out pairs scored (longer ones than the context are skipped)")
+    dev_agreement: float | None = Field(None, description="share of human-labelled pairs where it prefers chosen")
+    dev_pairs: int = 0
+
+    @property
+    def approval(self) -> float:
+        """Share of reflection points the council let the persona continue."""
+        return self.decisions.get("continue", 0.0)
+
+
+class GateResult(BaseModel):
+    """Whether a candidate may be promoted, and why not."""
+
+    passed: bool
+    reasons: list[str]
+    candidate: Figures
+    previous: Figures
+    base: Figures
+
+    def versions(self) -> list[Figures]:
+        """Base, previous and candidate, each once (the previous version is often the base)."""
+        return list({f.version: f for f in (self.base, self.previous, self.candidate)}.values())
