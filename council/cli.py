@@ -7,6 +7,7 @@ import os
 import sys
 import tempfile
 from contextlib import AbstractContextManager, nullcontext
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -28,6 +29,7 @@ from council.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from council.engine.runtime import CouncilRuntime
+    from sleep.night import SleepSummary
 
 app = typer.Typer(
     help="A persona that pauses to reflect, and a council of archetypes that votes continue, revise or let go.",
@@ -533,8 +535,6 @@ def sleep(
     with a dataset card. Safe to re-run: nothing is added twice, and a killed run resumes. With --train, the
     persona then learns from the pairs (see `council train`).
     """
-    from datetime import datetime, timezone
-
     from archetypes.backends import LocalModel
     from council.engine.runner import build_runtime
     from sleep.export import plain_chat, write_dataset
@@ -542,12 +542,7 @@ def sleep(
 
     if fmt not in ("conversational", "standard"):
         raise typer.BadParameter(f"{fmt!r}: use conversational or standard", param_hint="--format")
-    try:
-        start = datetime.fromisoformat(since) if since and not all_episodes else None
-    except ValueError:
-        raise typer.BadParameter(f"{since!r} is not an ISO time such as 2026-11-26T00:00", param_hint="--since")
-    if start is not None:
-        start = start.astimezone(timezone.utc)  # a naive time is local; the log keeps UTC
+    start = _since(since) if not all_episodes else None
     base = _settings()
     settings = _settings(pool=pool or base.sleep.pool or base.pool)
     with err.status("Loading models…"):
@@ -568,6 +563,21 @@ def sleep(
         data["training"] = _train(rt, path, quiet_if_nothing_new=True)
     if as_json:
         return _dump(data)
+    _print_night(summary, path, len(pairs))
+    if train:
+        _print_wakeup(data["training"])
+
+
+def _since(since: str | None) -> datetime | None:
+    """``--since`` as a UTC time (a naive time is local; the log keeps UTC)."""
+    try:
+        start = datetime.fromisoformat(since) if since else None
+    except ValueError:
+        raise typer.BadParameter(f"{since!r} is not an ISO time such as 2026-11-26T00:00", param_hint="--since")
+    return start.astimezone(timezone.utc) if start is not None else None
+
+
+def _print_night(summary: SleepSummary, path: Path, pairs: int) -> None:
     new = ", ".join(f"{k} {v}" for k, v in summary.pairs.items())
     out.print(f"slept on {summary.episodes} episodes with the {summary.pool} council")
     if summary.claimed_elsewhere:
@@ -577,9 +587,7 @@ def sleep(
         out.print(f"mean margin: {summary.mean_margin}")
     for name, share in summary.agreement.items():
         out.print(f"  {name:<14} agreed with the council {share:.0%}")
-    out.print(f"dataset: {path} ({len(pairs)} pairs)")
-    if train:
-        _print_wakeup(data["training"])
+    out.print(f"dataset: {path} ({pairs} pairs)")
 
 
 @app.command("train")
@@ -760,7 +768,7 @@ def _serve(settings: Settings, host: str, port: int, worker: bool, alone: bool) 
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:  # noqa: ANN401 - signal frame
-            server_app.state.worker.stop()  # waiting clients hear at once; the episode stays checkpointed
+            server_app.state.services.worker.stop()  # waiting clients hear at once; the episode stays checkpointed
             super().handle_exit(sig, frame)
 
     tasks = "" if worker else " (tasks run by `council worker`s)"

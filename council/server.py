@@ -12,11 +12,12 @@ import hmac
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -139,6 +140,25 @@ class Guard:
         return ApiError(413, f"request body over {self.limit} bytes", "request_too_large")
 
 
+@dataclass
+class Services:
+    """What the routes work with: the runtime, the task queue and the thread that runs (or watches) tasks."""
+
+    rt: CouncilRuntime
+    queue: TaskQueue
+    worker: TaskThread
+    model_ids: list[str]
+
+
+def services(request: Request) -> Services:
+    """The app's services (a FastAPI dependency)."""
+    return request.app.state.services
+
+
+Deps = Annotated[Services, Depends(services)]
+router = APIRouter()
+
+
 def create_app(rt: CouncilRuntime, poll_s: float = 1.0, run_tasks: bool = True, alone: bool = True) -> FastAPI:
     """The HTTP app around ``rt``; its worker (or, with ``run_tasks`` off, its watcher) starts and stops with it.
 
@@ -150,7 +170,6 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0, run_tasks: bool = True, 
         if run_tasks
         else Watcher(rt, queue, poll_s=min(poll_s, 0.5))
     )
-    model_ids = [f"council-{rt.pool.name}", "council"]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -161,102 +180,130 @@ def create_app(rt: CouncilRuntime, poll_s: float = 1.0, run_tasks: bool = True, 
 
     app = FastAPI(title="archetype-council", lifespan=lifespan)
     app.add_middleware(Guard)
-    app.state.worker = worker
-    app.state.queue = queue
-
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        where, message, kind = first_problem(exc.errors(), skip=("body",))
-        code = "invalid_json" if kind == "json_invalid" else "invalid_request"
-        return ApiError(400, f"{where or 'body'}: {message}", code, param=where).response()
-
-    @app.exception_handler(CouncilError)
-    async def council_error(_: Request, exc: CouncilError) -> JSONResponse:
-        return ApiError(503, str(exc), "unavailable", "server_error").response()
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        code = "request_too_large" if exc.status_code == 413 else "http_error"
-        return ApiError(exc.status_code, str(exc.detail), code).response()
-
-    @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        """200 only while the worker (or watcher) runs and the episode log is the store it opened, and writable."""
-        try:
-            rt.db.check()
-            store = "ok"
-        except StorageError as exc:
-            store = str(exc)
-        alive = worker.is_alive()
-        status = store
-        if store == "ok" and not alive:
-            status = f"worker stopped {worker.failure}".strip()
-        body = {"status": status, "worker": alive, "store": store, "tasks": queue.counts()}
-        return JSONResponse(body, status_code=200 if status == "ok" else 503)
-
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        data = [{"id": m, "object": "model", "created": 0, "owned_by": "archetype-council"} for m in model_ids]
-        return {"object": "list", "data": data}
-
-    @app.get("/episodes")
-    async def episodes(limit: int = 20, pool: str | None = None) -> list[dict[str, Any]]:
-        return [e.model_dump(mode="json") for e in rt.log.list(limit=min(max(limit, 1), 1000), pool=pool)]
-
-    @app.get("/episodes/{episode_id}")
-    async def episode(episode_id: str) -> dict[str, Any]:
-        try:
-            return rt.log.get(episode_id).model_dump(mode="json")
-        except NotFoundError as exc:
-            raise ApiError(404, str(exc), "episode_not_found") from exc
-
-    @app.post("/v1/chat/completions")
-    async def chat(body: ChatRequest) -> Any:  # noqa: ANN401 - JSON or a stream
-        if body.model not in model_ids:
-            raise ApiError(
-                404, f"model {body.model!r} does not exist; use one of {model_ids}", "model_not_found", param="model"
-            )
-        prompt = body.prompt()
-        max_tokens = body.max_completion_tokens or body.max_tokens or rt.settings.generation.max_tokens
-        prompt_tokens = await asyncio.to_thread(rt.writer.backend.count_tokens, prompt)  # a long prompt takes time
-        needed = prompt_tokens + max_tokens
-        if needed > rt.settings.models.n_ctx:
-            raise ApiError(
-                400,
-                f"the prompt and max_tokens need about {needed} tokens, more than the context window of "
-                f"{rt.settings.models.n_ctx}; shorten the messages or lower max_tokens",
-                "context_length_exceeded",
-                param="messages",
-            )
-        events: asyncio.Queue[TaskEvent] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        task_id = new_task_id()
-        worker.listen(task_id, lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
-        rt.db.check()  # an episode written to a deleted log would be lost
-        task = queue.put(prompt, "api", TaskParams(max_tokens=max_tokens, seed=body.seed), task_id=task_id)
-        base = {"id": f"chatcmpl-{task.episode_id}", "created": int(time.time()), "model": body.model}
-        if body.stream:
-            return StreamingResponse(_stream(events, base, worker, task.id), media_type="text/event-stream")
-        try:
-            while not isinstance(event := await events.get(), Ended):
-                pass
-        finally:
-            worker.forget(task.id)
-        episode = _finished(event)
-        return base | {
-            "object": "chat.completion",
-            "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": episode.final_text}, "finish_reason": "stop"}
-            ],
-            "usage": _usage(rt, prompt_tokens, episode),
-            "council": council_field(episode),
-        }
-
+    app.state.services = Services(rt, queue, worker, [f"council-{rt.pool.name}", "council"])
+    for error, handler in HANDLERS.items():
+        app.add_exception_handler(error, handler)
+    app.include_router(router)
     return app
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _invalid(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    where, message, kind = first_problem(exc.errors(), skip=("body",))
+    code = "invalid_json" if kind == "json_invalid" else "invalid_request"
+    return ApiError(400, f"{where or 'body'}: {message}", code, param=where).response()
+
+
+async def _council_error(_: Request, exc: Exception) -> JSONResponse:
+    return ApiError(503, str(exc), "unavailable", "server_error").response()
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = "request_too_large" if exc.status_code == 413 else "http_error"
+    return ApiError(exc.status_code, str(exc.detail), code).response()
+
+
+HANDLERS: dict[type[Exception], Callable[[Request, Exception], Awaitable[JSONResponse]]] = {
+    ApiError: _api_error,
+    RequestValidationError: _invalid,
+    CouncilError: _council_error,
+    HTTPException: _http_error,
+}
+
+
+@router.get("/healthz")
+async def healthz(s: Deps) -> JSONResponse:
+    """200 only while the worker (or watcher) runs and the episode log is the store it opened, and writable."""
+    try:
+        s.rt.db.check()
+        store = "ok"
+    except StorageError as exc:
+        store = str(exc)
+    alive = s.worker.is_alive()
+    status = store
+    if store == "ok" and not alive:
+        status = f"worker stopped {s.worker.failure}".strip()
+    body = {"status": status, "worker": alive, "store": store, "tasks": s.queue.counts()}
+    return JSONResponse(body, status_code=200 if status == "ok" else 503)
+
+
+@router.get("/v1/models")
+async def models(s: Deps) -> dict[str, Any]:
+    """The model ids this server answers to."""
+    data = [{"id": m, "object": "model", "created": 0, "owned_by": "archetype-council"} for m in s.model_ids]
+    return {"object": "list", "data": data}
+
+
+@router.get("/episodes")
+async def episodes(s: Deps, limit: int = 20, pool: str | None = None) -> list[dict[str, Any]]:
+    """The newest episodes first."""
+    return [e.model_dump(mode="json") for e in s.rt.log.list(limit=min(max(limit, 1), 1000), pool=pool)]
+
+
+@router.get("/episodes/{episode_id}")
+async def episode(s: Deps, episode_id: str) -> dict[str, Any]:
+    """One episode, by id or unique prefix."""
+    try:
+        return s.rt.log.get(episode_id).model_dump(mode="json")
+    except NotFoundError as exc:
+        raise ApiError(404, str(exc), "episode_not_found") from exc
+
+
+async def _budget(s: Services, body: ChatRequest) -> tuple[str, int, int]:
+    """The request's prompt, its token budget and its prompt's tokens; a 4xx if it names another model or won't fit."""
+    if body.model not in s.model_ids:
+        raise ApiError(
+            404, f"model {body.model!r} does not exist; use one of {s.model_ids}", "model_not_found", param="model"
+        )
+    prompt = body.prompt()
+    max_tokens = body.max_completion_tokens or body.max_tokens or s.rt.settings.generation.max_tokens
+    prompt_tokens = await asyncio.to_thread(s.rt.writer.backend.count_tokens, prompt)  # a long prompt takes time
+    needed = prompt_tokens + max_tokens
+    n_ctx = s.rt.settings.models.n_ctx
+    if needed > n_ctx:
+        raise ApiError(
+            400,
+            f"the prompt and max_tokens need about {needed} tokens, more than the context window of "
+            f"{n_ctx}; shorten the messages or lower max_tokens",
+            "context_length_exceeded",
+            param="messages",
+        )
+    return prompt, max_tokens, prompt_tokens
+
+
+@router.post("/v1/chat/completions")
+async def chat(s: Deps, body: ChatRequest) -> Any:  # noqa: ANN401 - JSON or a stream
+    """OpenAI's chat completions: one episode per request, streamed as its segments are accepted if asked."""
+    prompt, max_tokens, prompt_tokens = await _budget(s, body)
+    events: asyncio.Queue[TaskEvent] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    task_id = new_task_id()
+    s.worker.listen(task_id, lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
+    s.rt.db.check()  # an episode written to a deleted log would be lost
+    task = s.queue.put(prompt, "api", TaskParams(max_tokens=max_tokens, seed=body.seed), task_id=task_id)
+    base = {"id": f"chatcmpl-{task.episode_id}", "created": int(time.time()), "model": body.model}
+    if body.stream:
+        return StreamingResponse(_stream(events, base, s.worker, task.id), media_type="text/event-stream")
+    try:
+        while not isinstance(event := await events.get(), Ended):
+            pass
+    finally:
+        s.worker.forget(task.id)
+    episode = _finished(event)
+    return base | {
+        "object": "chat.completion",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": episode.final_text}, "finish_reason": "stop"}
+        ],
+        "usage": _usage(s.rt, prompt_tokens, episode),
+        "council": council_field(episode),
+    }
 
 
 def _finished(event: Ended) -> Episode:

@@ -178,7 +178,7 @@ def _trainer(
     import transformers
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, TrainerCallback
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
@@ -193,22 +193,7 @@ def _trainer(
             target_modules=settings.target_modules,
             task_type="CAUSAL_LM",
         )
-    args = DPOConfig(
-        output_dir=str(run_dir),
-        beta=settings.beta,
-        learning_rate=settings.learning_rate,
-        num_train_epochs=settings.epochs,
-        per_device_train_batch_size=settings.batch_size,
-        max_length=settings.max_length,
-        save_strategy="steps",
-        save_steps=settings.save_steps,
-        save_total_limit=2,
-        logging_steps=1,
-        report_to=[],
-        seed=settings.seed,
-        use_cpu=device == "cpu",
-        disable_tqdm=True,
-    )
+    args = _dpo_args(settings, run_dir, device)
 
     class _Progress(TrainerCallback):
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:  # noqa: ANN401
@@ -228,6 +213,28 @@ def _trainer(
     )
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def _dpo_args(settings: TrainSettings, run_dir: Path, device: str) -> Any:  # noqa: ANN401 - trl.DPOConfig
+    """TRL's ``DPOConfig`` for ``settings``: checkpoints in ``run_dir`` so a killed run resumes."""
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=str(run_dir),
+        beta=settings.beta,
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size,
+        max_length=settings.max_length,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=2,
+        logging_steps=1,
+        report_to=[],
+        seed=settings.seed,
+        use_cpu=device == "cpu",
+        disable_tqdm=True,
+    )
 
 
 def _export(trained: Any, out_dir: Path) -> None:  # noqa: ANN401 - a peft model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -14,10 +15,11 @@ from council.core.errors import DefinitionError, ModelError, NothingToTrainError
 from council.core.locks import exclusive
 from council.core.training import GateResult
 from council.engine.runtime import CouncilRuntime
+from council.evaluation.evaluate import PairRow
 from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.base_model import base_checkpoint
 from sleep.gate import VersionProbe, decide, load_dev
-from sleep.train import Progress, read_pairs, require_train_extra, run_key, split, train_adapter
+from sleep.train import Progress, TrainingData, read_pairs, require_train_extra, run_key, split, train_adapter
 from sleep.train_report import write_report
 
 
@@ -46,44 +48,20 @@ def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | No
     gguf = base.path
     home = rt.settings.personas_dir / persona.name
     with exclusive(home / "train.lock", "another `council train`", "wait for it to finish"):
-        parent = versions.active(persona.name)
-        data = split(read_pairs(dataset_dir), versions.trained_pairs(persona.name), settings)
-        if not data.train:
-            raise NothingToTrainError(
-                f"no new preference pairs in {dataset_dir} ({len(data.heldout)} held out)",
-                "sleep on new episodes first",
-            )
-        if any(not isinstance(r["prompt"], list) for r in data.heldout):
-            raise DefinitionError(
-                "the gate scores conversational pairs only", "export with `council sleep --format conversational`"
-            )
-        dev = load_dev(settings.dev_set, settings.dev_pairs)
-        parent_peft = parent.peft_dir(rt.settings.personas_dir) if parent else None
-        if parent_peft is not None and not parent_peft.is_dir():
-            raise ModelError(
-                f"{parent_peft} is missing: training cannot continue from it", "run `council persona use base`"
-            )
-        base_hash = file_hash(gguf, rt.settings.models_dir)
-        key = run_key(data, settings, base_hash, parent.id if parent else BASE)
-        for earlier in versions.all(persona.name):
-            if earlier.training is not None and earlier.training.run_key == key:
-                raise NothingToTrainError(
-                    f"{earlier.id} already trained on these pairs from {earlier.parent}"
-                    + (f" (not promoted: {earlier.reason})" if not earlier.promoted else ""),
-                    "sleep on new episodes first",
-                )
+        plan = _plan(rt, versions, gguf, dataset_dir)
+        parent, data, key, base_hash = plan.parent, plan.data, plan.key, plan.base_hash
         version_id, number = versions.next_id(persona.name)
         out_dir = home / version_id
         figures = train_adapter(
             base_checkpoint(gguf, rt.settings.models_dir / "hf"),
-            parent_peft,
+            plan.parent_peft,
             data,
             settings,
             home / "runs" / key,
             out_dir,
             progress,
         ).model_copy(update={"run_key": key})
-        gate = _gate(rt, backends, data.heldout, dev, parent, version_id, out_dir / "adapter.gguf", progress)
+        gate = _gate(rt, backends, data.heldout, plan.dev, parent, version_id, out_dir / "adapter.gguf", progress)
         version = PersonaVersion(
             id=version_id,
             persona=persona.name,
@@ -104,6 +82,49 @@ def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | No
         report = write_report(stored, figures, gate, out_dir / "report")
         shutil.rmtree(home / "runs", ignore_errors=True)
         return Wakeup(version=stored, gate=gate, report=str(report), in_use=versions.current(persona.name))
+
+
+@dataclass
+class _Plan:
+    """What a training run will start from, checked before any training."""
+
+    parent: PersonaVersion | None
+    parent_peft: Path | None
+    data: TrainingData
+    dev: list[PairRow]
+    base_hash: str
+    key: str
+
+
+def _plan(rt: CouncilRuntime, versions: PersonaVersions, gguf: Path, dataset_dir: Path) -> _Plan:
+    """Split the pairs and refuse, in one line, anything training or the gate could not use."""
+    settings, persona = rt.settings.train, rt.persona
+    parent = versions.active(persona.name)
+    data = split(read_pairs(dataset_dir), versions.trained_pairs(persona.name), settings)
+    if not data.train:
+        raise NothingToTrainError(
+            f"no new preference pairs in {dataset_dir} ({len(data.heldout)} held out)", "sleep on new episodes first"
+        )
+    if any(not isinstance(r["prompt"], list) for r in data.heldout):
+        raise DefinitionError(
+            "the gate scores conversational pairs only", "export with `council sleep --format conversational`"
+        )
+    dev = load_dev(settings.dev_set, settings.dev_pairs)
+    parent_peft = parent.peft_dir(rt.settings.personas_dir) if parent else None
+    if parent_peft is not None and not parent_peft.is_dir():
+        raise ModelError(
+            f"{parent_peft} is missing: training cannot continue from it", "run `council persona use base`"
+        )
+    base_hash = file_hash(gguf, rt.settings.models_dir)
+    key = run_key(data, settings, base_hash, parent.id if parent else BASE)
+    for earlier in versions.all(persona.name):
+        if earlier.training is not None and earlier.training.run_key == key:
+            raise NothingToTrainError(
+                f"{earlier.id} already trained on these pairs from {earlier.parent}"
+                + (f" (not promoted: {earlier.reason})" if not earlier.promoted else ""),
+                "sleep on new episodes first",
+            )
+    return _Plan(parent, parent_peft, data, dev, base_hash, key)
 
 
 def _gate(

@@ -209,6 +209,6 @@ def test_a_deleted_episode_log_stops_the_daemon_instead_of_losing_episodes(serve
     response = ask(client)
     assert response.status_code == 503 and "restart" in response.json()["error"]["message"]
     deadline = time.monotonic() + 10
-    while client.app.state.worker.is_alive() and time.monotonic() < deadline:
+    while client.app.state.services.worker.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not client.app.state.worker.is_alive() and "deleted" in client.app.state.worker.failure
+    assert not client.app.state.services.worker.is_alive() and "deleted" in client.app.state.services.worker.failure

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from archetypes.definitions import JUDGMENTS, Archetype, JudgeSource, Judgment
+from archetypes.definitions import JUDGMENTS, Archetype, Judge, JudgeSource, Judgment
 from council.core.errors import DefinitionError
 from council.engine.judges import FEATURES, FORMAT, LAYERS, Reader
 
@@ -255,6 +255,19 @@ def _figures(tensors: dict[str, np.ndarray], judgment: str, x: np.ndarray, y: np
     )
 
 
+def _rows_by_judgment(judge: Judge, resolve: Callable[[str], Path]) -> tuple[dict[Judgment, list[Row]], list[dict]]:
+    """Each judgment's rows from every source (a text named twice counts once), and each source file's digest."""
+    digests = []
+    rows_by: dict[Judgment, list[Row]] = {j: [] for j in JUDGMENTS}
+    for source in judge.sources:
+        path = resolve(source.file)
+        rows = read_source(source, path)
+        digests.append({"file": source.file, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+        for judgment in source.judgments():
+            rows_by[judgment] += [r for r in rows if r.verdict in ("continue", judgment)]
+    return {j: list(dict.fromkeys(rows)) for j, rows in rows_by.items()}, digests
+
+
 def fit_judge(
     archetype: Archetype,
     resolve: Callable[[str], Path],
@@ -268,15 +281,7 @@ def fit_judge(
         raise DefinitionError(f"archetype {archetype.name!r} has no judge", "add a judge: section with sources")
     tensors: dict[str, np.ndarray] = {}
     figures: dict[str, HeadFigures] = {}
-    digests = []
-    rows_by: dict[Judgment, list[Row]] = {j: [] for j in JUDGMENTS}
-    for source in judge.sources:
-        path = resolve(source.file)
-        rows = read_source(source, path)
-        digests.append({"file": source.file, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
-        for judgment in source.judgments():
-            rows_by[judgment] += [r for r in rows if r.verdict in ("continue", judgment)]
-    rows_by = {j: list(dict.fromkeys(rows)) for j, rows in rows_by.items()}  # a text named twice counts once
+    rows_by, digests = _rows_by_judgment(judge, resolve)
     for judgment, rows in rows_by.items():
         if not rows:
             continue
