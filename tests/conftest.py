@@ -1,6 +1,7 @@
 """Shared fixtures: every test gets its own COUNCIL_HOME; store tests run on SQLite and on Postgres."""
 
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def postgres_url(postgres_server):
     admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.integration])])
 def db_url(request, tmp_path, monkeypatch) -> str:
     """A fresh store of each kind the log runs on, also named by COUNCIL_DATABASE_URL for code that reads settings."""
     url = f"sqlite:///{tmp_path}/log.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
@@ -91,3 +92,14 @@ def fake_setup(council_home):
         return build_runtime(settings, backends), fake
 
     return make
+
+
+HEAVY = ("torch", "sentence_transformers", "transformers", "llama_cpp")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The fast lane (``-m "not integration"``) must not load torch or llama.cpp: fail it if a test did."""
+    loaded = [m for m in HEAVY if m in sys.modules]
+    if session.config.option.markexpr == "not integration" and loaded and exitstatus == 0:
+        session.config.get_terminal_writer().line(f"fast lane loaded {', '.join(loaded)}: mark that test integration")
+        session.exitstatus = 1

@@ -74,6 +74,7 @@ def open_memory(embedder):
     return VectorMemory(settings.memory, settings.chroma_dir, embedder)
 
 
+@pytest.mark.integration
 def test_numpy_encoder_matches_sentence_transformers(embedder):
     from sentence_transformers import SentenceTransformer
 
@@ -105,6 +106,7 @@ def test_paraphrase_recall_at_3_is_at_least_0_9(embedder, no_network):
     assert no_network == []
 
 
+@pytest.mark.integration
 def test_recall_by_paraphrase_holds_for_long_rambling_answers(embedder):
     """Answers the real persona wrote at a 400-token budget (mean 235 words) dilute nothing recall ranks by."""
     memory, settings = open_memory(embedder), load_settings().memory
@@ -267,6 +269,7 @@ def chroma_server(tmp_path):
     proc.wait(timeout=10)
 
 
+@pytest.mark.integration
 def test_a_chroma_server_named_by_memory_url_holds_the_memory(embedder, chroma_server, council_home):
     settings = load_settings(memory={"url": chroma_server})
     memory = VectorMemory(settings.memory, settings.chroma_dir, embedder)

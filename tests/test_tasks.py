@@ -6,7 +6,7 @@ import time
 from council.engine.runner import run_episode
 from council.store.database import Database
 from council.store.tasks import MAX_ATTEMPTS, TaskQueue
-from council.worker import Watcher
+from council.worker import Done, Failed, Watcher
 
 
 def queue_on(db_url):
@@ -87,7 +87,7 @@ def test_an_api_without_a_worker_hears_how_a_task_ended_elsewhere(fake_setup, db
     heard = []
     done, failed = queue.put("How do I water tomatoes?", "api"), queue.put("A prompt that fails.", "api")
     for task in (done, failed):
-        watcher.listen(task.id, lambda kind, data: heard.append((kind, data)))
+        watcher.listen(task.id, heard.append)
     other = queue_on(rt.settings.db_url)  # a worker in another process
     assert other.claim("elsewhere").id == done.id
     fake.enqueue("Water them deeply twice a week.")
@@ -101,7 +101,7 @@ def test_an_api_without_a_worker_hears_how_a_task_ended_elsewhere(fake_setup, db
         time.sleep(0.05)
     watcher.stop()
     watcher.join(timeout=5)
-    kinds = dict((kind, data) for kind, data in heard)
-    assert kinds["done"].episode_id == episode.episode_id and kinds["done"].final_text == episode.final_text
-    assert "the model file is gone" in str(kinds["error"])
+    kinds = {type(event): event for event in heard}
+    assert kinds[Done].episode.episode_id == episode.episode_id and kinds[Done].episode.final_text == episode.final_text
+    assert "the model file is gone" in str(kinds[Failed].error)
     assert len(heard) == 2  # each ending told once

@@ -7,28 +7,32 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
 
-pytest.importorskip("trl", reason="training tests need the train extra")
-pytest.importorskip("peft", reason="training tests need the train extra")
+from archetypes.backends import Message
+from archetypes.backends.llama import LlamaBackend
+from archetypes.backends.modelfiles import file_hash, resolve_gguf
+from council.core.settings import TrainSettings, load_settings
+from council.engine.runner import build_runtime
+from sleep.adapter import write_gguf_adapter
+from sleep.base_model import base_checkpoint
+from sleep.gate import VersionProbe, decide, pair_margins
+from sleep.train import read_pairs, split, train_adapter
 
-import torch  # noqa: E402
-from peft import LoraConfig, get_peft_model, get_peft_model_state_dict  # noqa: E402
-from transformers import AutoModelForCausalLM  # noqa: E402
+if TYPE_CHECKING:
+    import torch
 
-from archetypes.backends import Message  # noqa: E402
-from archetypes.backends.llama import LlamaBackend  # noqa: E402
-from archetypes.backends.modelfiles import file_hash, resolve_gguf  # noqa: E402
-from council.core.settings import TrainSettings, load_settings  # noqa: E402
-from council.engine.runner import build_runtime  # noqa: E402
-from sleep.adapter import write_gguf_adapter  # noqa: E402
-from sleep.base_model import base_checkpoint  # noqa: E402
-from sleep.gate import VersionProbe, decide, pair_margins  # noqa: E402
-from sleep.train import read_pairs, split, train_adapter  # noqa: E402
+pytestmark = pytest.mark.integration  # the training stack is imported by the tests, so the fast lane never loads it
 
-pytestmark = pytest.mark.integration
+
+@pytest.fixture(scope="module", autouse=True)
+def train_stack() -> Any:
+    """torch, peft and transformers, or a skip when the train extra is missing."""
+    pytest.importorskip("trl", reason="training tests need the train extra")
+    return pytest.importorskip("peft", reason="training tests need the train extra")
 GGUF = resolve_gguf("smollm2-135m", Path("/nonexistent"))
 TEXT = "The sky looks blue because sunlight scatters off the air, and blue light scatters the most."
 QUESTIONS = [
@@ -97,6 +101,10 @@ ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 def random_lora(
     base_dir: Path, scale: float, seed: int = 0, modules: list[str] = ATTENTION
 ) -> tuple[torch.nn.Module, dict[str, np.ndarray]]:
+    import torch
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     torch.manual_seed(seed)  # peft draws the A matrices from torch's global generator
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=modules))
@@ -121,6 +129,8 @@ def round_trip(
 ) -> tuple:
     """Mean |llama.cpp - transformers| per-token log-probability with the adapter, and the correlation of the
     adapter's per-token effect in the two (base quantization noise cancels in the effect)."""
+    import torch
+
     peft_model, state = random_lora(base_dir, scale=scale, modules=modules)
     messages = [Message("user", "Why is the sky blue?")]
     tokens = llama.render(messages, TEXT)
