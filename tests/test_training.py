@@ -1,5 +1,7 @@
 """Training the persona on the real SmolLM2 GGUF: export round trip, DPO that moves llama.cpp, gate, rollback."""
 
+from __future__ import annotations
+
 import json
 import os
 import signal
@@ -33,6 +35,8 @@ def train_stack() -> Any:
     """torch, peft and transformers, or a skip when the train extra is missing."""
     pytest.importorskip("trl", reason="training tests need the train extra")
     return pytest.importorskip("peft", reason="training tests need the train extra")
+
+
 GGUF = resolve_gguf("smollm2-135m", Path("/nonexistent"))
 TEXT = "The sky looks blue because sunlight scatters off the air, and blue light scatters the most."
 QUESTIONS = [
