@@ -47,7 +47,7 @@ class ModelSpec(_Definition):
 
     @model_validator(mode="before")
     @classmethod
-    def _from_string(cls, value: Any) -> Any:
+    def _from_string(cls, value: Any) -> Any:  # noqa: ANN401 - a YAML value, a string or a mapping
         if not isinstance(value, str):
             return value
         if value in ("persona", "fake"):

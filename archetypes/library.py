@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from archetypes.definitions import Archetype, Persona, Pool
+from council.core.datafiles import parse_yaml
 from council.core.errors import DefinitionError, NotFoundError, first_problem
 
 T = TypeVar("T", bound=BaseModel)
@@ -21,7 +22,7 @@ KINDS = {"archetypes": Archetype, "pools": Pool, "personas": Persona}
 def _load_file(path: Path, model: type[T]) -> T:
     where = str(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = exc.problem_mark if isinstance(exc, yaml.MarkedYAMLError) else None
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -62,11 +62,11 @@ err = Console(stderr=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
-def _settings(**overrides: Any) -> Settings:
+def _settings(**overrides: object) -> Settings:
     return load_settings(**overrides)
 
 
-def _dump(data: Any) -> None:
+def _dump(data: object) -> None:
     out.print_json(json.dumps(data, default=str))
 
 
@@ -863,7 +863,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         err.print(Text("error: ", style="red") + Text(str(exc)), soft_wrap=True)
         return 1
-    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
+    except Exception as exc:
         if debug:
             raise
         line = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"

@@ -158,14 +158,14 @@ class VectorMemory:
     def _do(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: ANN401 - chromadb values
         try:
             return fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - chromadb raises many types; all mean the same here
+        except Exception as exc:
             raise self._error(action, exc) from exc
 
     def _collection_do(self, action: str, call: Callable[[Any], Any]) -> Any:  # noqa: ANN401 - chromadb values
         """Call ``call`` on the collection; if another process rebuilt the store meanwhile, re-open it and retry."""
         try:
             return call(self._collection)
-        except Exception as exc:  # noqa: BLE001 - chromadb raises many types
+        except Exception as exc:
             if "does not exist" not in str(exc):
                 raise self._error(action, exc) from exc
         self._collection = self._open()
@@ -329,7 +329,7 @@ def _client(url: str | None, chroma_dir: Path) -> Any:  # noqa: ANN401 - chromad
             )
         chroma_dir.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(chroma_dir), settings=chroma_settings)
-    except Exception as exc:  # noqa: BLE001 - chromadb raises many types; all mean the same here
+    except Exception as exc:
         where = url or chroma_dir
         raise StorageError(f"cannot open vector memory at {where} ({one_line(exc)})", _fix(exc)) from exc
 

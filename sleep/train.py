@@ -18,10 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from council.core.jsonl import read_jsonl
 from pydantic import BaseModel, Field
 
 from council.core.errors import CouncilError, ModelError
-from council.core.jsonl import read_jsonl
 from council.core.settings import TrainSettings
 from council.core.training import TrainingFigures
 from sleep.adapter import write_gguf_adapter

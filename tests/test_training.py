@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration  # the training stack is imported by the te
 
 
 @pytest.fixture(scope="module", autouse=True)
-def train_stack() -> Any:
+def train_stack() -> object:
     """torch, peft and transformers, or a skip when the train extra is missing."""
     pytest.importorskip("trl", reason="training tests need the train extra")
     return pytest.importorskip("peft", reason="training tests need the train extra")

@@ -38,7 +38,7 @@ class OpenAIBackend:
         self._client = httpx.Client(base_url=str(spec.base_url).rstrip("/"), headers=headers, timeout=timeout)
         self._firsts: dict[tuple[str, ...], dict[str, set[str]] | None] = {}
 
-    def _body(self, messages: Sequence[Message], prefill: str, **extra: Any) -> dict[str, Any]:
+    def _body(self, messages: Sequence[Message], prefill: str, **extra: object) -> dict[str, Any]:
         wire = [{"role": m.role, "content": m.content} for m in messages]
         if prefill and self._prefill == "user":
             if wire and wire[-1]["role"] == "user":

@@ -14,8 +14,10 @@ from typing import Any, Literal
 import platformdirs
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from council.core.datafiles import parse_yaml
 from council.core.errors import DefinitionError, first_problem
 
 
@@ -180,7 +182,7 @@ class Settings(BaseSettings):
 class _YamlFileSource(PydanticBaseSettingsSource):
     """Reads ``$COUNCIL_HOME/config.yaml`` when it exists."""
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
@@ -188,7 +190,7 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         if not path.is_file():
             return {}
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = parse_yaml(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise DefinitionError(f"{path}: invalid YAML", "fix the YAML syntax of the config file") from exc
         if not isinstance(data, dict):
@@ -196,7 +198,7 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         return data
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(**overrides: object) -> Settings:
     """Build settings from every source, turning validation errors into one-line errors."""
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -14,12 +14,12 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from council.core.errors import StorageError  # noqa: E402
+from council.core.errors import StorageError
 from council.evaluation import metrics as m
-from council.evaluation.evaluate import Evaluation  # noqa: E402
+from council.evaluation.evaluate import Evaluation
 
 STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import Select, func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import selectinload
 
@@ -85,7 +85,7 @@ class EpisodeLog:
             return session.scalar(query) or 0
 
 
-def _loaded(query):  # noqa: ANN001, ANN202 - SQLAlchemy select
+def _loaded(query: Select[tuple[EpisodeRow]]) -> Select[tuple[EpisodeRow]]:
     return query.options(
         selectinload(EpisodeRow.reflection_points).selectinload(ReflectionPointRow.votes),
         selectinload(EpisodeRow.reflection_points).selectinload(ReflectionPointRow.segment),

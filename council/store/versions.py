@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from council.core.errors import NotFoundError
 from council.core.training import GateResult, TrainingFigures
@@ -143,7 +143,7 @@ class PersonaVersions:
         return pairs
 
     @staticmethod
-    def _in_use(persona: str):  # noqa: ANN205 - a SQLAlchemy select
+    def _in_use(persona: str) -> Select[tuple[PersonaSelectionRow]]:
         return (
             select(PersonaSelectionRow)
             .where(PersonaSelectionRow.persona == persona, PersonaSelectionRow.rolled_back_at.is_(None))
