@@ -123,7 +123,7 @@ class JudgeSource(_Definition):
         if self.chosen is not None:
             return {self.verdict or "revise"}  # type: ignore[arg-type]
         verdicts = set(self.labels.values()) if self.label is not None else {self.verdict}
-        return {v for v in verdicts if v in JUDGMENTS}  # type: ignore[misc]
+        return {v for v in verdicts if v in JUDGMENTS}
 
     def judgments(self) -> set[Judgment]:
         """Which judgments this file teaches."""

@@ -8,18 +8,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from archetypes.definitions import Archetype, Persona, Pool
 from council.core.datafiles import parse_yaml
 from council.core.errors import DefinitionError, NotFoundError, first_problem
 
-T = TypeVar("T", bound=BaseModel)
+Definition = Archetype | Pool | Persona
+T = TypeVar("T", bound=Definition)
 BUILTIN = Path(__file__).parent / "data"
-KINDS = {"archetypes": Archetype, "pools": Pool, "personas": Persona}
+KINDS: dict[str, type[Archetype] | type[Pool] | type[Persona]] = {
+    "archetypes": Archetype,
+    "pools": Pool,
+    "personas": Persona,
+}
 
 
-def _load_file(path: Path, model: type[T]) -> T:
+def _load_file(path: Path, model: type[Archetype] | type[Pool] | type[Persona]) -> Definition:
     where = str(path)
     try:
         data = parse_yaml(path.read_text(encoding="utf-8"))
@@ -118,7 +123,12 @@ class Library:
 
     def of_kind(self, kind: str) -> dict[str, Any]:
         """The definitions of one kind of ``KINDS`` by name."""
-        return {"archetypes": self.archetypes, "pools": self.pools, "personas": self.personas}[kind]
+        kinds: dict[str, dict[str, Any]] = {
+            "archetypes": self.archetypes,
+            "pools": self.pools,
+            "personas": self.personas,
+        }
+        return kinds[kind]
 
     def pool(self, name: str) -> Pool:
         """Return the pool called ``name``."""

@@ -228,9 +228,9 @@ class Bench:
         agree = total = 0
         readers = [i for i, a in enumerate(self.members) if a.name in self.rt.council.readers]
         for point, verdicts in zip(fast.snapshots, fast.verdicts):
-            naive = self.naive_vote(point) if readers else []
+            naive_verdicts = self.naive_vote(point) if readers else []
             for i in readers:
-                agree += verdicts[i] == naive[i]
+                agree += verdicts[i] == naive_verdicts[i]
                 total += 1
         rss_plain = statistics.median(r.peak_rss_kib for r in runs["plain"])
         rss_fast = statistics.median(r.peak_rss_kib for r in runs["fast"])

@@ -9,7 +9,7 @@ import tempfile
 from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import click
 import typer
@@ -62,7 +62,7 @@ err = Console(stderr=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 
 
-def _settings(**overrides: object) -> Settings:
+def _settings(**overrides: Any) -> Settings:  # noqa: ANN401 - any setting's value
     return load_settings(**overrides)
 
 
@@ -108,6 +108,7 @@ def run(
             status.update("The council is voting…" if node in ("draft", "revise") else "The persona is writing…")
 
         episode = run_episode(rt, prompt, on_update)
+    assert episode is not None  # only a should_stop callback leaves an episode unfinished
     if as_json:
         _dump(episode.model_dump(mode="json"))
     else:
@@ -840,7 +841,10 @@ def ask(
 
 
 # typer 0.29 and later raise their own copy of click's usage errors; older ones raise click's.
-USAGE_ERRORS = (click.ClickException, *([typer_click.ClickException] if typer_click else []))
+USAGE_ERRORS: tuple[type[Exception], ...] = (
+    click.ClickException,
+    *([typer_click.ClickException] if typer_click else []),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -853,8 +857,9 @@ def main(argv: list[str] | None = None) -> int:
     except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code
     except USAGE_ERRORS as exc:
-        exc.show()
-        return exc.exit_code
+        usage = cast(click.ClickException, exc)  # typer's copy of the class has the same interface
+        usage.show()
+        return usage.exit_code
     except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
         return 130

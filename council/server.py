@@ -284,7 +284,11 @@ async def chat(s: Deps, body: ChatRequest) -> Any:  # noqa: ANN401 - JSON or a s
     events: asyncio.Queue[TaskEvent] = asyncio.Queue()
     loop = asyncio.get_running_loop()
     task_id = new_task_id()
-    s.worker.listen(task_id, lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
+
+    def deliver(event: TaskEvent) -> None:  # called on the worker's thread
+        loop.call_soon_threadsafe(events.put_nowait, event)
+
+    s.worker.listen(task_id, deliver)
     s.rt.db.check()  # an episode written to a deleted log would be lost
     task = s.queue.put(prompt, "api", TaskParams(max_tokens=max_tokens, seed=body.seed), task_id=task_id)
     base = {"id": f"chatcmpl-{task.episode_id}", "created": int(time.time()), "model": body.model}
@@ -349,7 +353,7 @@ async def _stream(
         try:
             episode = _finished(event)
         except ApiError as exc:
-            yield f"data: {json.dumps(json.loads(exc.response().body))}\n\n"
+            yield f"data: {json.dumps(json.loads(bytes(exc.response().body)))}\n\n"
             return
         tail = episode.final_text[len(sent.strip()) :] if episode.final_text.startswith(sent.strip()) else ""
         if tail.strip():

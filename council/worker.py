@@ -84,7 +84,7 @@ def checkpointer(db_url: str, checkpoints: Path) -> BaseCheckpointSaver:
         conn = psycopg.Connection.connect(libpq, autocommit=True, prepare_threshold=0, row_factory=dict_row)
         # Poll rather than block: setup builds indexes CONCURRENTLY, which waits for every open transaction,
         # a blocked lock request included, so two workers blocking on one lock would deadlock.
-        while not conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (_PG_SETUP_LOCK,)).fetchone()["got"]:
+        while not (conn.execute("SELECT pg_try_advisory_lock(%s) AS got", (_PG_SETUP_LOCK,)).fetchone() or {})["got"]:
             time.sleep(0.2)
         saver = PostgresSaver(conn)
         saver.setup()

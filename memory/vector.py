@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -183,15 +184,7 @@ class VectorMemory:
         step = self._client.get_max_batch_size()
         for i in range(0, len(docs), step):
             batch = docs[i : i + step]
-            self._collection_do(
-                "write to",
-                lambda c, batch=batch, i=i: c.upsert(
-                    ids=[d.id for d in batch],
-                    embeddings=vectors[i : i + step],
-                    documents=[d.text for d in batch],
-                    metadatas=[d.model_dump(exclude={"id", "text"}) for d in batch],
-                ),
-            )
+            self._collection_do("write to", partial(_upsert, docs=batch, vectors=vectors[i : i + step]))
 
     def remember(self, episode: Episode) -> int:
         """Store what ``episode`` leaves in memory; returns the number of items."""
@@ -247,7 +240,7 @@ class VectorMemory:
 
     def count(self) -> int:
         """Items stored."""
-        return self._collection_do("read", lambda c: c.count())
+        return int(self._collection_do("read", lambda c: c.count()))
 
     def stats(self) -> dict[str, int]:
         """Items per kind, and the number of distinct episodes."""
@@ -310,6 +303,15 @@ def open_or_set_aside(settings: MemorySettings, chroma_dir: Path) -> tuple[Vecto
     return VectorMemory(settings, chroma_dir), aside
 
 
+def _upsert(collection: Any, docs: list[MemoryDoc], vectors: np.ndarray) -> None:  # noqa: ANN401 - chromadb's
+    collection.upsert(
+        ids=[d.id for d in docs],
+        embeddings=vectors,
+        documents=[d.text for d in docs],
+        metadatas=[d.model_dump(exclude={"id", "text"}) for d in docs],
+    )
+
+
 def _client(url: str | None, chroma_dir: Path) -> Any:  # noqa: ANN401 - chromadb.ClientAPI
     import chromadb
     from chromadb.config import Settings as ChromaSettings
@@ -322,7 +324,7 @@ def _client(url: str | None, chroma_dir: Path) -> Any:  # noqa: ANN401 - chromad
     try:
         if url:
             return chromadb.HttpClient(
-                host=parsed.hostname,
+                host=parsed.hostname or "",
                 port=parsed.port or (443 if parsed.scheme == "https" else 8000),
                 ssl=parsed.scheme == "https",
                 settings=chroma_settings,

@@ -12,11 +12,12 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 import numpy as np
 
-from archetypes.backends import Message
+from archetypes.backends import LocalModel, Message
+from archetypes.backends.base import Role
 from council.core.errors import ContextOverflowError
 from council.core.settings import TrainSettings
 from council.core.training import Figures
@@ -36,21 +37,18 @@ PROBES = (
     "Can you help me plan a small picnic for four people?",
     "Give me every digit of pi.",
 )
-if TYPE_CHECKING:
-    from archetypes.backends.llama import LlamaBackend
-
 _TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]*")
 
 
-def completion_logprob(backend: LlamaBackend, prompt: Sequence[dict[str, str]], completion: str) -> float:
+def completion_logprob(backend: LocalModel, prompt: Sequence[dict[str, str]], completion: str) -> float:
     """The log-probability of ``completion`` as the persona's next assistant turn, in llama.cpp."""
-    messages = [Message(m["role"], m["content"]) for m in prompt]
+    messages = [Message(cast(Role, m["role"]), m["content"]) for m in prompt]
     head = backend.render(messages, "")
     tokens = backend.render(messages, completion)
     return float(backend.token_logprobs(tokens, len(head)).sum())
 
 
-def pair_margins(backend: LlamaBackend, rows: Sequence[dict[str, Any]]) -> np.ndarray:
+def pair_margins(backend: LocalModel, rows: Sequence[dict[str, Any]]) -> np.ndarray:
     """Per conversational preference row, log p(chosen) - log p(rejected); rows longer than the context are skipped."""
     margins = []
     for row in rows:
@@ -81,7 +79,7 @@ class VersionProbe:
     def __init__(
         self,
         rt: CouncilRuntime,
-        base: LlamaBackend,
+        base: LocalModel,
         settings: TrainSettings,
         heldout: list[dict[str, Any]],
         dev: list[PairRow] | None = None,
@@ -100,7 +98,7 @@ class VersionProbe:
         head = self.base.render(chat.messages, "")
         return self.base.render(chat.messages, text or " "), len(head)
 
-    def measure(self, version: str, backend: LlamaBackend) -> Figures:
+    def measure(self, version: str, backend: LocalModel) -> Figures:
         """Every figure of the gate and the report for ``backend`` (the persona at ``version``)."""
         margins = pair_margins(backend, self.heldout)
         decisions, markers, points = self._drafts(backend)
@@ -118,7 +116,7 @@ class VersionProbe:
             dev_pairs=dev[1],
         )
 
-    def _kl(self, backend: LlamaBackend) -> float:
+    def _kl(self, backend: LocalModel) -> float:
         if backend is self.base:
             return 0.0
         per_token = []
@@ -128,7 +126,7 @@ class VersionProbe:
             per_token += list((np.exp(p) * (p - q)).sum(axis=1))
         return float(np.mean(per_token))
 
-    def _drafts(self, backend: LlamaBackend) -> tuple[dict[str, float], float, int]:
+    def _drafts(self, backend: LocalModel) -> tuple[dict[str, float], float, int]:
         """Council decisions on greedy drafts of the probes (always continuing), the marker rate and the points."""
         generation = self.rt.settings.generation.model_copy(update={"temperature": 0.0})
         writer = PersonaWriter(self.rt.persona, backend, self.rt.writer.policy, generation, self.rt.council.note)
@@ -143,7 +141,7 @@ class VersionProbe:
         shares = {d: round(decisions[d] / total, 4) for d in ("continue", "revise", "let_go")}
         return shares, round(markers / total, 4), sum(decisions.values())
 
-    def _dev_agreement(self, backend: LlamaBackend) -> tuple[float | None, int]:
+    def _dev_agreement(self, backend: LocalModel) -> tuple[float | None, int]:
         """Share of human-labelled pairs where the persona finds the human-chosen reply more likely."""
         hits = []
         for row in self.dev:

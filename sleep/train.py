@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from council.core.jsonl import read_jsonl
 from pydantic import BaseModel, Field
 
+from council.core.datafiles import read_jsonl
 from council.core.errors import CouncilError, ModelError
 from council.core.settings import TrainSettings
 from council.core.training import TrainingFigures
@@ -181,16 +181,15 @@ def _trainer(
     from trl import DPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    model = base if parent_peft is None else PeftModel.from_pretrained(base, parent_peft, is_trainable=True)
     peft_config = None
-    if parent_peft is not None:
-        model = PeftModel.from_pretrained(model, parent_peft, is_trainable=True)
-    else:
+    if parent_peft is None:
         peft_config = LoraConfig(
             r=settings.lora_r,
-            lora_alpha=settings.lora_alpha,
+            lora_alpha=settings.lora_alpha,  # type: ignore[arg-type]  # peft scales by any number
             lora_dropout=0.0,
-            target_modules=settings.target_modules,
+            target_modules=list[str](settings.target_modules),
             task_type="CAUSAL_LM",
         )
     args = _dpo_args(settings, run_dir, device)

@@ -6,6 +6,7 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -130,8 +131,8 @@ def _plan(rt: CouncilRuntime, versions: PersonaVersions, gguf: Path, dataset_dir
 def _gate(
     rt: CouncilRuntime,
     backends: BackendPool,
-    heldout: list[dict],
-    dev: list,
+    heldout: list[dict[str, Any]],
+    dev: list[PairRow],
     parent: PersonaVersion | None,
     version_id: str,
     adapter: Path,
@@ -139,10 +140,12 @@ def _gate(
 ) -> GateResult:
     """Measure the version in use, the base and the candidate; decide."""
     step = progress or (lambda what, done, total: None)
-    base = backends.get(rt.persona.model)
+    base, current = backends.get(rt.persona.model), rt.writer.backend
+    if not isinstance(base, LocalModel) or not isinstance(current, LocalModel):
+        raise ModelError("the gate needs the persona on a llama.cpp model", "give the persona a GGUF")
     probe = VersionProbe(rt, base, rt.settings.train, heldout, dev)
     step("measuring the version in use", 0, 3)
-    previous = probe.measure(parent.id if parent else BASE, rt.writer.backend)
+    previous = probe.measure(parent.id if parent else BASE, current)
     step("measuring the base model", 1, 3)
     before = previous if parent is None else probe.measure(BASE, base)
     step(f"measuring {version_id}", 2, 3)

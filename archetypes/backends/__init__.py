@@ -45,6 +45,7 @@ class BackendPool:
     def __init__(self, settings: Settings):
         self.settings = settings
         self._loaded: dict[str, Backend] = {}
+        self._adapted: dict[str, LocalModel] = {}
 
     def get(self, spec: ModelSpec, persona_spec: ModelSpec | None = None) -> Backend:
         """Return the backend for ``spec``; ``persona`` specs resolve to ``persona_spec``."""
@@ -57,18 +58,18 @@ class BackendPool:
             self._loaded[key] = factory()
         return self._loaded[key]
 
-    def adapted(self, spec: ModelSpec, adapter: Path) -> Backend:
+    def adapted(self, spec: ModelSpec, adapter: Path) -> LocalModel:
         """``spec``'s model with a LoRA adapter, sharing the loaded weights but not the KV cache.
 
         Only the persona runs adapted: archetypes on the same GGUF keep reading the untouched base model.
         """
         base = self.get(spec)
         key = f"{spec.label()}+{adapter}"
-        if key not in self._loaded:
+        if key not in self._adapted:
             if not isinstance(base, LocalModel):
                 raise ModelError(
                     f"persona versions need a llama.cpp model, not {base.model_id}",
                     "run `council persona use base` or give the persona a GGUF",
                 )
-            self._loaded[key] = base.with_adapter(adapter)
-        return self._loaded[key]
+            self._adapted[key] = base.with_adapter(adapter)
+        return self._adapted[key]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
 
 Role = Literal["system", "user", "assistant"]
 
@@ -50,7 +52,7 @@ class GenerationStats:
 class Constraint(Protocol):
     """Decoding rules a local backend applies at every step (see ``archetypes.modelock.ModeLock``)."""
 
-    def banned(self) -> Sequence[int]:
+    def banned(self) -> Collection[int]:
         """Token ids that may not come next."""
         ...
 
@@ -116,6 +118,18 @@ class LocalModel(Backend, Protocol):
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` as plain text (no special tokens)."""
+        ...
+
+    def render(self, messages: Sequence[Message], prefill: str | None = None) -> list[int]:
+        """Token ids of a chat through the model's template, ``prefill`` continuing the assistant's turn."""
+        ...
+
+    def token_logprobs(self, tokens: Sequence[int], start: int) -> np.ndarray:
+        """Log-probability of each of ``tokens[start:]`` given the tokens before it."""
+        ...
+
+    def distributions(self, tokens: Sequence[int], start: int) -> np.ndarray:
+        """Log-softmax rows of the distributions that predict ``tokens[start:]``."""
         ...
 
     def reset(self) -> None:

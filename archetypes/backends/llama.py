@@ -65,7 +65,7 @@ class LlamaBackend:
         self.stats = GenerationStats()
         self._settings = {"n_ctx": n_ctx, "n_threads": n_threads, "max_branches": max_branches}
         threads = n_threads or os.cpu_count() or 1
-        self._model = weights._model if weights is not None else _load_model(path)
+        self._model: _internals.LlamaModel = weights._model if weights is not None else _load_model(path)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = params.n_ubatch = min(512, n_ctx)
@@ -341,7 +341,9 @@ class LlamaBackend:
             keep = upto
         continue_at = self._continuation_point(messages, branches[0])
         seqs = tuple(range(len(branches) + 1))
-        entries = [(t, i, seqs, i == continue_at - 1) for i, t in enumerate(branches[0][keep:shared], start=keep)]
+        entries: list[tuple[int, int, Sequence[int], bool]] = [
+            (t, i, seqs, i == continue_at - 1) for i, t in enumerate(branches[0][keep:shared], start=keep)
+        ]
         last_index = []
         for seq, branch in enumerate(branches, start=1):
             self._ctx.kv_cache_seq_cp(0, seq, 0, keep)

@@ -67,7 +67,7 @@ def file_hash(path: Path, cache_dir: Path | None = None) -> str:
     except (OSError, ValueError):
         known = {}
     if key in known:
-        return known[key]
+        return str(known[key])
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

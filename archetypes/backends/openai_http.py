@@ -107,8 +107,8 @@ class OpenAIBackend:
         key = tuple(f"{label}={form}" for label, forms in choices.items() for form in forms)
         if key not in self._firsts:
             root = str(self._client.base_url).rstrip("/").removesuffix("/v1")
+            firsts: dict[str, set[str]] = {}
             try:
-                firsts: dict[str, set[str]] | None = {}
                 for label, forms in choices.items():
                     for form in forms:
                         body = {"model": self._model, "input": form}
@@ -116,9 +116,9 @@ class OpenAIBackend:
                         body = {"model": self._model, "tokens": ids["tokens"][:1]}
                         text = self._client.post(f"{root}/extras/detokenize", json=body).raise_for_status().json()
                         firsts.setdefault(label, set()).add(text["text"])
+                self._firsts[key] = firsts
             except (httpx.HTTPError, ValueError, KeyError, TypeError):
-                firsts = None
-            self._firsts[key] = firsts
+                self._firsts[key] = None
         return self._firsts[key]
 
     def score(

@@ -198,7 +198,7 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         return data
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:  # noqa: ANN401 - any setting's value
     """Build settings from every source, turning validation errors into one-line errors."""
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})

@@ -16,25 +16,29 @@ def _winner(tally: Tally, confidence: Tally, among: tuple[Verdict, ...] = VERDIC
     return max(among, key=lambda v: (tally[v], confidence[v], -_SEVERITY[v]))
 
 
-def _weighted_majority(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally):
+def _weighted_majority(
+    pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally
+) -> tuple[Verdict, str]:
     return _winner(t, c), "most weight"
 
 
-def _unanimity(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally):
+def _unanimity(
+    pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally
+) -> tuple[Verdict, str]:
     if t["revise"] == 0 and t["let_go"] == 0:
         return "continue", "everyone voted continue"
     return _winner(t, c, ("revise", "let_go")), "continuing needs every vote"
 
 
-def _veto(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally):
+def _veto(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally) -> tuple[Verdict, str]:
     vetoes = [v for v in votes if members[v.archetype].veto and v.verdict in ("revise", "let_go")]
     if vetoes:
         strongest = max(vetoes, key=lambda v: (v.confidence, _SEVERITY[v.verdict or "continue"]))
-        return strongest.verdict, f"veto by {strongest.archetype}"
+        return strongest.verdict or "revise", f"veto by {strongest.archetype}"
     return _winner(t, c), "no veto; most weight"
 
 
-def _quorum(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally):
+def _quorum(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally) -> tuple[Verdict, str]:
     total = sum(t.values())
     needs = {"let_go": pool.let_go_quorum or pool.quorum, "revise": pool.quorum}
     for verdict in ("let_go", "revise"):

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, Protocol, TypedDict, cast
 
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from council.core.episode import Episode, Recollection, ReflectionPoint
+from council.core.episode import Episode, EpisodeStatus, Recollection, ReflectionPoint
 from council.core.errors import CouncilError
 from council.core.text import whole_sentences
+from council.engine.prompts import Closing
 from council.engine.runtime import CouncilRuntime
 from council.engine.voting import Point
 from memory.recall import digest
@@ -45,9 +45,9 @@ class EpisodeState(TypedDict, total=False):
     segment_index: int
     tokens_used: int
     reflection_points: list[dict[str, Any]]
-    status: str
+    status: EpisodeStatus
     stop_reason: str
-    closing: str  # why the answer is being closed: "let_go" (the council) or "budget" (its token budget)
+    closing: Closing  # why the answer is being closed: "let_go" (the council) or "budget" (its token budget)
     timings: dict[str, float]
 
 
@@ -56,16 +56,23 @@ def now() -> float:
     return time.time()
 
 
-Node = Callable[[EpisodeState, Runtime[CouncilRuntime]], Command]
+class Node(Protocol):
+    """A graph node: the state in, a ``Command`` (route and update) out; the runtime comes as langgraph's context."""
+
+    __name__: str
+
+    def __call__(self, state: EpisodeState, *, runtime: Runtime[CouncilRuntime]) -> Command[Any]:
+        """Run the node."""
+        ...
 
 
 def _timed(name: str, fn: Node) -> Node:
-    def node(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command:
+    def node(state: EpisodeState, *, runtime: Runtime[CouncilRuntime]) -> Command[Any]:
         start = time.perf_counter()
-        command = fn(state, runtime)
+        command = fn(state, runtime=runtime)
         timings = dict(state.get("timings", {}))
         timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - start, 4)
-        update = dict(command.update or {}) | {"timings": timings}
+        update = dict(cast(dict[str, Any], command.update) or {}) | {"timings": timings}
         return Command(goto=command.goto, update=update)
 
     node.__name__ = name
@@ -73,7 +80,7 @@ def _timed(name: str, fn: Node) -> Node:
     return node
 
 
-def recall(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Literal["draft"]]:
+def recall(state: EpisodeState, *, runtime: Runtime[CouncilRuntime]) -> Command[Literal["draft"]]:
     """Find past episodes like this request and fit them into the recall budget."""
     rt = runtime.context
     settings = rt.settings.memory
@@ -88,7 +95,7 @@ def recall(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Lit
     return Command(goto="draft", update={"recalled": text, "recollections": [h.model_dump() for h in kept]})
 
 
-def draft(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Literal["council", "let_go", "log"]]:
+def draft(state: EpisodeState, *, runtime: Runtime[CouncilRuntime]) -> Command[Literal["council", "let_go", "log"]]:
     """Write the next segment up to a reflection point; an empty one ends or closes the answer."""
     rt = runtime.context
     budget = rt.settings.generation.max_tokens - state["tokens_used"]
@@ -110,7 +117,7 @@ def draft(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Lite
 
 
 def council(
-    state: EpisodeState, runtime: Runtime[CouncilRuntime]
+    state: EpisodeState, *, runtime: Runtime[CouncilRuntime]
 ) -> Command[Literal["draft", "revise", "let_go", "log"]]:
     """The council votes on the pending segment; its decision (or the pool's rule when revisions run out) routes."""
     rt = runtime.context
@@ -152,7 +159,7 @@ def council(
     return Command(goto="draft", update=update)
 
 
-def revise(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Literal["council"]]:
+def revise(state: EpisodeState, *, runtime: Runtime[CouncilRuntime]) -> Command[Literal["council"]]:
     """The two most confident revisers comment; the persona rewrites the segment with their comments."""
     rt = runtime.context
     pending = state["pending"]
@@ -177,7 +184,7 @@ def revise(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Lit
     return Command(goto="council", update={"pending": new, "reflection_points": points})
 
 
-def let_go(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Literal["log"]]:
+def let_go(state: EpisodeState, *, runtime: Runtime[CouncilRuntime]) -> Command[Literal["log"]]:
     """Close the answer gracefully: the council let go, or the token budget is spent."""
     rt = runtime.context
     why = state.get("closing", "let_go")
@@ -193,7 +200,7 @@ def let_go(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Lit
     )
 
 
-def log(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Literal["__end__"]]:
+def log(state: EpisodeState, *, runtime: Runtime[CouncilRuntime]) -> Command[Literal["__end__"]]:
     """Write the episode to the log, then to memory (memory may lag; the log never does)."""
     rt = runtime.context
     episode = episode_from_state(rt, state)
@@ -203,11 +210,14 @@ def log(state: EpisodeState, runtime: Runtime[CouncilRuntime]) -> Command[Litera
             rt.memory.remember(episode)
         except CouncilError as exc:
             logger.warning("episode %s is logged but not yet in memory: %s", episode.episode_id, exc)
-    return Command(goto=END)
+    return Command(goto="__end__")  # END, as the literal the route type names
 
 
-def _build() -> StateGraph:
-    graph = StateGraph(EpisodeState, context_schema=CouncilRuntime)
+Builder = StateGraph[EpisodeState, CouncilRuntime, EpisodeState, EpisodeState]
+
+
+def _build() -> Builder:
+    graph: Builder = StateGraph(EpisodeState, context_schema=CouncilRuntime)
     for fn in (recall, draft, council, revise, let_go, log):
         graph.add_node(fn.__name__, _timed(fn.__name__, fn))
     graph.add_edge(START, "recall")
@@ -247,7 +257,7 @@ def episode_from_state(rt: CouncilRuntime, state: EpisodeState) -> Episode:
         prompt=state["prompt"],
         persona=rt.persona.name,
         pool=rt.pool.name,
-        status=state.get("status", "running"),  # type: ignore[arg-type]
+        status=state.get("status", "running"),
         stop_reason=state.get("stop_reason", ""),
         final_text=state.get("answer", "").strip(),
         transcript=state.get("transcript", "").strip(),

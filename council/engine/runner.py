@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -94,7 +94,7 @@ def run_episode(
     on_update: OnUpdate | None = None,
     *,
     episode_id: str | None = None,
-    checkpointer: BaseCheckpointSaver | None = None,
+    checkpointer: BaseCheckpointSaver[Any] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> Episode | None:
     """Run one episode to its end and return it as stored in the log.
@@ -110,19 +110,19 @@ def run_episode(
     saved = graph.get_state(config).values if checkpointer else {}
     if saved and not graph.get_state(config).next:
         return rt.log.get(episode_id)  # finished before a crash; nothing left to do
-    state = EpisodeState(**saved) if saved else initial_state(episode_id, prompt)
+    state = cast(EpisodeState, saved) if saved else initial_state(episode_id, prompt)
     if not saved:
         rt.log.save(episode_from_state(rt, state))
     try:
         for chunk in graph.stream(None if saved else state, config, stream_mode="updates", context=rt):
             for node, update in chunk.items():
-                state = EpisodeState(**(state | (update or {})))
+                state = cast(EpisodeState, {**state, **(update or {})})
                 if on_update:
                     on_update(node, update or {})
             if should_stop():
                 return None
     except BaseException as exc:
-        failed = EpisodeState(**(state | {"status": "failed", "stop_reason": f"{type(exc).__name__}: {exc}"}))
+        failed: EpisodeState = {**state, "status": "failed", "stop_reason": f"{type(exc).__name__}: {exc}"}
         rt.log.save(episode_from_state(rt, failed))
         raise
     return rt.log.get(episode_id)

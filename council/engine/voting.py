@@ -150,7 +150,7 @@ class Council:
 def _vote(name: str, probs: dict[str, float], mass: float, verdict: str | None = None) -> Vote:
     """A vote for ``verdict``, by default the most probable one."""
     verdict = verdict or max(probs, key=lambda v: probs[v])
-    return Vote(archetype=name, verdict=verdict, confidence=probs[verdict], probs=probs, mass=mass)  # type: ignore[arg-type]
+    return Vote(archetype=name, verdict=verdict, confidence=probs[verdict], probs=probs, mass=mass)
 
 
 def _abstain(name: str, exc: BaseException) -> Vote:

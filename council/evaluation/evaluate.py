@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from council.core.jsonl import read_jsonl
+from council.core.datafiles import read_jsonl
 from council.engine.runtime import CouncilRuntime
 from council.evaluation import metrics as m
 from council.evaluation.judges import COUNCIL, PERSONA, Judges, calibrate, council_probability
@@ -305,9 +305,9 @@ def evaluate_letgo(
     probs: dict[str, list[float]] = {n: [] for n in judges.names}
     decided: dict[str, list[bool]] = {n: [] for n in names}
     for row in rows:
-        p, lets_go = judges.let_go(row.prompt)
+        said, lets_go = judges.let_go(row.prompt)
         for name in judges.names:
-            probs[name].append(p[name])
+            probs[name].append(said[name])
         for name in names:
             decided[name].append(lets_go[name])
         progress(1)

@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from archetypes.backends import BackendPool
+from archetypes.definitions import Verdict
 from council.core.episode import Episode
 from council.core.errors import DefinitionError
 from council.core.settings import Settings
@@ -26,7 +28,7 @@ from council.engine.runtime import CouncilRuntime
 from council.evaluation import metrics as m
 from council.store.episodes import EpisodeLog
 
-DECISIONS = ("continue", "revise", "let_go")
+DECISIONS: tuple[Verdict, ...] = ("continue", "revise", "let_go")
 
 
 class Record(BaseModel):
@@ -133,20 +135,21 @@ def _mean_ci(values: list[float], resamples: int) -> dict[str, Any]:
     return m.with_ci(lambda _, v: float(np.mean(v)), array, array, resamples)
 
 
+def _share(hits: np.ndarray, total: np.ndarray, i: np.ndarray) -> float:
+    """Share of the resampled episodes' reflection points that got a decision."""
+    return float(hits[i].sum() / total[i].sum()) if total[i].sum() else float("nan")
+
+
 def pool_figures(episodes: list[Episode], resamples: int = 1000) -> dict[str, Any]:
     """Decision rates, revisions, length, dissent and agreement of one pool's episodes, with bootstrap CIs."""
     points = [rp for e in episodes for rp in e.reflection_points]
     per_episode = [[rp.decision.decision for rp in e.reflection_points] for e in episodes]
     rates: dict[str, Any] = {}
     for decision in DECISIONS:
-        total = np.array([len(d) for d in per_episode], dtype=float)
-        hits = np.array([d.count(decision) for d in per_episode], dtype=float)
+        total = np.array([len(d) for d in per_episode], dtype=np.float64)
+        hits = np.array([d.count(decision) for d in per_episode], dtype=np.float64)
         value = float(hits.sum() / total.sum()) if total.sum() else float("nan")
-        ci = m.bootstrap_ci(
-            lambda i, h=hits, t=total: float(h[i].sum() / t[i].sum()) if t[i].sum() else float("nan"),
-            len(episodes),
-            resamples,
-        )
+        ci = m.bootstrap_ci(partial(_share, hits, total), len(episodes), resamples)
         rates[decision] = {"value": round(value, 4), "ci95": ci}
     names = sorted({v.archetype for rp in points for v in rp.votes})
     dissent = {}

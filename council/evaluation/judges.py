@@ -14,7 +14,7 @@ The ethics prompt was chosen on the first 160 ETHICS dev rows, judged by the per
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from math import nan
 
 import numpy as np
@@ -58,7 +58,7 @@ class Judges:
     def read(
         self,
         messages: tuple[Message, ...],
-        choices: dict[str, tuple[str, ...]],
+        choices: Mapping[str, Sequence[str]],
         label: str,
         cues: tuple[str, Callable[[Archetype], str]],
     ) -> dict[str, float]:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from council.core.datafiles import read_jsonl
 from council.core.errors import DefinitionError
-from council.core.jsonl import read_jsonl
 from council.core.settings import MemorySettings
 from council.engine.runner import run_episode
 from council.engine.runtime import CouncilRuntime

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Any, cast
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import CursorResult, Update, create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from council.core.errors import StorageError, one_line
 
@@ -104,3 +105,9 @@ def storage_fix(exc: BaseException) -> str:
     if "locked" in text:
         return "another process holds the database; retry, or check for a stuck process"
     return "check database_url and that COUNCIL_HOME is writable"
+
+
+def updated_one(session: Session, statement: Update) -> bool:
+    """Run a conditional UPDATE; True if it changed exactly one row (the condition held, so this caller won)."""
+    result = cast("CursorResult[Any]", session.execute(statement))
+    return result.rowcount == 1

@@ -85,7 +85,7 @@ class EpisodeLog:
             return session.scalar(query) or 0
 
 
-def _loaded(query: Select[tuple[EpisodeRow]]) -> Select[tuple[EpisodeRow]]:
+def _loaded(query: Select[EpisodeRow]) -> Select[EpisodeRow]:
     return query.options(
         selectinload(EpisodeRow.reflection_points).selectinload(ReflectionPointRow.votes),
         selectinload(EpisodeRow.reflection_points).selectinload(ReflectionPointRow.segment),

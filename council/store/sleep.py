@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from council.core.errors import StorageError
 from council.core.pairs import PreferencePair
-from council.store.database import Database
+from council.store.database import Database, updated_one
 from council.store.rows import CommentaryRow, EpisodeRow, PreferencePairRow, SleepClaimRow, SleptRow
 from council.store.tasks import worker_gone
 from memory.vector import REMEMBERED
@@ -57,7 +57,8 @@ class SleepStore:
                     return True
                 if held.sleeper != sleeper and _aware(held.lease_until) > now and not worker_gone(held.sleeper):
                     return False
-                taken = session.execute(
+                return updated_one(
+                    session,
                     update(SleepClaimRow)
                     .where(
                         SleepClaimRow.episode_id == episode_id,
@@ -65,9 +66,8 @@ class SleepStore:
                         SleepClaimRow.sleeper == held.sleeper,
                         SleepClaimRow.lease_until == held.lease_until,
                     )
-                    .values(sleeper=sleeper, lease_until=until)
+                    .values(sleeper=sleeper, lease_until=until),
                 )
-                return taken.rowcount == 1
         except IntegrityError:  # another sleeper inserted its claim first
             return False
 

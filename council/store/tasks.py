@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import and_, func, or_, select, true, update
 
 from council.core.errors import NotFoundError
-from council.store.database import Database
+from council.store.database import Database, updated_one
 from council.store.rows import TaskRow
 
 TaskStatus = Literal["queued", "running", "done", "failed"]
@@ -132,7 +132,8 @@ class TaskQueue:
                     row.status, row.finished_at = "failed", now
                     row.error = f"gave up after {row.attempts} attempts: its worker stopped during this task each time"
                     continue
-                claimed = session.execute(
+                claimed = updated_one(
+                    session,
                     update(TaskRow)
                     .where(TaskRow.id == row.id, TaskRow.status == row.status, TaskRow.attempts == row.attempts)
                     .values(
@@ -141,9 +142,9 @@ class TaskQueue:
                         attempts=row.attempts + 1,
                         worker=worker,
                         lease_until=now + timedelta(seconds=lease_s),
-                    )
+                    ),
                 )
-                if claimed.rowcount != 1:
+                if not claimed:
                     continue
                 session.refresh(row)
                 return _task(row)
@@ -151,12 +152,12 @@ class TaskQueue:
     def renew(self, task_id: str, worker: str, lease_s: float = LEASE_S) -> bool:
         """Extend ``worker``'s lease on a running task; False if the task is no longer its own."""
         with self.db.sessions.begin() as session:
-            renewed = session.execute(
+            return updated_one(
+                session,
                 update(TaskRow)
                 .where(TaskRow.id == task_id, TaskRow.worker == worker, TaskRow.status == "running")
-                .values(lease_until=datetime.now(timezone.utc) + timedelta(seconds=lease_s))
+                .values(lease_until=datetime.now(timezone.utc) + timedelta(seconds=lease_s)),
             )
-        return renewed.rowcount == 1
 
     def finish(self, task_id: str, status: TaskStatus, error: str | None = None, worker: str | None = None) -> bool:
         """Record how a task ended; with ``worker``, only while the task is still that worker's. True if recorded."""
@@ -164,8 +165,9 @@ class TaskQueue:
             query = update(TaskRow).where(TaskRow.id == task_id)
             if worker is not None:
                 query = query.where(TaskRow.worker == worker, TaskRow.status == "running")
-            done = session.execute(query.values(status=status, error=error, finished_at=datetime.now(timezone.utc)))
-        return done.rowcount == 1
+            return updated_one(
+                session, query.values(status=status, error=error, finished_at=datetime.now(timezone.utc))
+            )
 
     def get(self, task_id: str) -> Task:
         """One task by id."""

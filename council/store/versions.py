@@ -143,7 +143,7 @@ class PersonaVersions:
         return pairs
 
     @staticmethod
-    def _in_use(persona: str) -> Select[tuple[PersonaSelectionRow]]:
+    def _in_use(persona: str) -> Select[PersonaSelectionRow]:
         return (
             select(PersonaSelectionRow)
             .where(PersonaSelectionRow.persona == persona, PersonaSelectionRow.rolled_back_at.is_(None))
