@@ -7,6 +7,7 @@ torch is loaded: start-up takes a fraction of a second, and vectors match senten
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from importlib import metadata
@@ -53,6 +54,12 @@ def _erf(x: np.ndarray) -> np.ndarray:
     t = 1.0 / (1.0 + 0.3275911 * x)
     poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t
     return sign * (1.0 - poly * np.exp(-x * x))
+
+
+@functools.cache
+def shared_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
+    """One loaded encoder per model name in this process: its weights are read-only, so every runtime shares it."""
+    return Embedder(name)
 
 
 class Embedder:

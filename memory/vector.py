@@ -24,7 +24,7 @@ from council.core.episode import Episode, MemoryKind, Recollection
 from council.core.errors import DefinitionError, StorageError, one_line
 from council.core.settings import MemorySettings
 from council.core.text import sentences
-from memory.embedder import Embedder
+from memory.embedder import Embedder, shared_embedder
 
 if TYPE_CHECKING:
     from council.store.episodes import EpisodeLog
@@ -136,7 +136,7 @@ class VectorMemory:
     def embedder(self) -> Embedder:
         """The embedding model, loaded on first use."""
         if self._embedder is None:
-            self._embedder = Embedder(self.settings.embedder)
+            self._embedder = shared_embedder(self.settings.embedder)
         return self._embedder
 
     def _open(self, name: str | None = None) -> Any:  # noqa: ANN401 - chromadb.Collection

@@ -39,13 +39,13 @@ def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | No
     Everything that can be refused (missing extra, no new pairs, a dataset the gate cannot score, a bad dev set,
     a parent without its weights) is refused before training starts.
     """
-    require_train_extra()
     settings, persona = rt.settings.train, rt.persona
     backends = rt.backends or BackendPool(rt.settings)
     versions = PersonaVersions(rt.db, rt.settings.personas_dir)
     base = backends.get(persona.model)
     if not isinstance(base, LocalModel):
         raise ModelError(f"training needs a llama.cpp persona model, not {base.model_id}", "give the persona a GGUF")
+    require_train_extra()  # after the cheap refusals: importing the training stack takes seconds
     gguf = base.path
     home = rt.settings.personas_dir / persona.name
     with exclusive(home / "train.lock", "another `council train`", "wait for it to finish"):

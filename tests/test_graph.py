@@ -163,12 +163,12 @@ def test_a_node_runs_on_its_own_and_names_its_route(fake_setup):
 
     rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
     fake.enqueue("One sentence here. And more")
-    command = draft(initial_state("ep-n", "Hi."), Runtime(context=rt))
+    command = draft(initial_state("ep-n", "Hi."), runtime=Runtime(context=rt))
     assert command.goto == "council"
     assert command.update["pending"]["text"] == "One sentence here."
     spent = initial_state("ep-n", "Hi.") | {"tokens_used": rt.settings.generation.max_tokens}
-    assert draft(spent, Runtime(context=rt)).goto == "let_go"  # no budget left: close, don't draft
+    assert draft(spent, runtime=Runtime(context=rt)).goto == "let_go"  # no budget left: close, don't draft
     fake.enqueue("Goodbye.")
-    closed = let_go(spent | {"answer": "Partial.", "closing": "budget"}, Runtime(context=rt))
+    closed = let_go(spent | {"answer": "Partial.", "closing": "budget"}, runtime=Runtime(context=rt))
     assert (closed.goto, closed.update["status"]) == ("log", "budget")
     assert closed.update["answer"].startswith("Partial.\n\n")

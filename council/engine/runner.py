@@ -26,7 +26,7 @@ from council.engine.voting import Council
 from council.store.database import Database
 from council.store.episodes import EpisodeLog
 from council.store.versions import BASE, PersonaVersion, PersonaVersions
-from memory.embedder import DEFAULT_EMBEDDER, Embedder
+from memory.embedder import DEFAULT_EMBEDDER, shared_embedder
 from memory.vector import VectorMemory
 
 logger = logging.getLogger(__name__)
@@ -52,13 +52,12 @@ def build_runtime(
     backend = backends.get(persona.model) if version is None else persona_backend(backends, persona, version)
     members = library.members(pool)
     judged = [a for a in members if a.judge is not None]
-    reader = Reader(Embedder(DEFAULT_EMBEDDER)) if judged else None
+    reader = Reader(shared_embedder(DEFAULT_EMBEDDER)) if judged else None
     judges = {a.name: load_judge(library, a, reader.encoder) for a in judged if reader is not None}
     council = Council(pool, members, persona, backends, judges, reader)
     writer = PersonaWriter(persona, backend, ReflectionPolicy(settings.reflection), settings.generation, council.note)
-    shared = reader.embedder if reader is not None and settings.memory.embedder == DEFAULT_EMBEDDER else None
     try:
-        memory = VectorMemory(settings.memory, settings.chroma_dir, shared)
+        memory = VectorMemory(settings.memory, settings.chroma_dir)
     except StorageError as exc:
         if settings.memory.recall:
             raise
