@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import json
 import math
+import threading
+from collections import OrderedDict
 from importlib import metadata
 from pathlib import Path
 
@@ -56,6 +58,9 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return sign * (1.0 - poly * np.exp(-x * x))
 
 
+CACHED = 20_000  # texts whose vectors an embedder keeps (about 30 MB at 384 dimensions)
+
+
 @functools.cache
 def shared_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
     """One loaded encoder per model name in this process: its weights are read-only, so every runtime shares it."""
@@ -78,6 +83,8 @@ class Embedder:
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"embedding model at {path} cannot be read ({exc})", "reinstall it") from exc
         self.max_tokens = max_tokens
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
         self._tokenizer.enable_truncation(max_tokens)
         self._tokenizer.enable_padding()
         self._heads = int(config["num_attention_heads"])
@@ -100,8 +107,21 @@ class Embedder:
         return _layer_norm(x, self._p(name + ".weight"), self._p(name + ".bias"), self._eps)
 
     def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Return one unit vector per text, shape ``(len(texts), dim)``, as float32."""
-        return _unit(self.layer_means(texts, batch_size)[:, -1])
+        """Return one unit vector per text, shape ``(len(texts), dim)``, as float32.
+
+        The last ``CACHED`` distinct texts are remembered: a request embedded to recall is not encoded again
+        when its episode is remembered, nor a memory when it is rebuilt.
+        """
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        vectors = _unit(self.layer_means(missing, batch_size)[:, -1]) if missing else np.zeros((0, self.dim))
+        with self._lock:
+            for text, vector in zip(missing, vectors, strict=True):
+                self._cache[text] = vector
+            rows = [self._cache[t] for t in texts]
+            while len(self._cache) > CACHED:
+                self._cache.popitem(last=False)
+        return np.stack(rows) if rows else np.zeros((0, self.dim), dtype=np.float32)
 
     def layer_means(self, texts: list[str], batch_size: int = 32, max_tokens: int | None = None) -> np.ndarray:
         """Mean-pooled hidden states of every layer (embeddings first), shape ``(len(texts), layers + 1, dim)``.

@@ -60,6 +60,7 @@ def test_a_run_without_recall_needs_no_memory(council_home, capsys):
         (b"GGUF" + b"\0" * 64, "could not load"),
     ],
 )
+@pytest.mark.integration  # llama.cpp itself reads the file
 def test_missing_or_corrupt_model_file_names_the_file(council_home, tmp_path, capsys, content, expected):
     model = tmp_path / "model.gguf"
     if content is not None:

@@ -72,6 +72,7 @@ def test_a_user_archetype_is_fitted_on_its_own_file_and_then_votes_from_it(counc
     assert fitted.content_hash() != guard.content_hash()  # the weights are part of the archetype's hash
 
 
+@pytest.mark.integration  # fits twice: slow
 def test_fitting_twice_gives_the_same_bytes(council_home, reader, tmp_path):
     _letgo_file(council_home)
     write_yaml(council_home, "archetypes", "guard", GUARD)

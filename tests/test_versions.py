@@ -134,6 +134,7 @@ def test_the_persona_commands_list_use_and_roll_back(store):
     assert "now runs v1" in runner.invoke(app, ["persona", "rollback"]).stdout
 
 
+@pytest.mark.integration  # loads the real GGUF
 def test_a_version_needs_its_own_base_model_and_a_loadable_adapter(store):
     from pathlib import Path
 
