@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from archetypes.backends import Chat, Message
-from archetypes.backends.llama import LlamaBackend
 from archetypes.backends.modelfiles import resolve_gguf
 from archetypes.library import Library
 from council.engine import prompts
@@ -23,6 +22,8 @@ PROMPT = "My friend keeps cancelling plans at the last minute. How do I tell the
 
 @pytest.fixture(scope="module")
 def llama():
+    from archetypes.backends.llama import LlamaBackend  # imported here: the fast lane never loads llama.cpp
+
     return LlamaBackend(resolve_gguf("smollm2-135m", Path("/nonexistent")))
 
 

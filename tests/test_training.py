@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from archetypes.backends import Message
-from archetypes.backends.llama import LlamaBackend
 from archetypes.backends.modelfiles import file_hash, resolve_gguf
 from council.core.settings import TrainSettings, load_settings
 from council.engine.runner import build_runtime
@@ -26,6 +25,8 @@ from sleep.train import read_pairs, split, train_adapter
 
 if TYPE_CHECKING:
     import torch
+
+    from archetypes.backends.llama import LlamaBackend
 
 pytestmark = pytest.mark.integration  # the training stack is imported by the tests, so the fast lane never loads it
 
@@ -96,6 +97,8 @@ def base_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def llama() -> LlamaBackend:
+    from archetypes.backends.llama import LlamaBackend
+
     return LlamaBackend(GGUF)
 
 
