@@ -35,10 +35,10 @@ class ReflectionSettings(BaseModel):
     marker: str = Field("<|reflect|>", min_length=1, description="stop-reflect marker the persona may emit")
     min_segment_tokens: int = Field(12, ge=1, description="no logical boundary before this many tokens")
     max_segment_tokens: int = Field(80, ge=2, description="force a reflection point after this many tokens")
-    sentences: bool = True
-    paragraphs: bool = True
-    list_items: bool = True
-    code_blocks: bool = True
+    sentences: bool = Field(True, description="a sentence's end is a reflection point")
+    paragraphs: bool = Field(True, description="a paragraph's end is a reflection point")
+    list_items: bool = Field(True, description="a list item's end is a reflection point")
+    code_blocks: bool = Field(True, description="a closed code block is a reflection point")
 
 
 class GenerationSettings(BaseModel):
@@ -47,7 +47,7 @@ class GenerationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_tokens: int = Field(200, ge=1, description="token budget of one answer")
-    temperature: float = Field(0.7, ge=0)
+    temperature: float = Field(0.7, ge=0, description="sampling temperature of the persona")
     seed: int = Field(0, ge=0, lt=2**32, description="sampling seed (NumPy takes 0 to 2**32 - 1)")
     comment_tokens: int = Field(40, ge=1, description="length of an archetype's comment on a revise")
     closing_tokens: int = Field(60, ge=1, description="length of the graceful closing on let go")
@@ -58,7 +58,7 @@ class ModelSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_ctx: int = Field(2048, ge=256)
+    n_ctx: int = Field(2048, ge=256, description="context window of every llama.cpp model, in tokens")
     n_threads: int | None = Field(None, ge=1, description="defaults to every core")
 
 
@@ -75,7 +75,7 @@ class MemorySettings(BaseModel):
     budget_tokens: int = Field(160, ge=16, description="token budget of the recall digest")
     embedder: str = Field("all-minilm-l6-v2", description="packaged embedding model, or a model directory")
     url: str | None = Field(None, description="Chroma server URL (http://host:port); default embedded under home")
-    collection: str = Field("council_memory", min_length=3)
+    collection: str = Field("council_memory", min_length=3, description="Chroma collection that holds the memory")
 
 
 class SleepSettings(BaseModel):
@@ -104,9 +104,11 @@ class TrainSettings(BaseModel):
     beta: float = Field(0.1, gt=0, description="DPO's beta: how far the policy may move from its reference")
     lora_r: int = Field(8, ge=1, description="LoRA rank")
     lora_alpha: float = Field(16, gt=0, description="LoRA alpha (scale alpha / r)")
-    target_modules: list[LoraTarget] = Field(["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1)
-    learning_rate: float = Field(5e-4, gt=0)
-    epochs: float = Field(2, gt=0)
+    target_modules: list[LoraTarget] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj"], min_length=1, description="layers LoRA adapts (llama.cpp loads these)"
+    )
+    learning_rate: float = Field(5e-4, gt=0, description="optimiser learning rate")
+    epochs: float = Field(2, gt=0, description="passes over the training pairs")
     batch_size: int = Field(4, ge=1, description="pairs per optimiser step")
     max_length: int = Field(512, ge=32, description="tokens per prompt + completion; longer rows are truncated")
     holdout: float = Field(0.2, ge=0, lt=1, description="share of pairs kept out of training for the gate")
@@ -130,10 +132,13 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="COUNCIL_", env_nested_delimiter="__", extra="forbid")
 
-    home: Path = Field(default_factory=default_home)
+    home: Path = Field(
+        default_factory=default_home,
+        description="all state (database, memory, datasets); default the platform data dir",
+    )
     database_url: str | None = Field(None, description="any SQLAlchemy URL; default SQLite under home")
-    persona: str = "default"
-    pool: str = "default"
+    persona: str = Field("default", description="the persona that writes")
+    pool: str = Field("default", description="the pool (council) that votes")
     reflection: ReflectionSettings = ReflectionSettings()
     generation: GenerationSettings = GenerationSettings()
     models: ModelSettings = ModelSettings()
