@@ -615,7 +615,7 @@ def train_command(
 def _train(rt: CouncilRuntime, dataset: Path, *, quiet_if_nothing_new: bool) -> dict[str, Any]:
     """Train and gate a persona version; after a night with nothing new, ``sleep --train`` just says so."""
     from council.core.errors import NothingToTrainError
-    from sleep.wake import train_version
+    from sleep.train_version import train_version
 
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("Training", total=None)

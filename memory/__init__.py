@@ -1,1 +1,1 @@
-"""Memory: the episode log (the source of truth), the task queue and versions beside it, and vector memory."""
+"""Memory: what the persona remembers: the vector memory of past episodes, its embedder and the recall digest."""
