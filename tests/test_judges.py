@@ -53,6 +53,7 @@ judge:
 """
 
 
+@pytest.mark.integration  # fits a judge: seconds of training
 def test_a_user_archetype_is_fitted_on_its_own_file_and_then_votes_from_it(council_home, reader):
     _letgo_file(council_home)
     write_yaml(council_home, "archetypes", "guard", GUARD)

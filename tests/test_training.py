@@ -177,7 +177,7 @@ def test_short_dpo_run_moves_the_margin_the_preferred_way_in_llama_cpp(base_dir,
     data = split(read_pairs(write_dataset(tmp_path / "data")), set(), settings)
     assert data.heldout and len(data.train) + len(data.heldout) == len(QUESTIONS)
     figures = train_adapter(base_dir, None, data, settings, tmp_path / "run", tmp_path / "v1")
-    assert figures["steps"] > 0 and figures["device"] == "cpu"
+    assert figures.steps > 0 and figures.device == "cpu"
     assert (tmp_path / "v1" / "peft" / "adapter_model.safetensors").is_file()
     before = pair_margins(llama, data.heldout)
     after = pair_margins(llama.with_adapter(tmp_path / "v1" / "adapter.gguf"), data.heldout)
