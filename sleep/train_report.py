@@ -48,7 +48,11 @@ def write_report(version: PersonaVersion, training: TrainingFigures, gate: GateR
     versions = gate.versions()
     verdict = "promoted" if version.promoted else "kept, not promoted: " + version.reason
     fields = ["heldout_accuracy", "heldout_margin", "kl_from_base", "approval", "marker_rate", "dev_agreement"]
-    rows = [[v.version, *[v.model_dump()[f] for f in fields], v.dev_pairs] for v in versions]
+    rows = [
+        [v.version, v.heldout_accuracy, v.heldout_margin, v.kl_from_base, v.approval, v.marker_rate, v.dev_agreement]
+        + [v.dev_pairs]
+        for v in versions
+    ]
     t = training
     body = (
         f"<p>Persona <b>{html.escape(version.persona)}</b>, version <b>{version.id}</b> (from {version.parent}): "

@@ -1,5 +1,6 @@
 """Persona versions, the training split, the gate's rules and the adapter's tensor mapping, without a model."""
 
+import csv
 import json
 from datetime import datetime, timezone
 
@@ -82,6 +83,12 @@ def test_training_and_gate_figures_round_trip_typed_through_the_store(store):
     assert back.training == training and back.gate == gate
     assert back.gate.candidate.approval == 0.75 and back.training.resumed_from == "checkpoint-2"
     assert store.get("default", "v1").model_dump(mode="json")["training"]["run_key"] == "k1"
+    from sleep.train_report import write_report
+
+    page = write_report(back, training, gate, store.personas_dir / "default" / "v1" / "report")
+    rows = list(csv.DictReader((page.parent / "results.csv").open()))
+    assert [r["version"] for r in rows] == [BASE, "v1"] and rows[1]["approval"] == "0.75"
+    assert "6 new and 2 replayed pairs" in page.read_text() and "4 steps" in page.read_text()
 
 
 def test_what_the_persona_has_learnt_is_the_pairs_of_the_version_in_use_and_its_ancestors(store):
