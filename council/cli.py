@@ -29,6 +29,7 @@ from council.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from council.engine.runtime import CouncilRuntime
+    from council.store.episodes import EpisodeLog
     from sleep.night import SleepSummary
 
 app = typer.Typer(
@@ -64,6 +65,13 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of te
 
 def _settings(**overrides: Any) -> Settings:  # noqa: ANN401 - any setting's value
     return load_settings(**overrides)
+
+
+def _episode_log(settings: Settings) -> EpisodeLog:
+    from council.store.database import Database
+    from council.store.episodes import EpisodeLog
+
+    return EpisodeLog(Database(settings.db_url))
 
 
 def _dump(data: object) -> None:
@@ -208,10 +216,8 @@ def logs_list(
 ) -> None:
     """List logged episodes, newest first."""
     from council.render import episodes_table
-    from council.store.database import Database
-    from council.store.episodes import EpisodeLog
 
-    episodes = EpisodeLog(Database(_settings().db_url)).list(limit=limit, pool=pool)
+    episodes = _episode_log(_settings()).list(limit=limit, pool=pool)
     if as_json:
         return _dump([e.model_dump(mode="json") for e in episodes])
     out.print(episodes_table(episodes))
@@ -221,20 +227,16 @@ def logs_list(
 def logs_show(episode_id: str, as_json: JsonFlag = False) -> None:
     """Show one episode (any unique id prefix) with every reflection point and vote."""
     from council.render import print_episode
-    from council.store.database import Database
-    from council.store.episodes import EpisodeLog
 
-    episode = EpisodeLog(Database(_settings().db_url)).get(episode_id)
+    episode = _episode_log(_settings()).get(episode_id)
     _dump(episode.model_dump(mode="json")) if as_json else print_episode(out, episode)
 
 
 def _memory() -> tuple[Any, Any]:
-    from council.store.database import Database
-    from council.store.episodes import EpisodeLog
     from memory.vector import VectorMemory
 
     settings = _settings()
-    return VectorMemory(settings.memory, settings.chroma_dir), EpisodeLog(Database(settings.db_url))
+    return VectorMemory(settings.memory, settings.chroma_dir), _episode_log(settings)
 
 
 @memory_app.command("search")
@@ -279,12 +281,10 @@ def memory_rebuild(as_json: JsonFlag = False) -> None:
 
     The log is read in full first; a damaged embedded store is moved aside (never deleted) and built anew.
     """
-    from council.store.database import Database
-    from council.store.episodes import EpisodeLog
     from memory.vector import open_or_set_aside, remembered
 
     settings = _settings()
-    episodes = remembered(EpisodeLog(Database(settings.db_url)))
+    episodes = remembered(_episode_log(settings))
     memory, aside = open_or_set_aside(settings.memory, settings.chroma_dir)
     with err.status("Embedding episodes…"):
         items = memory.rebuild(episodes)
@@ -358,7 +358,7 @@ def _evaluate(task: str, file: Path, pool: str | None, limit: int | None, report
     with Progress(console=err, transient=True) as bar:
         job = bar.add_task(f"Judging {file.name}", total=limit)
         step = lambda n: bar.advance(job, n)  # noqa: E731
-        result: Evaluation
+        result: Evaluation[Any]
         if task == "letgo":
             result = evaluate_letgo(rt, file, limit=limit, progress=step)
         else:
@@ -474,8 +474,6 @@ def experiment_run(
     """Run the persona with each pool over the same prompts and seeds, and compare how the pools behave."""
     from council.evaluation import experiment
     from council.evaluation.report import experiment_report
-    from council.store.database import Database
-    from council.store.episodes import EpisodeLog
 
     names = [p.strip() for p in pools.split(",") if p.strip()]
     settings = _settings(generation={"max_tokens": max_tokens} if max_tokens else None)
@@ -485,9 +483,7 @@ def experiment_run(
     with Progress(console=err, transient=True) as bar:
         job = bar.add_task("Running episodes", total=len(names) * len(texts) * seeds)
         records = experiment.run(settings, names, texts, seeds, out_dir, progress=lambda n: bar.advance(job, n))
-    figures = experiment.summarize(
-        EpisodeLog(Database(settings.db_url)), records, labels=experiment.load_labels(prompts)
-    )
+    figures = experiment.summarize(_episode_log(settings), records, labels=experiment.load_labels(prompts))
     meta = {"pools": names, "prompts": len(texts), "seeds": seeds, "prompt_file": str(prompts)}
     page = experiment_report(figures, meta, out_dir)
     if as_json:
@@ -820,11 +816,9 @@ def ask(
     """Queue PROMPT in the inbox; a running `council serve` answers it while idle."""
     import time
 
-    from council.store.database import Database
-    from council.store.episodes import EpisodeLog
     from council.store.tasks import TaskQueue
 
-    log = EpisodeLog(Database(_settings().db_url))
+    log = _episode_log(_settings())
     queue = TaskQueue(log.db)
     task = queue.put(prompt, "inbox")
     if not wait:

@@ -106,12 +106,15 @@ class Embedder:
     def _norm(self, x: np.ndarray, name: str) -> np.ndarray:
         return _layer_norm(x, self._p(name + ".weight"), self._p(name + ".bias"), self._eps)
 
-    def embed(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    def embed(self, texts: list[str], batch_size: int = 32, *, cache: bool = True) -> np.ndarray:
         """Return one unit vector per text, shape ``(len(texts), dim)``, as float32.
 
         The last ``CACHED`` distinct texts are remembered: a request embedded to recall is not encoded again
-        when its episode is remembered, nor a memory when it is rebuilt.
+        when its episode is remembered, nor a memory when it is rebuilt. ``cache=False`` always encodes
+        (benchmarks timing the encoder).
         """
+        if not cache:
+            return _unit(self.layer_means(texts, batch_size)[:, -1])
         with self._lock:
             missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         vectors = _unit(self.layer_means(missing, batch_size)[:, -1]) if missing else np.zeros((0, self.dim))

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from council.engine.runner import run_episode
-from council.evaluation.evaluate import Evaluation, evaluate
+from council.evaluation.evaluate import JudgeEvaluation, evaluate
 from council.evaluation.experiment import pool_figures
 from council.evaluation.report import eval_report
 
@@ -57,7 +57,7 @@ def test_ethics_figures_match_the_scripted_judges(fake_setup, tmp_path):
     assert html.count("<img") == 3 and "council − best archetype" in html
     stored = json.loads((tmp_path / "report" / "results.json").read_text())
     assert stored["council"]["accuracy"] == pytest.approx(5 / 6, abs=1e-3) and len(stored["_items"]["ids"]) == 6
-    back = Evaluation.model_validate(stored)  # the stored JSON round-trips through the typed result
+    back = JudgeEvaluation.model_validate(stored)  # the stored JSON round-trips through the typed result
     assert json.dumps(back.stored()) == json.dumps(evaluation.stored()) and back.items.ids == list("abcdef")
 
 

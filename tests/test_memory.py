@@ -336,3 +336,11 @@ def test_rebuild_starts_from_nothing_when_the_store_is_damaged_and_keeps_the_dam
     assert aside.parent == settings.chroma_dir.parent and (aside / "chroma.sqlite3").read_bytes().startswith(b"not a")
     SharedSystemClient.clear_system_cache()
     assert {i.split(":")[0] for i in open_memory(embedder).ids()} == {"ep0000", "ep0001"}
+
+
+def test_remembered_vectors_are_the_encoder_s_own_in_the_caller_s_order(embedder):
+    texts = ["the sky is blue at noon", "water the tomatoes twice a week", "the sky is blue at noon"]
+    fresh = embedder.embed(texts, cache=False)
+    first, again = embedder.embed(texts), embedder.embed(texts[::-1])
+    assert np.allclose(first, fresh, atol=1e-5) and np.allclose(again, fresh[::-1], atol=1e-5)
+    assert not np.allclose(first[0], first[1], atol=1e-2) and embedder.embed([]).shape == (0, embedder.dim)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -106,8 +106,11 @@ class Items(BaseModel):
     probs: dict[str, list[float]]
 
 
-class Evaluation(BaseModel):
-    """One `council eval ethics|pairs` run; ``results.json`` holds it (items under ``_items``)."""
+Figures = TypeVar("Figures", JudgeFigures, LetGoFigures)
+
+
+class Evaluation(BaseModel, Generic[Figures]):
+    """One `council eval` run; ``results.json`` holds it (items under ``_items``)."""
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -118,14 +121,14 @@ class Evaluation(BaseModel):
     rule: str
     majority_baseline: float
     majority_baseline_ci95: CI | None = None
-    council: JudgeFigures
-    archetypes: dict[str, JudgeFigures]
-    persona: JudgeFigures
+    council: Figures
+    archetypes: dict[str, Figures]
+    persona: Figures
     panel: Panel
     position_bias: dict[str, float] | None = None  # pairs only
     items: Items = Field(alias="_items")
 
-    def judges(self) -> dict[str, JudgeFigures]:
+    def judges(self) -> dict[str, Figures]:
         """Council, persona, then each archetype."""
         return {"council": self.council, "persona": self.persona, **self.archetypes}
 
@@ -138,17 +141,13 @@ class Evaluation(BaseModel):
         return self.model_dump(by_alias=True, exclude_unset=True)
 
 
-class LetGoEvaluation(Evaluation):
+class LetGoEvaluation(Evaluation[LetGoFigures]):
     """One `council eval letgo` run."""
 
     should_let_go: int
-    council: LetGoFigures  # type: ignore[assignment]
-    archetypes: dict[str, LetGoFigures]  # type: ignore[assignment]
-    persona: LetGoFigures  # type: ignore[assignment]
 
-    def judges(self) -> dict[str, LetGoFigures]:  # type: ignore[override]
-        """Council, persona, then each archetype."""
-        return {"council": self.council, "persona": self.persona, **self.archetypes}
+
+JudgeEvaluation = Evaluation[JudgeFigures]  # `council eval ethics|pairs`
 
 
 def load_rows(path: Path, task: Task, limit: int | None = None) -> list[Any]:
@@ -218,7 +217,7 @@ def evaluate(
     limit: int | None = None,
     resamples: int = 1000,
     progress: Callable[[int], None] = lambda _: None,
-) -> Evaluation:
+) -> JudgeEvaluation:
     """Judge every row with every judge, then compute metrics, CIs and the panel comparison."""
     rows = load_rows(path, task, limit)
     judges = Judges(rt)
@@ -248,7 +247,7 @@ def evaluate(
     baseline = m.with_ci(m.majority_baseline, y, y, resamples)
     figures = {n: _judge_metrics(y, p, pairs, resamples) for n, p in {COUNCIL: council, **members}.items()}
     bias = {n: round(float(np.mean(v)) - 0.5, 4) for n, v in slot_a.items()}
-    return Evaluation(
+    return JudgeEvaluation(
         task=task,
         file=str(path),
         rows=len(rows),

@@ -120,7 +120,7 @@ def write_page(out_dir: Path, title: str, body: str, results: dict[str, Any], cs
     return page
 
 
-def eval_report(result: Evaluation, out_dir: Path) -> Path:
+def eval_report(result: Evaluation[Any], out_dir: Path) -> Path:
     """The page for one `council eval` run."""
     judges = {n: f.model_dump(exclude_unset=True) for n, f in result.judges().items()}
     names = list(judges)
