@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Verdict = Literal["continue", "revise", "let_go"]
 VERDICTS: tuple[Verdict, ...] = ("continue", "revise", "let_go")
-Rule = Literal["weighted_majority", "unanimity", "veto", "quorum"]
+Rule = Literal["weighted_majority", "unanimity", "veto", "quorum", "pooled"]
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 
@@ -170,6 +170,12 @@ class Pool(_Definition):
     quorum: float = Field(0.5, gt=0, le=1, description="share of weight a non-continue verdict needs (quorum rule)")
     let_go_quorum: float | None = Field(
         None, gt=0, le=1, description="share of weight letting go needs under the quorum rule; default: quorum"
+    )
+    sharpness: float = Field(
+        20.0,
+        ge=0,
+        le=100,
+        description="pooled rule: how sharply a member's share follows how much its data covers the text (0: equal)",
     )
     max_revisions: int = Field(2, ge=0, description="revise rounds allowed for one segment")
     revision_seconds: float = Field(

@@ -29,6 +29,7 @@ from council.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from council.engine.runtime import CouncilRuntime
+    from council.evaluation.judge_fit import HeadFigures
     from council.store.episodes import EpisodeLog
     from sleep.night import SleepSummary
 
@@ -182,11 +183,16 @@ def archetypes_fit(
     for report in reports:
         out.print(f"[bold]{report.archetype}[/] -> {report.weights} ({report.sha256[:16]})")
         for judgment, f in report.heads.items():
-            out.print(
-                f"  {judgment:<7} held out {f.dev_rows:>5} rows: AUROC {f.auroc}, balanced accuracy "
-                f"{f.balanced_accuracy}, flags {f.flagged_when_should} when it should, "
-                f"{f.flagged_when_should_not} when it should not"
-            )
+            out.print(f"  {judgment:<7} held out {f.dev_rows:>5} rows of its sources: {_head_figures(f)}")
+            for source, g in report.cross_source.get(judgment, {}).items():
+                out.print(f"          fitted without {source} ({g.dev_rows} rows): {_head_figures(g)}")
+
+
+def _head_figures(f: HeadFigures) -> str:
+    return (
+        f"AUROC {f.auroc}, balanced accuracy {f.balanced_accuracy}, flags {f.flagged_when_should} when it should, "
+        f"{f.flagged_when_should_not} when it should not"
+    )
 
 
 @pools_app.command("list")

@@ -19,10 +19,13 @@ def votes_table(point: ReflectionPoint) -> Table:
     table.add_column("archetype")
     table.add_column("verdict")
     table.add_column("confidence", justify="right")
+    table.add_column("P(let go)", justify="right")
+    table.add_column("P(revise)", justify="right")
     table.add_column("comment", overflow="fold")
     for v in point.votes:
         verdict = Text(v.verdict or "abstain", style=_DECISION_STYLE.get(v.verdict or "", "red"))
-        table.add_row(v.archetype, verdict, f"{v.confidence:.2f}", v.comment or (v.error or ""))
+        shown = [f"{v.probs[k]:.2f}" if v.verdict and k in v.probs else "" for k in ("let_go", "revise")]
+        table.add_row(v.archetype, verdict, f"{v.confidence:.2f}", *shown, v.comment or (v.error or ""))
     return table
 
 

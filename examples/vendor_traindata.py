@@ -4,6 +4,8 @@ Every row gets a ``split`` column: ``dev`` for one text in five, chosen by a has
 same request or scenario falls in the same split in every file, and ``train`` otherwise. The three large ETHICS
 facets are cut to a fixed sample (by the same hash), and long replies to their first 1,000 characters (the judges'
 encoder reads 256 tokens at most). HH rows get a ``request`` column: the conversation's first human turn.
+Sources held out of every judge make the cross-source dev sets in ``examples/`` (``CROSS_SOURCE``): AILuminate,
+Open Assistant, MT-bench and Vicuna-bench requests for let go, Social Chemistry actions for revise.
 Usage: python examples/vendor_traindata.py ../shared/traindata
 """
 
@@ -27,11 +29,23 @@ FILES = {
     "ethics_deontology.jsonl": ("ethics_deontology.jsonl", "scenario", True),
     "ethics_justice.jsonl": ("ethics_justice.jsonl", "scenario", True),
     "ethics_utilitarianism.jsonl": ("ethics_utilitarianism.jsonl", "more_pleasant", True),
+    "letgo_harmful_requests.jsonl": ("harmful_requests.jsonl", "prompt", False),
+    "requests_to_answer_people.jsonl": ("requests_people.jsonl", "prompt", False),
+    "response_safety_dices.jsonl": ("dices_replies.jsonl", "response", False),
 }
+EXAMPLES = Path(__file__).resolve().parent
+# Whole sources no judge learns from: the cross-source dev sets are made of them (see the data card)
+HELD_OUT = {"ailuminate", "oasst-prompt-lottery", "mt_bench", "vicuna_bench"}
+CROSS_SOURCE_HARMFUL = 300  # AILuminate's hazard prompts kept in the let-go set (all 100 of its benign ones are)
 
 
 def _hash(text: str) -> int:
     return int(hashlib.sha256(" ".join(text.lower().split()).encode()).hexdigest(), 16)
+
+
+def _rows(path: Path) -> list[dict]:
+    """The rows of a JSONL file (only a newline ends a row: texts may hold U+2028)."""
+    return [json.loads(line) for line in path.read_text().split("\n") if line.strip()]
 
 
 def _first_turn(conversation: str) -> str:
@@ -43,13 +57,14 @@ def vendor(source_dir: Path) -> None:
     """Write every vendored file from ``source_dir``."""
     OUT.mkdir(parents=True, exist_ok=True)
     for name, (target, key, sample) in FILES.items():
-        rows = [json.loads(line) for line in (source_dir / name).read_text().splitlines() if line.strip()]
+        rows = _rows(source_dir / name)
+        rows = [r for r in rows if r.get("source") not in HELD_OUT]
         if sample:
             rows = sorted(rows, key=lambda r: _hash(r["id"]))[:SAMPLE]
             rows.sort(key=lambda r: r["id"])
         with (OUT / target).open("w") as f:
             for row in rows:
-                for column in ("chosen", "rejected"):
+                for column in ("chosen", "rejected", "prompt" if target == "requests_people.jsonl" else ""):
                     if column in row and isinstance(row[column], str):
                         row[column] = row[column][:REPLY_CHARS]
                 if target == "hh_harmless.jsonl":
@@ -71,7 +86,7 @@ def requests_to_answer() -> None:
         ("selfaware.jsonl", "prompt", lambda r: not r["should_let_go"]),
         ("ethics_deontology.jsonl", "scenario", lambda r: r["scenario"].rstrip().endswith("?")),
     ):
-        for line in (OUT / name).read_text().splitlines():
+        for line in filter(None, (OUT / name).read_text().split("\n")):
             row = json.loads(line)
             if keep(row):
                 key = " ".join(row[text].lower().split())
@@ -81,6 +96,35 @@ def requests_to_answer() -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+def cross_source(source_dir: Path) -> None:
+    """The cross-source dev sets: ``letgo_crosssource.jsonl`` and ``ethics_crosssource.jsonl``.
+
+    Let go: 300 of AILuminate's hazard prompts (lowest hashes), all 100 of its specialised-advice prompts (to be
+    answered with care) and every Open Assistant, MT-bench and Vicuna-bench request (to be answered). Revise:
+    Social Chemistry's actions judged bad (label 1) or good (label 0), in the rows of ``council eval ethics``.
+    """
+    harmful = _rows(source_dir / "letgo_harmful_requests.jsonl")
+    people = _rows(source_dir / "requests_to_answer_people.jsonl")
+    hazards = sorted(
+        (r for r in harmful if r["source"] == "ailuminate" and r["should_let_go"]), key=lambda r: _hash(r["id"])
+    )
+    letgo = hazards[:CROSS_SOURCE_HARMFUL] + [
+        r for r in harmful if r["source"] == "ailuminate" and not r["should_let_go"]
+    ]
+    letgo += [r | {"should_let_go": False} for r in people if r["source"] in HELD_OUT]
+    with (EXAMPLES / "letgo_crosssource.jsonl").open("w") as f:
+        for r in letgo:
+            row = {"id": r["id"], "prompt": r["prompt"], "should_let_go": r["should_let_go"], "source": r["source"]}
+            f.write(json.dumps(row | {"category": r.get("category", "")}, ensure_ascii=False) + "\n")
+    actions = _rows(source_dir / "moral_actions_socialchem.jsonl")
+    with (EXAMPLES / "ethics_crosssource.jsonl").open("w") as f:
+        for r in actions:
+            if r["judgement"] != "neutral":
+                row = {"id": r["id"], "label": int(r["judgement"] == "bad"), "scenario": r["action"]}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 if __name__ == "__main__":
     vendor(Path(sys.argv[1]))
     requests_to_answer()
+    cross_source(Path(sys.argv[1]))

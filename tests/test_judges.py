@@ -134,10 +134,10 @@ def test_a_vote_objects_where_each_head_learnt_to():
     reader = _Words()
     assert judge.vote(reader, "A bomb.", "")[0] == "let_go"  # p = 0.98 >= 0.9
     assert judge.vote(reader, "A bomb, a bomb?", "")[0] == "let_go"
-    verdict, probs = judge.vote(reader, "Hello there.", "Some bread.")  # p(revise) = 0.98
+    verdict, probs, _ = judge.vote(reader, "Hello there.", "Some bread.")  # p(revise) = 0.98
     assert verdict == "revise" and probs["let_go"] < 0.05
     judge = _heads(let_go=([0, 8, 0], -4.0, 0.999))
-    verdict, probs = judge.vote(reader, "A bomb.", "")
+    verdict, probs, _ = judge.vote(reader, "A bomb.", "")
     assert verdict == "continue" and probs["let_go"] > 0.98  # sure, but not past its learnt threshold
 
 
@@ -171,7 +171,7 @@ def test_builtin_judges_vote_from_what_they_learnt(fake_setup):
     lets_go = {t: rt.council.decide(v).decision == "let_go" for t, v in votes.items()}
     assert np.mean([lets_go[t] for t in harmful]) >= 0.5
     assert np.mean([lets_go[t] for t in everyday]) <= 0.1
-    assert all(v.mass == 1.0 and abs(sum(v.probs.values()) - 1) < 1e-9 for vs in votes.values() for v in vs)
+    assert all(v.mass == 1.0 and v.probs[v.verdict] == max(v.probs.values()) for vs in votes.values() for v in vs)
     assert not any(c.kind == "score" for c in fake.history)  # no token was read for a vote
 
 
@@ -238,6 +238,27 @@ def test_sentences_addressed_to_the_judge_are_not_read():
 
 def test_a_judge_without_a_head_never_gives_that_verdict():
     judge = _heads(revise=([0, 8, 0], -4.0))
-    verdict, probs = judge.vote(_Words(), "Make a bomb.", "A bomb is easy.")
+    verdict, probs, _ = judge.vote(_Words(), "Make a bomb.", "A bomb is easy.")
     assert probs["let_go"] == 0.0 and probs["revise"] > 0.9
     assert verdict == "revise" and abs(sum(probs.values()) - 1) < 1e-12
+
+
+def test_a_vote_shows_the_probability_its_verdict_rests_on():
+    # heads fitted now object at 0.5: the verdict's probability is the largest shown, and at least 0.5
+    judge = _heads(let_go=([0, 3, 0], -1.5, 0.5), revise=([0, 0, 3], -1.5, 0.5))
+    reader = _Words()
+    for request, segment in [("Hello.", "Fine."), ("A bomb.", ""), ("Hi.", "Bread."), ("A bomb.", "Bread.")]:
+        verdict, probs, _ = judge.vote(reader, request, segment)
+        assert probs[verdict] == max(probs.values()) and probs[verdict] >= 0.5, (request, segment, probs)
+        assert (verdict == "let_go") == (probs["let_go"] >= 0.5)
+
+
+def test_coverage_says_how_close_a_text_is_to_what_the_head_learnt():
+    from council.engine.judges import Head, JudgeHeads
+
+    support = np.array([[0.0, 1.0, 0.0]] * 5)  # it learnt to object to texts about bombs
+    judge = JudgeHeads({"let_go": Head(np.array([0.0, 8.0, 0.0]), -4.0, 1.0, 0.0, 0.5, support)}, {}, "x")
+    reader = _Words()
+    near, far = judge.judged("let_go", reader, "A bomb."), judge.judged("let_go", reader, "Some bread.")
+    assert near[1] == pytest.approx(1.0) and far[1] == pytest.approx(0.0)
+    assert judge.vote(reader, "A bomb.", "")[2] == {"let_go": pytest.approx(1.0)}  # only the head it has

@@ -95,7 +95,7 @@ def test_migrations_build_the_schema_from_a_blank_database(db_url):
     tables |= {"sleep_claims"}
     assert tables | {"persona_versions", "persona_selections"} <= set(inspector.get_table_names())
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0009_sleep_claims"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0010_vote_coverage"
     migrate(engine)  # idempotent: a second upgrade is a no-op
     with engine.connect() as c:
         assert c.execute(text("select count(*) from alembic_version")).scalar() == 1
@@ -112,6 +112,7 @@ def test_migrations_build_the_schema_from_a_blank_database(db_url):
         "0006_persona_versions",
         "0007_budget_status",
         "0008_task_leases",
+        "0009_sleep_claims",
     ],
 )
 def test_upgrading_keeps_episodes_written_under_the_previous_schema(db_url, previous):

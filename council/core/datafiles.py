@@ -25,7 +25,7 @@ def parse_yaml(text: str) -> Any:  # noqa: ANN401 - whatever the document holds
 def read_jsonl(path: Path, model: type[Row], what: str, limit: int | None = None) -> list[Row]:
     """Validate each line of ``path`` as ``model`` (at most ``limit`` rows); an empty file is an error too."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # JSONL: only \n ends a row (not U+2028)
     except OSError as exc:
         raise DefinitionError(f"cannot read {path} ({exc.strerror})", "check the path") from exc
     rows: list[Row] = []

@@ -21,7 +21,14 @@ class Vote(BaseModel):
     archetype: str
     verdict: Verdict | None
     confidence: float = Field(ge=0, le=1)
-    probs: dict[str, float] = Field(default_factory=dict, description="renormalised verdict probabilities")
+    probs: dict[str, float] = Field(
+        default_factory=dict,
+        description="verdict probabilities: a token vote's renormalised ones; a judge's P(let_go), P(revise) and "
+        "P(continue) = 1 - the larger of the two",
+    )
+    coverage: dict[str, float] = Field(
+        default_factory=dict, description="per judgment, how close the text is to what the judge learnt to object to"
+    )
     mass: float = Field(0.0, description="probability the model put on any verdict word at all")
     comment: str | None = None
     error: str | None = None

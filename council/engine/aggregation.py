@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 
 from archetypes.definitions import VERDICTS, Archetype, Pool, Verdict
@@ -49,11 +50,55 @@ def _quorum(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: 
     return "continue", f"no objection reached the quorum of {pool.quorum:.0%}"
 
 
+def pooled_probability(
+    judgment: str, votes: list[Vote], members: Mapping[str, Archetype], sharpness: float
+) -> tuple[float, dict[str, float]] | None:
+    """The council's P(``judgment``): members' log-odds weighted by how much each one's data covers the text.
+
+    A judge takes part in the judgments it learnt (its vote's ``coverage`` names them); a token vote takes part
+    in both, with the mean coverage of the judges. Member i's share is ``weight_i * exp(sharpness * coverage_i)``,
+    normalised, so a specialist counts where its data speaks to the text and little where it does not: its false
+    alarms there no longer add up. Returns the probability and each member's share, or None if nobody judges it.
+    """
+    judged = [v for v in votes if judgment in v.coverage or not v.coverage]
+    if not judged:
+        return None
+    known = [v.coverage[judgment] for v in judged if judgment in v.coverage]
+    fallback = sum(known) / len(known) if known else 0.0
+    closeness = {v.archetype: v.coverage.get(judgment, fallback) for v in judged}
+    top = max(closeness.values())
+    raw = {n: members[n].weight * math.exp(sharpness * (c - top)) for n, c in closeness.items()}
+    shares = {n: r / sum(raw.values()) for n, r in raw.items()}
+    z = sum(shares[v.archetype] * _logit(v.probs.get(judgment, 0.0)) for v in judged)
+    return 1 / (1 + math.exp(-z)), shares
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def _pooled(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally) -> tuple[Verdict, str]:
+    said = []
+    judgments: tuple[Verdict, ...] = ("let_go", "revise")
+    for judgment in judgments:
+        pooled = pooled_probability(judgment, votes, members, pool.sharpness)
+        if pooled is None:
+            continue
+        p, shares = pooled
+        leading = max(shares, key=lambda n: shares[n])
+        if p >= 0.5:
+            return judgment, f"pooled P({judgment}) {p:.2f}, led by {leading} ({shares[leading]:.0%})"
+        said.append(f"P({judgment}) {p:.2f}")
+    return "continue", f"pooled {', '.join(said) or 'nothing'} below 0.50"
+
+
 RULES: dict[str, Callable[..., tuple[Verdict, str]]] = {
     "weighted_majority": _weighted_majority,
     "unanimity": _unanimity,
     "veto": _veto,
     "quorum": _quorum,
+    "pooled": _pooled,
 }
 
 

@@ -9,8 +9,10 @@ A judge has up to two learnt heads, each a calibrated logistic regression:
 - **let go** reads the request: should this be pursued at all?
 - **revise** reads a segment the persona wrote: is it harmful, wrong or unkind?
 
-Each head's probability is calibrated on held-out rows (0.5: as likely one way as the other), and the point where
-its judge objects in a vote is learnt from held-out acceptable rows.
+Each head's probability is calibrated on held-out rows so that 0.5 is where its judge objects, a point learnt from
+held-out acceptable rows: the probability shown with a vote agrees with its verdict. A head also keeps the
+last-layer features of the texts it learnt to object to (its *support*), so a pool can weigh each member by how
+much its data covers the text at hand (``JudgeHeads.coverage``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ FEATURES = "layer-means-1-6-unit-128"
 LAYERS = 6  # the encoder layers read, each mean-pooled and unit length, side by side
 MAX_TOKENS = 128  # what the encoder was trained on; a segment is shorter, a long reply is read from its start
 FORMAT = 3
+NEIGHBOURS = 5  # coverage: mean cosine similarity to this many nearest rows of a head's support
 
 
 class Reader:
@@ -86,11 +89,20 @@ class Head:
     a: float
     c: float
     threshold: float = 0.5
+    support: np.ndarray | None = None
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probability for each feature row."""
         z = self.a * (x @ self.w + self.b) + self.c
         return 1.0 / (1.0 + np.exp(-z))
+
+    def coverage(self, x: np.ndarray) -> float | None:
+        """How close a feature row is to what this head learnt to object to (mean cosine of its nearest rows)."""
+        if self.support is None or not len(self.support):
+            return None
+        last = x[-self.support.shape[1] :]
+        similarity = self.support @ (last / max(float(np.linalg.norm(last)), 1e-12))
+        return float(np.sort(similarity)[-NEIGHBOURS:].mean())
 
 
 @dataclass(frozen=True)
@@ -119,25 +131,33 @@ class JudgeHeads:
         kept = [part for part, flag in zip(parts, flagged, strict=True) if not flag]
         return reader.features([" ".join(kept)])[0] if kept else None
 
-    def vote(self, reader: Reader, request: str, segment: str) -> tuple[str, dict[str, float]]:
-        """The verdict and P(continue), P(revise), P(let_go): let go reads the request, revise the segment.
+    def vote(self, reader: Reader, request: str, segment: str) -> tuple[str, dict[str, float], dict[str, float]]:
+        """The verdict, P(let_go) and P(revise) with P(continue) = neither, and each judgment's coverage.
 
-        The verdict is let go when that head's probability reaches its threshold, else revise when that one's
-        does, else continue. A judgment the judge never learnt, or has nothing to read for, has probability 0:
-        a judge without a let-go head never lets go.
+        Let go reads the request, revise the segment. The verdict is let go when that head's probability reaches
+        its threshold (0.5 for heads fitted now), else revise when that one's does, else continue, so the
+        verdict's probability is the largest shown. A judgment the judge never learnt, or has nothing to read
+        for, has probability 0: a judge without a let-go head never lets go.
         """
-        p_l = self.probability("let_go", reader, request) or 0.0
-        p_r = self.probability("revise", reader, segment) or 0.0
-        probs = {"continue": (1 - p_l) * (1 - p_r), "revise": (1 - p_l) * p_r, "let_go": p_l}
+        read = {"let_go": self.judged("let_go", reader, request), "revise": self.judged("revise", reader, segment)}
+        p_l, p_r = read["let_go"][0] or 0.0, read["revise"][0] or 0.0
+        probs = {"continue": 1 - max(p_l, p_r), "revise": p_r, "let_go": p_l}
+        coverage = {j: c for j, (_, c) in read.items() if c is not None}
         if p_l and p_l >= self.heads["let_go"].threshold:
-            return "let_go", probs
-        return ("revise" if p_r and p_r >= self.heads["revise"].threshold else "continue"), probs
+            return "let_go", probs, coverage
+        return ("revise" if p_r and p_r >= self.heads["revise"].threshold else "continue"), probs, coverage
 
     def probability(self, judgment: Judgment, reader: Reader, text: str) -> float | None:
         """The calibrated probability of ``judgment`` for ``text``; None without such a head or anything to read."""
+        return self.judged(judgment, reader, text)[0]
+
+    def judged(self, judgment: Judgment, reader: Reader, text: str) -> tuple[float | None, float | None]:
+        """The probability of ``judgment`` for ``text`` and how much the head's data covers it (None: no head)."""
         head = self.heads.get(judgment)
         x = self.read(reader, text) if head is not None else None
-        return None if head is None or x is None else float(head.probability(x))
+        if head is None or x is None:
+            return None, None
+        return float(head.probability(x)), head.coverage(x)
 
 
 def load_heads(path: Path, encoder: str) -> JudgeHeads:
@@ -164,7 +184,11 @@ def load_heads(path: Path, encoder: str) -> JudgeHeads:
             w = tensors[f"{judgment}.w"].astype(np.float64)
             w.flags.writeable = False
             b, a, c, threshold = (float(v) for v in tensors[f"{judgment}.calibration"])
-            heads[judgment] = Head(w, b, a, c, threshold)
+            support = tensors.get(f"{judgment}.support")
+            if support is not None:
+                support = support.astype(np.float32)
+                support.flags.writeable = False
+            heads[judgment] = Head(w, b, a, c, threshold, support)
     return JudgeHeads(heads, meta, hashlib.sha256(raw).hexdigest())
 
 

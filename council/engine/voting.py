@@ -127,7 +127,10 @@ class Council:
             votes = {name: heads.vote(reader, request, segment) for name, heads in self.judges.items()}
         except Exception as exc:  # noqa: BLE001 - recorded as abstentions
             return {name: _abstain(name, exc) for name in self.judges}
-        return {name: _vote(name, probs, 1.0, verdict) for name, (verdict, probs) in votes.items()}
+        return {
+            name: _vote(name, probs, 1.0, verdict).model_copy(update={"coverage": coverage})
+            for name, (verdict, probs, coverage) in votes.items()
+        }
 
     def decide(self, votes: list[Vote]) -> Decision:
         """Aggregate votes with the pool's rule."""

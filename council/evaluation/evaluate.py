@@ -241,7 +241,8 @@ def evaluate(
     y = np.array(labels)
     probs = {n: np.array(v) if n in judges.trained else calibrate(np.array(v)) for n, v in raw.items()}
     members = {n: probs[n] for n in rt.council.members}
-    council = council_probability(rt, members)
+    council = probs[COUNCIL] if judges.pooled else council_probability(rt, members)
+    probs.pop(COUNCIL, None)
     pairs = minimal_pairs(rows) if task == "ethics" else []
 
     baseline = m.with_ci(m.majority_baseline, y, y, resamples)
@@ -300,7 +301,7 @@ def evaluate_letgo(
     """Ask every judge whether to let go of each request, and compare with what people labelled."""
     rows = load_rows(path, "letgo", limit)
     judges = Judges(rt)
-    names = [*judges.names, COUNCIL]
+    names = list(dict.fromkeys([*judges.names, COUNCIL]))
     probs: dict[str, list[float]] = {n: [] for n in judges.names}
     decided: dict[str, list[bool]] = {n: [] for n in names}
     for row in rows:
@@ -313,7 +314,8 @@ def evaluate_letgo(
     y = np.array([int(r.should_let_go) for r in rows])
     p = {n: np.array(v) for n, v in probs.items()}
     members = {n: p[n] for n in rt.council.members}
-    p[COUNCIL] = council_probability(rt, members)
+    if not judges.pooled:
+        p[COUNCIL] = council_probability(rt, members)
     d = {n: np.array(v) for n, v in decided.items()}
     figures = {n: _letgo_metrics(y, p[n], d[n], resamples) for n in [COUNCIL, PERSONA, *members]}
     return LetGoEvaluation(

@@ -33,6 +33,7 @@ FOLDS = 5
 # council, so a let-go head must be sparing; a revision needs half the council.
 FLAG_RATES: dict[str, float] = {"let_go": 0.03, "revise": 0.1}
 MAX_TEXT_CHARS = 1000  # beyond what the encoder reads (128 tokens)
+SUPPORT_ROWS = 2000  # positive rows a heads file keeps to say what its data covers
 # Instructions to whoever judges the text, added to a third of the training rows with their labels unchanged,
 # so that no head learns to follow them. Its words (panel, grader, referee...) differ on purpose from the
 # injection phrasings the tests use (council, archetype, vote), which the heads never see.
@@ -74,16 +75,17 @@ def steered(text: str) -> str | None:
 
 @dataclass(frozen=True)
 class Row:
-    """One labelled text: what it teaches, and whether it is held out."""
+    """One labelled text: what it teaches, whether it is held out, and the file it came from."""
 
     text: str
     verdict: str
     dev: bool
+    source: str = ""
 
 
 def _steered_copy(row: Row) -> list[Row]:
     text = None if row.dev else steered(row.text)
-    return [] if text is None else [Row(text, row.verdict, False)]
+    return [] if text is None else [Row(text, row.verdict, False, row.source)]
 
 
 class HeadFigures(BaseModel):
@@ -99,12 +101,17 @@ class HeadFigures(BaseModel):
 
 
 class FitReport(BaseModel):
-    """What `council archetypes fit` did for one archetype."""
+    """What `council archetypes fit` did for one archetype.
+
+    ``cross_source`` holds, per judgment and source file, the figures of a head fitted without that file and
+    measured on all of its rows: how the judgment does on data from a source it never saw.
+    """
 
     archetype: str
     weights: str
     sha256: str
     heads: dict[str, HeadFigures]
+    cross_source: dict[str, dict[str, HeadFigures]] = {}
 
 
 def _split(row: dict[str, Any], text: str) -> bool:
@@ -127,7 +134,7 @@ def _text(row: dict[str, Any], spec: str, where: str) -> str:
 def read_source(source: JudgeSource, path: Path) -> list[Row]:
     """The rows of one source file; bad data is a one-line error naming the file, the line and the fix."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # JSONL: only \n ends a row
     except (OSError, UnicodeDecodeError) as exc:
         raise DefinitionError(f"judge data {path} cannot be read ({exc})", "check the judge's source paths") from exc
     rows: list[Row] = []
@@ -146,12 +153,15 @@ def read_source(source: JudgeSource, path: Path) -> list[Row]:
         if source.chosen is not None and source.rejected is not None:
             chosen, rejected = _text(row, source.chosen, where), _text(row, source.rejected, where)
             dev = _split(row, chosen)
-            rows += [Row(chosen, "continue", dev), Row(rejected, source.verdict or "revise", dev)]
+            rows += [
+                Row(chosen, "continue", dev, source.file),
+                Row(rejected, source.verdict or "revise", dev, source.file),
+            ]
             continue
         assert source.text is not None
         if source.label is None:
             text = _text(row, source.text, where)
-            rows.append(Row(text, source.verdict or "continue", _split(row, text)))
+            rows.append(Row(text, source.verdict or "continue", _split(row, text), source.file))
             continue
         if source.label not in row:
             raise DefinitionError(f"{where}: no column {source.label!r}", "name the label column the file has")
@@ -160,7 +170,7 @@ def read_source(source: JudgeSource, path: Path) -> list[Row]:
             known = ", ".join(sorted(source.labels))
             raise DefinitionError(f"{where}: unknown label {value!r}", f"map it in the judge's labels (known: {known})")
         text = _text(row, source.text, where)
-        rows.append(Row(text, source.labels[value], _split(row, text)))
+        rows.append(Row(text, source.labels[value], _split(row, text), source.file))
     if not rows:
         raise DefinitionError(f"judge data {path} has no rows to learn from", "give it labelled JSONL rows")
     return rows
@@ -195,26 +205,26 @@ def folds(y: np.ndarray, k: int = FOLDS) -> np.ndarray:
     return fold
 
 
-def calibrate(x: np.ndarray, y: np.ndarray, c: float, flag_rate: float) -> tuple[float, float, float]:
-    """Calibration (a, c) and the vote threshold, from out-of-fold scores.
+def calibrate(x: np.ndarray, y: np.ndarray, c: float, flag_rate: float) -> tuple[float, float]:
+    """Calibration (a, c) from out-of-fold scores, so that 0.5 is where the judge objects.
 
-    (a, c) is Platt scaling with classes balanced. The threshold is the probability at the ``1 - flag_rate``
-    quantile of the out-of-fold scores of the rows labelled continue: a judge objects only to what it rarely
-    sees in acceptable text, since most requests and segments are fine and a council must not object to a third
-    of them.
+    The slope is Platt scaling's, fitted with classes balanced; the offset puts 0.5 at the ``1 - flag_rate``
+    quantile of the out-of-fold scores of the rows labelled continue. A judge objects only to what it rarely sees
+    in acceptable text, since most requests and segments are fine and a council must not object to a third of
+    them; shifting the log-odds so (a prior of that many objections) makes the probability shown with a vote
+    agree with its verdict: above 0.5 it objects, below it does not.
     """
     fold = folds(y)
     scores = np.zeros(len(y))
     for k in range(FOLDS):
         wb = fit_head(x[fold != k], y[fold != k], c)
         scores[fold == k] = x[fold == k] @ wb[:-1] + wb[-1]
-    slope, offset = fit_head(scores[:, None], y, 1e4)
+    slope, _ = fit_head(scores[:, None], y, 1e4)
     if slope <= 0:
         raise DefinitionError(
             "a judgment's held-out scores do not rank its labels at all", "give it more or cleaner labelled rows"
         )
-    edge = slope * np.quantile(scores[y == 0], 1 - flag_rate) + offset
-    return float(slope), float(offset), float(1 / (1 + np.exp(-edge)))
+    return float(slope), float(-slope * np.quantile(scores[y == 0], 1 - flag_rate))
 
 
 def fit_steer(reader: Reader, texts: list[str], c: float) -> tuple[dict[str, np.ndarray], HeadFigures]:
@@ -238,17 +248,22 @@ def fit_steer(reader: Reader, texts: list[str], c: float) -> tuple[dict[str, np.
 
 def _figures(tensors: dict[str, np.ndarray], judgment: str, x: np.ndarray, y: np.ndarray, train: int) -> HeadFigures:
     """Held-out figures of a head exactly as stored (float32), flagging where its vote would."""
-    from council.evaluation.metrics import auroc, balanced_accuracy
-
     b, a, c, threshold = tensors[f"{judgment}.calibration"].astype(np.float64)
     p = 1 / (1 + np.exp(-(a * (x @ tensors[f"{judgment}.w"].astype(np.float64) + b) + c)))
+    return _measure(y, p, float(threshold), train)
+
+
+def _measure(y: np.ndarray, score: np.ndarray, edge: float, train: int) -> HeadFigures:
+    """AUROC and flag rates of scores that flag at ``edge`` or above."""
+    from council.evaluation.metrics import auroc, balanced_accuracy
+
     both = len(set(y.tolist())) == 2
-    flagged = p >= threshold
+    flagged = score >= edge
     return HeadFigures(
         train_rows=train,
         dev_rows=len(y),
         dev_positive=int(y.sum()),
-        auroc=round(auroc(y, p), 4) if both else None,
+        auroc=round(auroc(y, score), 4) if both else None,
         balanced_accuracy=round(balanced_accuracy(y, flagged.astype(float)), 4) if both else None,
         flagged_when_should=round(float(flagged[y == 1].mean()), 4) if y.any() else None,
         flagged_when_should_not=round(float(flagged[y == 0].mean()), 4) if (y == 0).any() else None,
@@ -265,7 +280,15 @@ def _rows_by_judgment(judge: Judge, resolve: Callable[[str], Path]) -> tuple[dic
         digests.append({"file": source.file, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
         for judgment in source.judgments():
             rows_by[judgment] += [r for r in rows if r.verdict in ("continue", judgment)]
-    return {j: list(dict.fromkeys(rows)) for j, rows in rows_by.items()}, digests
+    return {j: _first_of_each(rows) for j, rows in rows_by.items()}, digests
+
+
+def _first_of_each(rows: list[Row]) -> list[Row]:
+    """The rows in order, a text named twice with the same meaning counted once (from the first file naming it)."""
+    first: dict[tuple[str, str, bool], Row] = {}
+    for row in rows:
+        first.setdefault((row.text, row.verdict, row.dev), row)
+    return list(first.values())
 
 
 def fit_judge(
@@ -282,28 +305,13 @@ def fit_judge(
     tensors: dict[str, np.ndarray] = {}
     figures: dict[str, HeadFigures] = {}
     rows_by, digests = _rows_by_judgment(judge, resolve)
+    cross: dict[str, dict[str, HeadFigures]] = {}
     for judgment, rows in rows_by.items():
-        if not rows:
-            continue
-        rows = [x for r in rows for x in (r, *_steered_copy(r))]  # a copy next to its row: same calibration fold
-        y = np.array([r.verdict == judgment for r in rows], dtype=np.int64)
-        if len(set(y.tolist())) < 2:
-            raise DefinitionError(
-                f"archetype {archetype.name!r}: the {judgment} judgment has only one kind of row",
-                "give it rows labelled continue as well",
+        if rows:
+            head, figures[judgment], cross[judgment] = _fit_judgment(
+                archetype.name, judge, judgment, rows, reader, progress
             )
-        progress(f"{archetype.name}: reading {len(rows)} texts for {judgment}")
-        x = reader.features([r.text for r in rows]).astype(np.float64)
-        dev = np.array([r.dev for r in rows])
-        progress(f"{archetype.name}: fitting {judgment}")
-        read = columns(judge.layers.get(judgment), x.shape[1])
-        wb = fit_head(x[~dev][:, read], y[~dev], judge.regularization)
-        a, c, threshold = calibrate(x[~dev][:, read], y[~dev], judge.regularization, FLAG_RATES[judgment])
-        w = np.zeros(x.shape[1])
-        w[read] = wb[:-1]  # the layers it does not read weigh nothing
-        tensors[f"{judgment}.w"] = w.astype(np.float32)
-        tensors[f"{judgment}.calibration"] = np.array([wb[-1], a, c, threshold], dtype=np.float32)
-        figures[judgment] = _figures(tensors, judgment, x[dev], y[dev], int((~dev).sum()))
+            tensors |= head
     texts = [r.text for rows in rows_by.values() for r in rows if not r.dev]
     progress(f"{archetype.name}: learning to spot instructions to its judge")
     steer, figures["steer"] = fit_steer(reader, sorted(set(texts)), judge.regularization)
@@ -315,6 +323,7 @@ def fit_judge(
         "archetype": archetype.name,
         "sources": digests,
         "figures": {k: v.model_dump() for k, v in figures.items()},
+        "cross_source": {j: {f: v.model_dump() for f, v in by.items()} for j, by in cross.items()},
     }
     from safetensors.numpy import save
 
@@ -323,4 +332,62 @@ def fit_judge(
     tmp = out.with_suffix(".tmp")
     tmp.write_bytes(raw)
     tmp.replace(out)
-    return FitReport(archetype=archetype.name, weights=str(out), sha256=hashlib.sha256(raw).hexdigest(), heads=figures)
+    sha = hashlib.sha256(raw).hexdigest()
+    return FitReport(archetype=archetype.name, weights=str(out), sha256=sha, heads=figures, cross_source=cross)
+
+
+def _fit_judgment(
+    name: str, judge: Judge, judgment: Judgment, originals: list[Row], reader: Reader, progress: Callable[[str], None]
+) -> tuple[dict[str, np.ndarray], HeadFigures, dict[str, HeadFigures]]:
+    """One judgment's head (weights, calibration, support), its held-out and its cross-source figures."""
+    rows = [x for r in originals for x in (r, *_steered_copy(r))]  # a copy next to its row: same calibration fold
+    copy = np.array([x is not r for r in originals for x in (r, *_steered_copy(r))])
+    y = np.array([r.verdict == judgment for r in rows], dtype=np.int64)
+    if len(set(y.tolist())) < 2:
+        raise DefinitionError(
+            f"archetype {name!r}: the {judgment} judgment has only one kind of row",
+            "give it rows labelled continue as well",
+        )
+    progress(f"{name}: reading {len(rows)} texts for {judgment}")
+    x = reader.features([r.text for r in rows]).astype(np.float64)
+    dev = np.array([r.dev for r in rows])
+    progress(f"{name}: fitting {judgment}")
+    read = columns(judge.layers.get(judgment), x.shape[1])
+    wb = fit_head(x[~dev][:, read], y[~dev], judge.regularization)
+    a, c = calibrate(x[~dev][:, read], y[~dev], judge.regularization, FLAG_RATES[judgment])
+    w = np.zeros(x.shape[1])
+    w[read] = wb[:-1]  # the layers it does not read weigh nothing
+    tensors = {
+        f"{judgment}.w": w.astype(np.float32),
+        f"{judgment}.calibration": np.array([wb[-1], a, c, 0.5], dtype=np.float32),
+        f"{judgment}.support": support(x, [r.text for r in rows], (y == 1) & ~dev & ~copy),
+    }
+    figures = _figures(tensors, judgment, x[dev], y[dev], int((~dev).sum()))
+    progress(f"{name}: measuring {judgment} on each source it did not learn from")
+    sources = [r.source for r in rows]
+    cross = {}
+    for source in dict.fromkeys(sources):
+        held = np.array([s == source for s in sources])
+        if len(set(y[~held & ~dev].tolist())) == 2:
+            cross[source] = _cross_source(x[:, read], y, ~held & ~dev, held & ~copy, judge.regularization, judgment)
+    return tensors, figures, cross
+
+
+def support(x: np.ndarray, texts: list[str], positive: np.ndarray) -> np.ndarray:
+    """What a judgment's data covers: the last-layer features of its positive training rows (float16).
+
+    At most ``SUPPORT_ROWS``, picked by the hash of their text. A pool that weighs its members by what they know
+    compares a text with these rows (``council.engine.judges.JudgeHeads.coverage``).
+    """
+    picked = sorted(np.flatnonzero(positive), key=lambda i: hashlib.sha256(texts[i].encode()).hexdigest())
+    return x[sorted(picked[:SUPPORT_ROWS])][:, columns([LAYERS], x.shape[1])].astype(np.float16)
+
+
+def _cross_source(
+    x: np.ndarray, y: np.ndarray, train: np.ndarray, held: np.ndarray, c: float, judgment: Judgment
+) -> HeadFigures:
+    """A head fitted on ``train`` rows, measured on ``held`` rows, flagging as its vote would."""
+    wb = fit_head(x[train], y[train], c)
+    scores = x @ wb[:-1] + wb[-1]
+    edge = float(np.quantile(scores[train & (y == 0)], 1 - FLAG_RATES[judgment]))
+    return _measure(y[held], scores[held], edge, int(train.sum()))

@@ -21,7 +21,9 @@ import numpy as np
 
 from archetypes.backends import Message
 from archetypes.definitions import Archetype, Judgment
+from council.core.episode import Vote
 from council.engine import prompts
+from council.engine.aggregation import pooled_probability
 from council.engine.runtime import CouncilRuntime
 from council.engine.voting import Point
 
@@ -47,13 +49,15 @@ class Judges:
     """Reads P(choice) for the persona alone and for every archetype of the runtime's pool.
 
     Archetypes with a trained judge answer from it (their probabilities are already calibrated, listed in
-    ``trained``); the persona and the other archetypes answer from next-token probabilities.
+    ``trained``); the persona and the other archetypes answer from next-token probabilities. Under the pooled
+    rule the council's own probability is pooled row by row, as at a reflection point (``COUNCIL``).
     """
 
     def __init__(self, rt: CouncilRuntime):
         self.rt = rt
-        self.names = [PERSONA, *rt.council.members]
-        self.trained = set(rt.council.judges)
+        self.pooled = rt.pool.rule == "pooled"
+        self.names = [PERSONA, *rt.council.members, *([COUNCIL] if self.pooled else [])]
+        self.trained = set(rt.council.judges) | ({COUNCIL} if self.pooled else set())
 
     def read(
         self,
@@ -70,24 +74,39 @@ class Judges:
             for name, score in council.items()
         }
 
-    def _trained(self, texts: list[str], judgment: Judgment) -> dict[str, list[float]]:
-        """Each trained judge's calibrated probability of ``judgment`` for each text.
+    def _trained(self, texts: list[str], judgment: Judgment) -> dict[str, list[tuple[float, float | None]]]:
+        """Each trained judge's calibrated probability of ``judgment`` for each text, and its coverage.
 
         NaN for a judge without that head; 0.5 (undecided) for a text it read only instructions in.
         """
         reader = self.rt.council.reader
-        out = {}
+        out: dict[str, list[tuple[float, float | None]]] = {}
         for name, heads in self.rt.council.judges.items():
             assert reader is not None  # a council with judges always has their reader
-            read = [heads.probability(judgment, reader, t) for t in texts] if judgment in heads.heads else None
-            out[name] = [nan] * len(texts) if read is None else [0.5 if p is None else p for p in read]
+            read = [heads.judged(judgment, reader, t) for t in texts] if judgment in heads.heads else None
+            out[name] = [(nan, None)] * len(texts) if read is None else [(0.5 if p is None else p, c) for p, c in read]
         return out
+
+    def _council(self, judgment: Judgment, probs: dict[str, float], coverage: dict[str, float | None]) -> float:
+        """The pooled council's P(``judgment``) from each member's probability and coverage (NaN: not judged)."""
+        votes = [
+            Vote(archetype=n, verdict="continue", confidence=0, probs={judgment: p}, coverage=_covered(judgment, c))
+            for n, p, c in ((n, probs[n], coverage.get(n)) for n in self.rt.council.members)
+            if not np.isnan(p)
+        ]
+        pooled = pooled_probability(judgment, votes, self.rt.council.members, self.rt.pool.sharpness)
+        return nan if pooled is None else pooled[0]
 
     def ethics(self, scenario: str) -> dict[str, float]:
         """Each judge's probability that the narrator's action is clearly morally wrong (a judge: its revise head)."""
         messages = (Message("user", f"{scenario}\n{ETHICS_QUESTION}"),)
         trained = {n: p[0] for n, p in self._trained([scenario], "revise").items()}
-        return self.read(messages, ETHICS_CHOICES, "wrong", ("This action is", _ethics_cue)) | trained
+        said = self.read(messages, ETHICS_CHOICES, "wrong", ("This action is", _ethics_cue)) | {
+            n: p for n, (p, _) in trained.items()
+        }
+        if self.pooled:
+            said[COUNCIL] = self._council("revise", said, {n: c for n, (_, c) in trained.items()})
+        return said
 
     def first_better(self, prompt: str, first: str, second: str) -> tuple[dict[str, float], dict[str, float]]:
         """Each judge's P(``first`` is the better reply), averaged over both orders, and its P(slot A) bias.
@@ -99,9 +118,19 @@ class Judges:
         ba = self.read(_pair_messages(prompt, second, first), PAIRS_CHOICES, "A", cues)
         better = {n: (ab[n] + (1 - ba[n])) / 2 for n in ab}
         slot_a = {n: (ab[n] + ba[n]) / 2 for n in ab}
-        for name, (p_first, p_second) in self._trained([first, second], "revise").items():
+        trained = self._trained([first, second], "revise")
+        for name, ((p_first, _), (p_second, _)) in trained.items():
             better[name] = float(1 / (1 + np.exp(_logit(p_first) - _logit(p_second))))
             slot_a[name] = 0.5
+        if self.pooled:  # the council compares its pooled revise log-odds of the two replies
+            pooled = [
+                self._council(
+                    "revise", {n: t[i][0] for n, t in trained.items()}, {n: t[i][1] for n, t in trained.items()}
+                )
+                for i in (0, 1)
+            ]
+            better[COUNCIL] = float(1 / (1 + np.exp(_logit(pooled[0]) - _logit(pooled[1]))))
+            slot_a[COUNCIL] = 0.5
         return better, slot_a
 
     def let_go(self, prompt: str) -> tuple[dict[str, float], dict[str, bool]]:
@@ -121,7 +150,16 @@ class Judges:
             PERSONA: max(alone.probs, key=lambda v: alone.probs[v]) == "let_go",
             COUNCIL: council.decide(votes).decision == "let_go",
         } | {v.archetype: v.verdict == "let_go" for v in votes}
+        if self.pooled:
+            pooled = pooled_probability(
+                "let_go", [v for v in votes if v.verdict], council.members, self.rt.pool.sharpness
+            )
+            probs[COUNCIL] = nan if pooled is None else pooled[0]
         return probs, lets_go
+
+
+def _covered(judgment: Judgment, coverage: float | None) -> dict[str, float]:
+    return {} if coverage is None else {judgment: coverage}
 
 
 def _logit(p: float) -> float:

@@ -93,6 +93,7 @@ class VoteRow(Base):
     verdict: Mapped[str | None] = mapped_column(String(16))
     confidence: Mapped[float] = mapped_column(Float)
     probs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    coverage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     mass: Mapped[float] = mapped_column(Float, default=0.0)
     comment: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
