@@ -172,7 +172,7 @@ class Pool(_Definition):
         None, gt=0, le=1, description="share of weight letting go needs under the quorum rule; default: quorum"
     )
     sharpness: float = Field(
-        20.0,
+        10.0,
         ge=0,
         le=100,
         description="pooled rule: how sharply a member's share follows how much its data covers the text (0: equal)",

@@ -1,6 +1,6 @@
 import pytest
 
-from archetypes.definitions import Archetype, Pool
+from archetypes.definitions import Archetype, Judge, JudgeSource, Pool
 from council.core.episode import Vote
 from council.engine.aggregation import aggregate
 
@@ -88,6 +88,10 @@ def test_abstentions_carry_no_weight_and_are_recorded():
     assert (d.decision, d.support, d.abstained) == ("continue", 0.0, list(MEMBERS))
 
 
+JUDGE = Judge(sources=[JudgeSource(file="x.jsonl", text="t", label="l", labels={"1": "let_go", "0": "continue"})])
+JUDGED = {n: a.model_copy(update={"judge": JUDGE}) for n, a in MEMBERS.items() if n != "c"} | {"c": MEMBERS["c"]}
+
+
 def judged(name, let_go, revise, coverage):
     """A judge's vote as the council makes it: P(let go), P(revise) and how much its data covers the text."""
     verdict = "let_go" if let_go >= 0.5 else "revise" if revise >= 0.5 else "continue"
@@ -101,26 +105,26 @@ def test_pooled_follows_the_member_whose_data_covers_the_text():
         judged("a", 0.9, 0.1, {"let_go": 0.3, "revise": 0.5}),
         judged("b", 0.2, 0.1, {"let_go": 0.8, "revise": 0.5}),
     ]
-    d = aggregate(pool("pooled"), votes, MEMBERS)
+    d = aggregate(pool("pooled"), votes, JUDGED)
     assert d.decision == "continue" and d.dissent == ["a"]
     # the same two votes with the coverages swapped: now the alarm is where its data speaks
     votes = [
         judged("a", 0.9, 0.1, {"let_go": 0.8, "revise": 0.5}),
         judged("b", 0.2, 0.1, {"let_go": 0.3, "revise": 0.5}),
     ]
-    d = aggregate(pool("pooled"), votes, MEMBERS)
+    d = aggregate(pool("pooled"), votes, JUDGED)
     assert d.decision == "let_go" and "led by a" in d.reason
     # with sharpness 0 every member counts by its weight alone: mean log-odds of 0.9 and 0.2 is above 0.5
-    assert aggregate(pool("pooled", sharpness=0), votes, MEMBERS).decision == "let_go"
+    assert aggregate(pool("pooled", sharpness=0), votes, JUDGED).decision == "let_go"
 
 
 def test_pooled_leaves_a_judge_out_of_a_judgment_it_never_learnt():
     # b has no let-go head (no let_go coverage): its P(let go) of 0 cannot cancel a's
     votes = [judged("a", 0.7, 0.1, {"let_go": 0.5, "revise": 0.5}), judged("b", 0.0, 0.1, {"revise": 0.9})]
-    assert aggregate(pool("pooled"), votes, MEMBERS).decision == "let_go"
+    assert aggregate(pool("pooled"), votes, JUDGED).decision == "let_go"
     # revise pools both: b's data covers the text, its 0.1 outweighs a's 0.6
     votes = [judged("a", 0.1, 0.6, {"let_go": 0.5, "revise": 0.3}), judged("b", 0.0, 0.1, {"revise": 0.9})]
-    assert aggregate(pool("pooled"), votes, MEMBERS).decision == "continue"
+    assert aggregate(pool("pooled"), votes, JUDGED).decision == "continue"
 
 
 def test_pooled_counts_token_votes_with_the_judges_mean_coverage():
@@ -128,5 +132,5 @@ def test_pooled_counts_token_votes_with_the_judges_mean_coverage():
         archetype="c", verdict="let_go", confidence=0.9, probs={"continue": 0.05, "revise": 0.05, "let_go": 0.9}
     )
     votes = [judged("a", 0.3, 0.1, {"let_go": 0.6, "revise": 0.6}), token]
-    # c weighs 2.5 against a's 1 at the same coverage: log-odds (2.5 * 2.2 + 1 * -0.85) / 3.5 > 0
-    assert aggregate(pool("pooled"), votes, MEMBERS).decision == "let_go"
+    # c, without a judge, weighs 2.5 against a's 1 at the same coverage: log-odds (2.5 * 2.2 + 1 * -0.85) / 3.5 > 0
+    assert aggregate(pool("pooled"), votes, JUDGED).decision == "let_go"

@@ -8,6 +8,7 @@ from council.engine.runner import run_episode
 from council.evaluation.evaluate import JudgeEvaluation, evaluate
 from council.evaluation.experiment import pool_figures
 from council.evaluation.report import eval_report
+from tests.conftest import write_yaml
 
 WRONG, FINE = {"wrong": 0.9, "okay": 0.1}, {"wrong": 0.1, "okay": 0.9}
 ROWS = [  # rows 10/11 and 20/21 are minimal pairs
@@ -28,8 +29,12 @@ def script_ethics(fake):
         fake.enqueue_scores(persona, right, right, wrong, right if row["id"] in "abc" else wrong)
 
 
-def test_ethics_figures_match_the_scripted_judges(fake_setup, tmp_path):
-    rt, fake = fake_setup()
+MEAN_POOL = "archetypes: [reason, libido, loving_child, empathy]\nrule: quorum\n"  # the council: members' mean
+
+
+def test_ethics_figures_match_the_scripted_judges(fake_setup, council_home, tmp_path):
+    write_yaml(council_home, "pools", "four", MEAN_POOL)
+    rt, fake = fake_setup(pool="four")
     path = tmp_path / "ethics.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     script_ethics(fake)
@@ -61,8 +66,9 @@ def test_ethics_figures_match_the_scripted_judges(fake_setup, tmp_path):
     assert json.dumps(back.stored()) == json.dumps(evaluation.stored()) and back.items.ids == list("abcdef")
 
 
-def test_pairs_are_judged_in_both_orders_and_position_bias_is_reported(fake_setup, tmp_path):
-    rt, fake = fake_setup()
+def test_pairs_are_judged_in_both_orders_and_position_bias_is_reported(fake_setup, council_home, tmp_path):
+    write_yaml(council_home, "pools", "four", MEAN_POOL)
+    rt, fake = fake_setup(pool="four")
     rows = [
         {"id": f"p{i}", "prompt": "Human: hi", "chosen": "Hello!", "rejected": "Go away.", "chosen_first": i % 2 == 0}
         for i in range(4)

@@ -51,12 +51,22 @@ judge:
       label: harm
       labels: {"yes": let_go, "no": continue}
 """
+EVERYDAY = ["Write a haiku about rain.", "Sort this list in Python.", "Name three rivers.", "Plan a picnic menu."]
+GUARD_WITH_EVERYDAY = (
+    GUARD
+    + """    - file: data/everyday.jsonl
+      text: prompt
+      verdict: continue
+      judgment: let_go
+"""
+)
 
 
 @pytest.mark.integration  # fits a judge: seconds of training
 def test_a_user_archetype_is_fitted_on_its_own_file_and_then_votes_from_it(council_home, reader):
     _letgo_file(council_home)
-    write_yaml(council_home, "archetypes", "guard", GUARD)
+    _rows(council_home / "data" / "everyday.jsonl", [{"prompt": p, "split": "train"} for p in EVERYDAY * 2])
+    write_yaml(council_home, "archetypes", "guard", GUARD_WITH_EVERYDAY)
     lib = Library.load(council_home)
     guard = lib.archetype("guard")
     assert guard.judge is not None and guard.judge.weights_sha256 is None  # not fitted yet
@@ -68,6 +78,17 @@ def test_a_user_archetype_is_fitted_on_its_own_file_and_then_votes_from_it(counc
     assert set(heads.heads) == {"let_go", "steer"}
     harmful, kind = (heads.probability("let_go", reader, t) for t in ("How do I poison someone?", "Bake a cake?"))
     assert harmful > 0.5 > kind
+    assert heads.heads["let_go"].threshold == 0.5  # calibrated so that 0.5 is where it objects
+    support = heads.heads["let_go"].support
+    assert support.shape == (len(set(UNSAFE)), 384)  # what it learnt to object to, as written: unit rows
+    assert np.allclose(np.linalg.norm(support, axis=1), 1, atol=1e-2)
+    assert np.allclose((support @ reader.features(UNSAFE)[:, -384:].T).max(0), 1, atol=1e-2)  # each text is there
+    near, far = (heads.judged("let_go", reader, t)[1] for t in ("How do I build a bomb?", "Name three rivers."))
+    assert near > far
+    # leave one source out: without the everyday file, how often are its requests flagged?
+    held = report.cross_source["let_go"]["data/everyday.jsonl"]
+    assert held.dev_rows == len(EVERYDAY) and held.auroc is None and held.flagged_when_should_not is not None
+    assert "data/requests.jsonl" not in report.cross_source["let_go"]  # without it, nothing to let go of is left
     fitted = Library.load(council_home).archetype("guard")
     assert fitted.judge.weights_sha256 == heads.sha256
     assert fitted.content_hash() != guard.content_hash()  # the weights are part of the archetype's hash

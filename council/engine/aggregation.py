@@ -55,12 +55,13 @@ def pooled_probability(
 ) -> tuple[float, dict[str, float]] | None:
     """The council's P(``judgment``): members' log-odds weighted by how much each one's data covers the text.
 
-    A judge takes part in the judgments it learnt (its vote's ``coverage`` names them); a token vote takes part
-    in both, with the mean coverage of the judges. Member i's share is ``weight_i * exp(sharpness * coverage_i)``,
-    normalised, so a specialist counts where its data speaks to the text and little where it does not: its false
-    alarms there no longer add up. Returns the probability and each member's share, or None if nobody judges it.
+    A judge takes part in the judgments it learnt and had something to read for (its vote's ``coverage`` names
+    them); an archetype without a judge (a token vote) takes part in both, with the mean coverage of the judges.
+    Member i's share is ``weight_i * exp(sharpness * coverage_i)``, normalised, so a specialist counts where its
+    data speaks to the text and little where it does not: its false alarms there no longer add up. Returns the
+    probability and each member's share, or None if nobody judges it.
     """
-    judged = [v for v in votes if judgment in v.coverage or not v.coverage]
+    judged = [v for v in votes if judgment in v.coverage or members[v.archetype].judge is None]
     if not judged:
         return None
     known = [v.coverage[judgment] for v in judged if judgment in v.coverage]

@@ -97,7 +97,10 @@ class Head:
         return 1.0 / (1.0 + np.exp(-z))
 
     def coverage(self, x: np.ndarray) -> float | None:
-        """How close a feature row is to what this head learnt to object to (mean cosine of its nearest rows)."""
+        """How close a feature row is to what this head learnt to object to (mean cosine of its nearest rows).
+
+        None for a head fitted before heads kept their support: its vote then records coverage 0 (refit it).
+        """
         if self.support is None or not len(self.support):
             return None
         last = x[-self.support.shape[1] :]
@@ -142,7 +145,7 @@ class JudgeHeads:
         read = {"let_go": self.judged("let_go", reader, request), "revise": self.judged("revise", reader, segment)}
         p_l, p_r = read["let_go"][0] or 0.0, read["revise"][0] or 0.0
         probs = {"continue": 1 - max(p_l, p_r), "revise": p_r, "let_go": p_l}
-        coverage = {j: c for j, (_, c) in read.items() if c is not None}
+        coverage = {j: c or 0.0 for j, (p, c) in read.items() if p is not None}
         if p_l and p_l >= self.heads["let_go"].threshold:
             return "let_go", probs, coverage
         return ("revise" if p_r and p_r >= self.heads["revise"].threshold else "continue"), probs, coverage

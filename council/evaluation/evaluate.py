@@ -92,6 +92,9 @@ class Panel(BaseModel):
     council_minus_best_archetype_ci95: CI
     council_minus_persona: float
     council_minus_persona_ci95: CI
+    best_auroc_archetype: str | None = None
+    council_minus_best_auroc: float | None = None
+    council_minus_best_auroc_ci95: CI | None = None
     measured_council_accuracy: float
     independent_errors_majority_accuracy: float
     error_correlation: dict[str, dict[str, float]]
@@ -183,12 +186,18 @@ def _panel(
     y: np.ndarray,
     p: dict[str, np.ndarray],
     resamples: int,
+    scores: dict[str, np.ndarray] | None = None,
 ) -> Panel:
     """Whether the council beats its best member and the persona alone (paired CIs); how members' errors align.
 
     ``p`` holds each judge's probability of label 1 (or its 0/1 decision); ``p > 0.5`` is what it says.
+    ``scores`` (default ``p``) are the probabilities whose AUROC is compared with the best member's by AUROC.
     """
     members = list(rt.council.members)
+    scores = p if scores is None else scores
+    ranked = [n for n in members if not np.isnan(scores[n]).any()]
+    best_auroc = max(ranked, key=lambda n: m.auroc(y, scores[n])) if ranked else None
+    vs_auroc = m.difference_ci(m.auroc, y, scores[COUNCIL], scores[best_auroc], resamples) if best_auroc else None
     best = max(members, key=lambda n: figures[n].accuracy)
     vs_best = m.difference_ci(m.accuracy, y, p[COUNCIL], p[best], resamples)
     vs_persona = m.difference_ci(m.accuracy, y, p[COUNCIL], p[PERSONA], resamples)
@@ -202,6 +211,9 @@ def _panel(
         council_minus_best_archetype_ci95=vs_best["ci95"],
         council_minus_persona=vs_persona["value"],
         council_minus_persona_ci95=vs_persona["ci95"],
+        best_auroc_archetype=best_auroc,
+        council_minus_best_auroc=vs_auroc["value"] if vs_auroc else None,
+        council_minus_best_auroc_ci95=vs_auroc["ci95"] if vs_auroc else None,
         measured_council_accuracy=figures[COUNCIL].accuracy,
         independent_errors_majority_accuracy=round(independent, 4),
         error_correlation=correlation,
@@ -329,7 +341,7 @@ def evaluate_letgo(
         council=figures[COUNCIL],
         archetypes={n: figures[n] for n in members},
         persona=figures[PERSONA],
-        panel=_panel(rt, figures, y, {n: d[n].astype(float) for n in names}, resamples),
+        panel=_panel(rt, figures, y, {n: d[n].astype(float) for n in names}, resamples, p),
         items=Items(
             ids=[r.id for r in rows], labels=y.tolist(), probs={n: np.round(v, 4).tolist() for n, v in p.items()}
         ),

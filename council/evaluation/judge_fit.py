@@ -75,17 +75,17 @@ def steered(text: str) -> str | None:
 
 @dataclass(frozen=True)
 class Row:
-    """One labelled text: what it teaches, whether it is held out, and the file it came from."""
+    """One labelled text: what it teaches, whether it is held out, and the files it came from."""
 
     text: str
     verdict: str
     dev: bool
-    source: str = ""
+    sources: tuple[str, ...] = ()
 
 
 def _steered_copy(row: Row) -> list[Row]:
     text = None if row.dev else steered(row.text)
-    return [] if text is None else [Row(text, row.verdict, False, row.source)]
+    return [] if text is None else [Row(text, row.verdict, False, row.sources)]
 
 
 class HeadFigures(BaseModel):
@@ -154,14 +154,14 @@ def read_source(source: JudgeSource, path: Path) -> list[Row]:
             chosen, rejected = _text(row, source.chosen, where), _text(row, source.rejected, where)
             dev = _split(row, chosen)
             rows += [
-                Row(chosen, "continue", dev, source.file),
-                Row(rejected, source.verdict or "revise", dev, source.file),
+                Row(chosen, "continue", dev, (source.file,)),
+                Row(rejected, source.verdict or "revise", dev, (source.file,)),
             ]
             continue
         assert source.text is not None
         if source.label is None:
             text = _text(row, source.text, where)
-            rows.append(Row(text, source.verdict or "continue", _split(row, text), source.file))
+            rows.append(Row(text, source.verdict or "continue", _split(row, text), (source.file,)))
             continue
         if source.label not in row:
             raise DefinitionError(f"{where}: no column {source.label!r}", "name the label column the file has")
@@ -170,7 +170,7 @@ def read_source(source: JudgeSource, path: Path) -> list[Row]:
             known = ", ".join(sorted(source.labels))
             raise DefinitionError(f"{where}: unknown label {value!r}", f"map it in the judge's labels (known: {known})")
         text = _text(row, source.text, where)
-        rows.append(Row(text, source.labels[value], _split(row, text), source.file))
+        rows.append(Row(text, source.labels[value], _split(row, text), (source.file,)))
     if not rows:
         raise DefinitionError(f"judge data {path} has no rows to learn from", "give it labelled JSONL rows")
     return rows
@@ -284,10 +284,13 @@ def _rows_by_judgment(judge: Judge, resolve: Callable[[str], Path]) -> tuple[dic
 
 
 def _first_of_each(rows: list[Row]) -> list[Row]:
-    """The rows in order, a text named twice with the same meaning counted once (from the first file naming it)."""
+    """The rows in order, a text named twice with the same meaning counted once, remembering every file naming it."""
     first: dict[tuple[str, str, bool], Row] = {}
     for row in rows:
-        first.setdefault((row.text, row.verdict, row.dev), row)
+        key = (row.text, row.verdict, row.dev)
+        seen = first.setdefault(key, row)
+        if seen is not row:
+            first[key] = Row(seen.text, seen.verdict, seen.dev, seen.sources + row.sources)
     return list(first.values())
 
 
@@ -364,10 +367,9 @@ def _fit_judgment(
     }
     figures = _figures(tensors, judgment, x[dev], y[dev], int((~dev).sum()))
     progress(f"{name}: measuring {judgment} on each source it did not learn from")
-    sources = [r.source for r in rows]
     cross = {}
-    for source in dict.fromkeys(sources):
-        held = np.array([s == source for s in sources])
+    for source in dict.fromkeys(s for r in rows for s in r.sources):
+        held = np.array([source in r.sources for r in rows])  # every row the file names, whoever else does
         if len(set(y[~held & ~dev].tolist())) == 2:
             cross[source] = _cross_source(x[:, read], y, ~held & ~dev, held & ~copy, judge.regularization, judgment)
     return tensors, figures, cross
@@ -380,7 +382,8 @@ def support(x: np.ndarray, texts: list[str], positive: np.ndarray) -> np.ndarray
     compares a text with these rows (``council.engine.judges.JudgeHeads.coverage``).
     """
     picked = sorted(np.flatnonzero(positive), key=lambda i: hashlib.sha256(texts[i].encode()).hexdigest())
-    return x[sorted(picked[:SUPPORT_ROWS])][:, columns([LAYERS], x.shape[1])].astype(np.float16)
+    rows = x[sorted(picked[:SUPPORT_ROWS])][:, columns([LAYERS], x.shape[1])]
+    return np.ascontiguousarray(rows, dtype=np.float16)  # safetensors writes memory order: a Fortran array is garbage
 
 
 def _cross_source(

@@ -88,10 +88,13 @@ class Judges:
         return out
 
     def _council(self, judgment: Judgment, probs: dict[str, float], coverage: dict[str, float | None]) -> float:
-        """The pooled council's P(``judgment``) from each member's probability and coverage (NaN: not judged)."""
+        """The pooled council's P(``judgment``) from each member's probability and coverage (NaN: not judged).
+
+        A member missing from ``probs`` (a token judge of pairs, which reads both replies at once) takes no part.
+        """
         votes = [
             Vote(archetype=n, verdict="continue", confidence=0, probs={judgment: p}, coverage=_covered(judgment, c))
-            for n, p, c in ((n, probs[n], coverage.get(n)) for n in self.rt.council.members)
+            for n, p, c in ((n, probs.get(n, nan), coverage.get(n)) for n in self.rt.council.members)
             if not np.isnan(p)
         ]
         pooled = pooled_probability(judgment, votes, self.rt.council.members, self.rt.pool.sharpness)
