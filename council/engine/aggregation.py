@@ -50,6 +50,9 @@ def _quorum(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: 
     return "continue", f"no objection reached the quorum of {pool.quorum:.0%}"
 
 
+POOLED_EPS = 1e-6  # no member's log-odds count for more than ±13.8 in the pooled sum
+
+
 def pooled_probability(
     judgment: str, votes: list[Vote], members: Mapping[str, Archetype], sharpness: float
 ) -> tuple[float, dict[str, float]] | None:
@@ -70,12 +73,13 @@ def pooled_probability(
     top = max(closeness.values())
     raw = {n: members[n].weight * math.exp(sharpness * (c - top)) for n, c in closeness.items()}
     shares = {n: r / sum(raw.values()) for n, r in raw.items()}
-    z = sum(shares[v.archetype] * _logit(v.probs.get(judgment, 0.0)) for v in judged)
+    z = sum(shares[v.archetype] * logit(v.probs.get(judgment, 0.0), POOLED_EPS) for v in judged)
     return 1 / (1 + math.exp(-z)), shares
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
+def logit(p: float, eps: float = 1e-9) -> float:
+    """Log-odds of ``p``, clipped to [eps, 1 - eps] so a certain 0 or 1 stays finite."""
+    p = min(max(p, eps), 1 - eps)
     return math.log(p / (1 - p))
 
 

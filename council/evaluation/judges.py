@@ -23,7 +23,7 @@ from archetypes.backends import Message
 from archetypes.definitions import Archetype, Judgment
 from council.core.episode import Vote
 from council.engine import prompts
-from council.engine.aggregation import pooled_probability
+from council.engine.aggregation import logit, pooled_probability
 from council.engine.runtime import CouncilRuntime
 from council.engine.voting import Point
 
@@ -123,7 +123,7 @@ class Judges:
         slot_a = {n: (ab[n] + ba[n]) / 2 for n in ab}
         trained = self._trained([first, second], "revise")
         for name, ((p_first, _), (p_second, _)) in trained.items():
-            better[name] = float(1 / (1 + np.exp(_logit(p_first) - _logit(p_second))))
+            better[name] = float(1 / (1 + np.exp(logit(p_first) - logit(p_second))))
             slot_a[name] = 0.5
         if self.pooled:  # the council compares its pooled revise log-odds of the two replies
             pooled = [
@@ -132,7 +132,7 @@ class Judges:
                 )
                 for i in (0, 1)
             ]
-            better[COUNCIL] = float(1 / (1 + np.exp(_logit(pooled[0]) - _logit(pooled[1]))))
+            better[COUNCIL] = float(1 / (1 + np.exp(logit(pooled[0]) - logit(pooled[1]))))
             slot_a[COUNCIL] = 0.5
         return better, slot_a
 
@@ -163,11 +163,6 @@ class Judges:
 
 def _covered(judgment: Judgment, coverage: float | None) -> dict[str, float]:
     return {} if coverage is None else {judgment: coverage}
-
-
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-9), 1 - 1e-9)
-    return float(np.log(p / (1 - p)))
 
 
 def _pair_messages(prompt: str, a: str, b: str) -> tuple[Message, ...]:
