@@ -57,9 +57,9 @@ def row_id(row: dict[str, Any]) -> str:
 
 
 def read_pairs(dataset_dir: Path) -> list[dict[str, Any]]:
-    """The rows of ``DATASET_DIR/pairs.jsonl`` (as written by `council sleep`), each with an ``id``."""
+    """The rows of ``DATASET_DIR/pairs.jsonl`` (as written by `council sleep`), each with an ``id``; none if empty."""
     path = dataset_dir / "pairs.jsonl" if dataset_dir.is_dir() else dataset_dir
-    rows = [r.model_dump() for r in read_jsonl(path, DatasetRow, "preference")]
+    rows = [r.model_dump() for r in read_jsonl(path, DatasetRow, "preference", empty_ok=True)]
     return [r | {"id": row_id(r)} for r in rows]
 
 

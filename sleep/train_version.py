@@ -40,6 +40,11 @@ def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | No
     a parent without its weights) is refused before training starts.
     """
     settings, persona = rt.settings.train, rt.persona
+    pairs = read_pairs(dataset_dir)
+    if not pairs:
+        raise NothingToTrainError(
+            f"{dataset_dir} has no preference pairs: the night had nothing to learn", "sleep on new episodes first"
+        )
     backends = rt.backends or BackendPool(rt.settings)
     versions = PersonaVersions(rt.db, rt.settings.personas_dir)
     base = backends.get(persona.model)
@@ -49,7 +54,7 @@ def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | No
     gguf = base.path
     home = rt.settings.personas_dir / persona.name
     with exclusive(home / "train.lock", "another `council train`", "wait for it to finish"):
-        plan = _plan(rt, versions, gguf, dataset_dir)
+        plan = _plan(rt, versions, gguf, dataset_dir, pairs)
         parent, data, key, base_hash = plan.parent, plan.data, plan.key, plan.base_hash
         version_id, number = versions.next_id(persona.name)
         out_dir = home / version_id
@@ -97,11 +102,13 @@ class _Plan:
     key: str
 
 
-def _plan(rt: CouncilRuntime, versions: PersonaVersions, gguf: Path, dataset_dir: Path) -> _Plan:
+def _plan(
+    rt: CouncilRuntime, versions: PersonaVersions, gguf: Path, dataset_dir: Path, pairs: list[dict[str, Any]]
+) -> _Plan:
     """Split the pairs and refuse, in one line, anything training or the gate could not use."""
     settings, persona = rt.settings.train, rt.persona
     parent = versions.active(persona.name)
-    data = split(read_pairs(dataset_dir), versions.trained_pairs(persona.name), settings)
+    data = split(pairs, versions.trained_pairs(persona.name), settings)
     if not data.train:
         raise NothingToTrainError(
             f"no new preference pairs in {dataset_dir} ({len(data.heldout)} held out)", "sleep on new episodes first"

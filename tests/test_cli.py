@@ -99,3 +99,12 @@ def test_bad_numbers_are_refused_before_any_episode(council_home, capsys, args, 
     from council.store.episodes import EpisodeLog
 
     assert EpisodeLog(Database(load_settings().db_url)).list(limit=5) == []  # no failed episode was logged
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_sleep_train_on_a_night_without_episodes_says_there_was_nothing_to_learn(council_home, capsys, as_json):
+    write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
+    code, out, err = run_cli(capsys, "sleep", "--train", *(["--json"] if as_json else []))
+    assert code == 0, err
+    said = json.loads(out)["training"]["skipped"] if as_json else out
+    assert "nothing to learn" in said and "has no rows" not in said + err

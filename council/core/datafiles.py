@@ -22,8 +22,10 @@ def parse_yaml(text: str) -> Any:  # noqa: ANN401 - whatever the document holds
     return yaml.load(text, Loader=_YAML_LOADER)
 
 
-def read_jsonl(path: Path, model: type[Row], what: str, limit: int | None = None) -> list[Row]:
-    """Validate each line of ``path`` as ``model`` (at most ``limit`` rows); an empty file is an error too."""
+def read_jsonl(
+    path: Path, model: type[Row], what: str, limit: int | None = None, *, empty_ok: bool = False
+) -> list[Row]:
+    """Validate each line of ``path`` as ``model`` (at most ``limit``); an empty file is refused unless ``empty_ok``."""
     try:
         lines = path.read_text(encoding="utf-8").split("\n")  # JSONL: only \n ends a row (not U+2028)
     except OSError as exc:
@@ -41,6 +43,6 @@ def read_jsonl(path: Path, model: type[Row], what: str, limit: int | None = None
             ) from exc
         if limit and len(rows) >= limit:
             break
-    if not rows:
+    if not rows and not empty_ok:
         raise DefinitionError(f"{path} has no rows", "give a JSONL file with one item per line")
     return rows
