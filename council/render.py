@@ -13,6 +13,9 @@ from council.core.episode import Episode, Recollection, ReflectionPoint
 _DECISION_STYLE = {"continue": "green", "revise": "yellow", "let_go": "magenta"}
 
 
+STEERING_NOTE = "text addressed its judges: judged without it (as written if nothing else)"
+
+
 def votes_table(point: ReflectionPoint) -> Table:
     """A table of one reflection point's votes."""
     table = Table(show_header=True, header_style="bold", box=None, padding=(0, 2))
@@ -25,7 +28,8 @@ def votes_table(point: ReflectionPoint) -> Table:
     for v in point.votes:
         verdict = Text(v.verdict or "abstain", style=_DECISION_STYLE.get(v.verdict or "", "red"))
         shown = [f"{v.probs[k]:.2f}" if v.verdict and k in v.probs else "" for k in ("let_go", "revise")]
-        table.add_row(v.archetype, verdict, f"{v.confidence:.2f}", *shown, v.comment or (v.error or ""))
+        note = v.comment or v.error or (STEERING_NOTE if v.steering else "")
+        table.add_row(v.archetype, verdict, f"{v.confidence:.2f}", *shown, note)
     return table
 
 

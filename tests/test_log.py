@@ -17,6 +17,8 @@ def episode(eid="abc123", pool="default"):
             verdict="revise",
             confidence=0.7,
             probs={"continue": 0.2, "revise": 0.7, "let_go": 0.1},
+            coverage={"revise": 0.4},
+            steering=True,
         ),
         Vote(archetype="libido", verdict=None, confidence=0.0, error="boom"),
     ]
@@ -95,7 +97,7 @@ def test_migrations_build_the_schema_from_a_blank_database(db_url):
     tables |= {"sleep_claims"}
     assert tables | {"persona_versions", "persona_selections"} <= set(inspector.get_table_names())
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0010_vote_coverage"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0011_vote_steering"
     migrate(engine)  # idempotent: a second upgrade is a no-op
     with engine.connect() as c:
         assert c.execute(text("select count(*) from alembic_version")).scalar() == 1
@@ -113,6 +115,7 @@ def test_migrations_build_the_schema_from_a_blank_database(db_url):
         "0007_budget_status",
         "0008_task_leases",
         "0009_sleep_claims",
+        "0010_vote_coverage",
     ],
 )
 def test_upgrading_keeps_episodes_written_under_the_previous_schema(db_url, previous):

@@ -29,6 +29,9 @@ class Vote(BaseModel):
     coverage: dict[str, float] = Field(
         default_factory=dict, description="per judgment, how close the text is to what the judge learnt to object to"
     )
+    steering: bool = Field(
+        False, description="a judge found sentences addressed to whoever judges (left out; read as written if all)"
+    )
     mass: float = Field(0.0, description="probability the model put on any verdict word at all")
     comment: str | None = None
     error: str | None = None

@@ -128,8 +128,10 @@ class Council:
         except Exception as exc:  # noqa: BLE001 - recorded as abstentions
             return {name: _abstain(name, exc) for name in self.judges}
         return {
-            name: _vote(name, probs, 1.0, verdict).model_copy(update={"coverage": coverage})
-            for name, (verdict, probs, coverage) in votes.items()
+            name: _vote(name, v.probs, 1.0, v.verdict).model_copy(
+                update={"coverage": v.coverage, "steering": v.steering}
+            )
+            for name, v in votes.items()
         }
 
     def decide(self, votes: list[Vote]) -> Decision:

@@ -77,14 +77,18 @@ class Judges:
     def _trained(self, texts: list[str], judgment: Judgment) -> dict[str, list[tuple[float, float | None]]]:
         """Each trained judge's calibrated probability of ``judgment`` for each text, and its coverage.
 
-        NaN for a judge without that head; 0.5 (undecided) for a text it read only instructions in.
+        NaN for a judge without that head; 0.5 (undecided) for an empty text.
         """
         reader = self.rt.council.reader
         out: dict[str, list[tuple[float, float | None]]] = {}
         for name, heads in self.rt.council.judges.items():
             assert reader is not None  # a council with judges always has their reader
             read = [heads.judged(judgment, reader, t) for t in texts] if judgment in heads.heads else None
-            out[name] = [(nan, None)] * len(texts) if read is None else [(0.5 if p is None else p, c) for p, c in read]
+            out[name] = (
+                [(nan, None)] * len(texts)
+                if read is None
+                else [(0.5 if r.p is None else r.p, r.coverage) for r in read]
+            )
         return out
 
     def _council(self, judgment: Judgment, probs: dict[str, float], coverage: dict[str, float | None]) -> float:

@@ -94,6 +94,7 @@ class VoteRow(Base):
     confidence: Mapped[float] = mapped_column(Float)
     probs: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     coverage: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    steering: Mapped[bool] = mapped_column(Boolean, default=False)
     mass: Mapped[float] = mapped_column(Float, default=0.0)
     comment: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
