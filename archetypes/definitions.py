@@ -155,7 +155,13 @@ class Archetype(_Definition):
     voice: str = Field(min_length=1, max_length=80, description="a few words of stance, read at every vote")
     perspective: str = Field(min_length=1, description="the full perspective, read by votes without a judge")
     model: ModelSpec = ModelSpec(backend="persona")
-    weight: float = Field(1.0, gt=0, allow_inf_nan=False)
+    weight: float = Field(
+        1.0,
+        gt=0,
+        le=1000,
+        allow_inf_nan=False,
+        description="share of the council's say, relative to the other members (at most 1000: only ratios count)",
+    )
     veto: bool = False
     judge: Judge | None = Field(None, description="a trained judge; without one the vote is read from tokens")
 

@@ -108,3 +108,15 @@ def test_sleep_train_on_a_night_without_episodes_says_there_was_nothing_to_learn
     assert code == 0, err
     said = json.loads(out)["training"]["skipped"] if as_json else out
     assert "nothing to learn" in said and "has no rows" not in said + err
+
+
+def test_an_overflowing_weight_is_refused_in_one_line_naming_the_file(council_home, capsys):
+    write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
+    paths = [
+        write_yaml(council_home, "archetypes", name, "title: H\nvoice: v\nperspective: p\nweight: 1.0e308\n")
+        for name in ("huge", "vast")
+    ]
+    write_yaml(council_home, "pools", "giants", "archetypes: [huge, vast]\n")
+    code, _, err = run_cli(capsys, "run", "hi", "--pool", "giants")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert str(paths[0]) in err and "weight" in err and "1000" in err
