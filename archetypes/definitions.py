@@ -6,7 +6,7 @@ import hashlib
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Verdict = Literal["continue", "revise", "let_go"]
 VERDICTS: tuple[Verdict, ...] = ("continue", "revise", "let_go")
@@ -190,6 +190,14 @@ class Pool(_Definition):
     after_revisions: Literal["continue", "let_go"] = Field(
         "continue", description="what happens when the council still wants a revision when revisions are used up"
     )
+
+    @field_validator("archetypes")
+    @classmethod
+    def _each_member_once(cls, names: list[str]) -> list[str]:
+        repeated = next((name for i, name in enumerate(names) if name in names[:i]), None)
+        if repeated is not None:
+            raise ValueError(f"archetype {repeated!r} is listed twice: list each member once")
+        return names
 
 
 class Persona(_Definition):

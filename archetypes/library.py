@@ -27,7 +27,7 @@ KINDS: dict[str, type[Archetype] | type[Pool] | type[Persona]] = {
 def _load_file(path: Path, model: type[Archetype] | type[Pool] | type[Persona]) -> Definition:
     where = str(path)
     try:
-        data = parse_yaml(path.read_text(encoding="utf-8"))
+        data = parse_yaml(path.read_text(encoding="utf-8"), path)
     except yaml.YAMLError as exc:
         mark = exc.problem_mark if isinstance(exc, yaml.MarkedYAMLError) else None
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

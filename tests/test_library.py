@@ -49,6 +49,28 @@ def test_pool_with_unknown_archetype_is_rejected(council_home):
     assert str(path) in str(info.value)
 
 
+def test_pool_listing_a_member_twice_is_rejected_naming_the_file_and_the_member(council_home):
+    path = write_yaml(council_home, "pools", "echo", "archetypes: [reason, sage, reason]\n")
+    with pytest.raises(DefinitionError) as info:
+        Library.load(council_home)
+    message = str(info.value)
+    assert str(path) in message and "'reason'" in message and "twice" in message and "\n" not in message
+
+
+def test_a_trailing_empty_yaml_document_is_accepted(council_home):
+    write_yaml(council_home, "pools", "duo", "---\narchetypes: [reason, sage]\n---\n")
+    assert Library.load(council_home).pool("duo").archetypes == ["reason", "sage"]
+
+
+def test_several_yaml_documents_in_one_file_are_refused_as_such(council_home):
+    path = write_yaml(council_home, "pools", "two", "archetypes: [reason]\n---\narchetypes: [sage]\n")
+    with pytest.raises(DefinitionError) as info:
+        Library.load(council_home)
+    message = str(info.value)
+    assert str(path) in message and "several YAML documents" in message and "must hold one" in message
+    assert "invalid YAML" not in message and "indentation" not in message and "\n" not in message
+
+
 def test_unknown_names_list_the_known_ones():
     with pytest.raises(NotFoundError, match="mother"):
         Library.load().pool("nope")

@@ -17,9 +17,19 @@ Row = TypeVar("Row", bound=BaseModel)
 _YAML_LOADER = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader  # libyaml parses 10x faster
 
 
-def parse_yaml(text: str) -> Any:  # noqa: ANN401 - whatever the document holds
-    """``yaml.safe_load``, with libyaml when PyYAML was built with it; raises ``yaml.YAMLError``."""
-    return yaml.load(text, Loader=_YAML_LOADER)
+def parse_yaml(text: str, where: Path) -> Any:  # noqa: ANN401 - whatever the document holds
+    """``yaml.safe_load`` of the file ``where``'s ``text``, with libyaml when PyYAML was built with it.
+
+    Empty documents (a trailing ``---``) are ignored; several documents are a ``DefinitionError``. Raises
+    ``yaml.YAMLError`` for invalid YAML.
+    """
+    documents = [d for d in yaml.load_all(text, Loader=_YAML_LOADER) if d is not None]
+    if len(documents) > 1:
+        raise DefinitionError(
+            f"{where}: the file holds several YAML documents ({len(documents)}, separated by ---) and must hold one",
+            "keep one document: remove the extra --- lines, or split the file in two",
+        )
+    return documents[0] if documents else None
 
 
 def read_jsonl(

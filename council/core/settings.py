@@ -195,7 +195,7 @@ class _YamlFileSource(PydanticBaseSettingsSource):
         if not path.is_file():
             return {}
         try:
-            data = parse_yaml(path.read_text(encoding="utf-8")) or {}
+            data = parse_yaml(path.read_text(encoding="utf-8"), path) or {}
         except yaml.YAMLError as exc:
             raise DefinitionError(f"{path}: invalid YAML", "fix the YAML syntax of the config file") from exc
         if not isinstance(data, dict):
