@@ -64,9 +64,9 @@ class ChatRequest(BaseModel):
     model: str
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    seed: int | None = Field(None, ge=0, lt=2**32)
+    max_tokens: int | None = Field(None, ge=1, strict=True)  # strict: JSON true is not 1
+    max_completion_tokens: int | None = Field(None, ge=1, strict=True)
+    seed: int | None = Field(None, ge=0, lt=2**32, strict=True)
 
     def prompt(self) -> str:
         """The last user turn, with any earlier turns quoted before it as context."""
@@ -97,8 +97,9 @@ OPEN_PATHS = ("/healthz",)  # every other path, the OpenAPI schema and its pages
 def token_error(authorization: str) -> ApiError | None:
     """Why a request may not pass, when ``COUNCIL_API_KEY`` is set and ``authorization`` is not its bearer token."""
     key = os.environ.get("COUNCIL_API_KEY")
-    if not key or hmac.compare_digest(authorization.encode(), f"Bearer {key}".encode()):
-        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if not key or (scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), key.encode())):
+        return None  # the scheme is case-insensitive (RFC 7235), the token is not
     return ApiError(401, "missing or wrong bearer token (COUNCIL_API_KEY)", "invalid_api_key", "authentication_error")
 
 

@@ -78,6 +78,12 @@ def test_streaming_sends_accepted_text_then_the_council(served):
         ({"model": "council", "messages": []}, 400, "invalid_request"),
         ({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}, 404, "model_not_found"),
         ({"model": "council", "messages": [{"role": "user", "content": "hi"}], "seed": -1}, 400, "invalid_request"),
+        ({"model": "council", "messages": [{"role": "user", "content": "hi"}], "seed": True}, 400, "invalid_request"),
+        (
+            {"model": "council", "messages": [{"role": "user", "content": "hi"}], "max_tokens": True},
+            400,
+            "invalid_request",
+        ),
         (
             {"model": "council", "messages": [{"role": "user", "content": "word " * 3000}]},
             400,
@@ -141,6 +147,16 @@ def test_with_an_api_key_set_requests_need_the_bearer_token(served, monkeypatch)
         assert client.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200
     monkeypatch.delenv("COUNCIL_API_KEY")
     assert client.get("/openapi.json").status_code == 200  # no key set: open, as every route is
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [("bearer s3cret", 200), ("BEARER s3cret", 200), ("Bearer  s3cret", 200), ("Basic s3cret", 401), ("s3cret", 401)],
+)
+def test_the_bearer_scheme_is_case_insensitive(served, monkeypatch, authorization, status):
+    client, *_ = served
+    monkeypatch.setenv("COUNCIL_API_KEY", "s3cret")
+    assert client.get("/v1/models", headers={"Authorization": authorization}).status_code == status
 
 
 def test_inbox_prompts_are_answered_while_idle(served):
