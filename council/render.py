@@ -107,10 +107,10 @@ def print_episode(console: Console, episode: Episode) -> None:
 
 
 def episodes_table(episodes: list[Episode]) -> Table:
-    """One line per episode."""
-    table = Table(box=None, header_style="bold", padding=(0, 2))
+    """One line per episode: the prompt, on one line, takes the width left and ends in an ellipsis if cut."""
+    table = Table(box=None, header_style="bold", padding=(0, 1), pad_edge=False)
     for col in ("id", "created", "pool", "status", "points", "prompt"):
-        table.add_column(col, overflow="ellipsis", no_wrap=col != "prompt")
+        table.add_column(col, overflow="ellipsis", no_wrap=col != "prompt")  # the prompt column shrinks first
     for e in episodes:
         table.add_row(
             e.episode_id,
@@ -118,6 +118,6 @@ def episodes_table(episodes: list[Episode]) -> Table:
             e.pool,
             e.status,
             str(len(e.reflection_points)),
-            e.prompt[:60],
+            Text(" ".join(e.prompt[:500].split()), no_wrap=True, overflow="ellipsis"),
         )
     return table

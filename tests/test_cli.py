@@ -120,3 +120,14 @@ def test_an_overflowing_weight_is_refused_in_one_line_naming_the_file(council_ho
     code, _, err = run_cli(capsys, "run", "hi", "--pool", "giants")
     assert code == 1 and len(err.strip().splitlines()) == 1
     assert str(paths[0]) in err and "weight" in err and "1000" in err
+
+
+def test_logs_list_shows_each_episode_on_one_line_at_80_columns(council_home, capsys):
+    write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
+    prompt = "Please explain, in plain words,\nwhy the sky looks blue at noon and red at sunset over the sea"
+    ids = [json.loads(run_cli(capsys, "run", prompt, "--pool", "soldier", "--json")[1])["episode_id"] for _ in "ab"]
+    code, out, _ = run_cli(capsys, "logs", "list")
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 3 and all(len(line) <= 80 for line in lines)
+    for line, episode_id in zip(lines[1:], reversed(ids), strict=True):
+        assert line.startswith(episode_id) and "Please explain" in line and line.endswith("…")
