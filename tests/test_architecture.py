@@ -70,3 +70,10 @@ def test_the_readme_tables_are_what_the_code_says():
         and "`COUNCIL_MEMORY__MIN_SCORE`" in text
         and "`0009_sleep_claims`" in text
     )
+
+
+def test_the_readme_points_users_at_no_file_outside_the_package():
+    """Users have the package and their own files, not the developers' checkout around it."""
+    text = README.read_text(encoding="utf-8")
+    assert re.findall(r"`[^`\n]*(?:\.\./|/work/|shared/evaldata)[^`\n]*`", text) == []
+    assert "`train.dev_set` pointing at a JSONL file of your own" in text
