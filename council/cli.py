@@ -420,6 +420,54 @@ def eval_pairs(
     _evaluate("pairs", file, pool, limit, report, as_json)
 
 
+@eval_app.command("behaviour")
+def eval_behaviour(
+    file: Annotated[
+        Path, typer.Argument(help='JSONL rows {"id","prompt","should_let_go"}.', exists=True, dir_okay=False)
+    ],
+    persona: Annotated[
+        str | None, typer.Option(help="Persona version(s), comma-separated: base, v1, ... (default: the one in use).")
+    ] = None,
+    pool: PoolOpt = None,
+    no_council: Annotated[
+        bool, typer.Option("--no-council", help="No council votes: the decline detector reads the persona's text.")
+    ] = False,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Token budget of each answer.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write results.json and report.md here.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Whole episodes over rows {"id","prompt","should_let_go"}: let-go and over-refusal rates, markers, per version."""
+    from rich.table import Table
+
+    from council.evaluation import behaviour as b
+
+    if pool and no_council:
+        raise typer.BadParameter("give --pool or --no-council, not both", param_hint="--no-council")
+    versions = [v.strip() for v in (persona or "").split(",") if v.strip()]
+    settings = _settings(pool=pool, generation={"max_tokens": max_tokens} if max_tokens else None)
+    with tempfile.TemporaryDirectory(prefix="council-behaviour-") as scratch:
+        with err.status("Loading models…"):
+            rt, store = b.behaviour_runtime(settings, Path(scratch))
+        with Progress(console=err, transient=True) as bar:
+            rows = sum(1 for line in file.read_text(encoding="utf-8").split("\n") if line.strip())
+            job = bar.add_task(f"Answering {file.name}", total=rows * max(len(versions), 1))
+            result = b.evaluate_behaviour(
+                rt, file, versions=versions, council=not no_council, store=store, progress=lambda n: bar.advance(job, n)
+            )
+    if report:
+        err.print(f"report: {b.write_report(result, report)}")
+    if as_json:
+        return _dump(result.public())
+    table = Table(
+        *b.SUMMARY_HEADER, title=f"{result.rows} rows ({result.should_let_go} to let go), {result.max_tokens} tokens"
+    )
+    for row in b.summary_rows(result):
+        table.add_row(*row)
+    out.print(table)
+    out.print("stops: the council let go, or with --no-council the persona declined; answer length in words")
+    out.print(b.detector_line(result))
+
+
 @eval_app.command("recall")
 def eval_recall(
     file: Annotated[
