@@ -131,3 +131,33 @@ def test_logs_list_shows_each_episode_on_one_line_at_80_columns(council_home, ca
     assert code == 0 and len(lines) == 3 and all(len(line) <= 80 for line in lines)
     for line, episode_id in zip(lines[1:], reversed(ids), strict=True):
         assert line.startswith(episode_id) and "Please explain" in line and line.endswith("…")
+
+
+def damage(db, page=None):
+    """Overwrite one page of a SQLite file: the root of the episodes table, or the header page (page 1)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as c:
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        size = c.execute("PRAGMA page_size").fetchone()[0]
+        root = c.execute("SELECT rootpage FROM sqlite_master WHERE name = 'episodes'").fetchone()[0]
+    c.close()
+    data = bytearray(db.read_bytes())
+    start = ((page or root) - 1) * size
+    data[start : start + 100] = b"\xa5" * 100
+    db.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(("page", "says"), [(None, "malformed"), (1, "not a database")])
+def test_a_damaged_episode_log_is_one_line_naming_the_file_and_the_recovery(council_home, capsys, page, says):
+    write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
+    assert run_cli(capsys, "run", "hello", "--pool", "soldier", "--no-recall", "--json")[0] == 0
+    db = council_home / "council.db"
+    damage(db, page)
+    before = db.read_bytes()
+    for args in (("logs", "list"), ("logs", "show", "abc"), ("run", "hi", "--pool", "soldier", "--no-recall")):
+        code, _, err = run_cli(capsys, *args)
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert str(db) in err and "damaged" in err and says in err and ".recover" in err, err
+        assert "nothing is written to it" in err and "disk space" not in err and "Traceback" not in err
+    assert db.read_bytes() == before

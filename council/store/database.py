@@ -10,7 +10,7 @@ from typing import Any, cast
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import CursorResult, Update, create_engine, event, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, ExceptionContext
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -50,18 +50,30 @@ class Database:
     """
 
     def __init__(self, url: str):
+        self.file = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+        self.damage: StorageError | None = None  # set on the first sign of a damaged file: nothing is written after
         try:
-            if url.startswith("sqlite:///"):
-                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            if self.file is not None:
+                self.file.parent.mkdir(parents=True, exist_ok=True)
             self.engine = create_engine(url)
+            event.listen(self.engine, "handle_error", self._refuse_damaged)
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             migrate(self.engine)
         except (OperationalError, OSError) as exc:
             raise StorageError(f"cannot open the episode log at {url} ({short(exc)})", storage_fix(exc)) from exc
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.file = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
         self._identity = self._stat()
+
+    def _refuse_damaged(self, context: ExceptionContext) -> None:
+        """A damaged database file becomes one ``StorageError`` that says how to recover it; later checks refuse."""
+        error = context.original_exception
+        if not damaged(error):
+            return
+        where = self.file or self.engine.url.render_as_string(hide_password=True)
+        what = f"the episode log {where} is damaged ({short(error)})"
+        self.damage = StorageError(what, storage_fix(error, self.file))
+        raise self.damage from error
 
     @property
     def postgres(self) -> bool:
@@ -78,7 +90,9 @@ class Database:
         return st.st_dev, st.st_ino
 
     def check(self) -> None:
-        """Raise if the SQLite file was deleted or replaced since it was opened: writes would go to a lost file."""
+        """Raise if the store was found damaged, or the SQLite file was deleted or replaced since it was opened."""
+        if self.damage is not None:
+            raise self.damage
         if self.file is None:
             return
         if self._stat() == self._identity:
@@ -97,9 +111,23 @@ def short(exc: BaseException) -> str:
     return one_line(exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc)
 
 
-def storage_fix(exc: BaseException) -> str:
-    """What to do about a database error."""
+_DAMAGE = ("database disk image is malformed", "file is not a database")  # SQLite's words for a damaged file
+
+
+def damaged(exc: BaseException) -> bool:
+    """Whether a database error says the database file is damaged."""
+    return any(words in str(exc).lower() for words in _DAMAGE)
+
+
+def storage_fix(exc: BaseException, file: Path | None = None) -> str:
+    """What to do about a database error (``file``: the SQLite file it came from, if known)."""
     text = str(exc).lower()
+    if damaged(exc):
+        name = file or "council.db"
+        return (
+            f'recover what it holds with `sqlite3 {name} ".recover" | sqlite3 recovered.db`, then put recovered.db'
+            " in its place (or move the file aside to start afresh); nothing is written to it meanwhile"
+        )
     if "disk" in text or "full" in text:
         return "free disk space under COUNCIL_HOME; nothing already stored was lost"
     if "locked" in text:
