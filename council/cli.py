@@ -26,6 +26,7 @@ from rich.text import Text
 from archetypes.library import Library
 from council.core.errors import CouncilError
 from council.core.settings import Settings, load_settings
+from council.core.text import invalid_text
 
 if TYPE_CHECKING:
     from council.engine.runtime import CouncilRuntime
@@ -895,12 +896,22 @@ USAGE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def _check_text(args: list[str]) -> None:
+    """Refuse an argument that is not valid text (bytes that are not UTF-8 reach Python as lone surrogates)."""
+    for number, arg in enumerate(args, 1):
+        problem = invalid_text(arg)
+        if problem is not None:
+            shown = arg.encode("utf-8", "backslashreplace").decode("utf-8")
+            raise CouncilError(f"argument {number} ('{shown}') is {problem}", "pass UTF-8 text")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: errors become one line and exit code 1; ``--debug`` or COUNCIL_DEBUG=1 shows tracebacks."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("COUNCIL_DEBUG", "") not in ("", "0")
     args = [a for a in args if a != "--debug"]
     try:
+        _check_text(args)
         app(args=args, prog_name="council", standalone_mode=False)
     except (click.exceptions.Exit, typer.Exit) as exc:
         return exc.exit_code

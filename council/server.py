@@ -20,12 +20,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from council.core.episode import Episode
 from council.core.errors import ContextOverflowError, CouncilError, NotFoundError, StorageError, first_problem
+from council.core.text import invalid_text
 from council.engine.runtime import CouncilRuntime
 from council.store.tasks import TaskParams, TaskQueue, new_task_id
 from council.worker import Done, Ended, Failed, Interrupted, TaskEvent, TaskThread, Watcher, Worker
@@ -54,6 +55,14 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant"]
     content: str
+
+    @field_validator("content")
+    @classmethod
+    def _valid_text(cls, content: str) -> str:
+        problem = invalid_text(content)
+        if problem is not None:
+            raise ValueError(f"{problem}; send valid Unicode text")
+        return content
 
 
 class ChatRequest(BaseModel):

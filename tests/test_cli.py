@@ -161,3 +161,19 @@ def test_a_damaged_episode_log_is_one_line_naming_the_file_and_the_recovery(coun
         assert str(db) in err and "damaged" in err and says in err and ".recover" in err, err
         assert "nothing is written to it" in err and "disk space" not in err and "Traceback" not in err
     assert db.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("run", "hi \ud800 there", "--pool", "soldier"),
+        ("ask", "hi \udcff there"),
+        ("logs", "show", "ab\ud800"),
+        ("memory", "search", "hi \ud800 there"),
+    ],
+)
+def test_an_argument_that_is_not_valid_text_is_one_line(council_home, capsys, args):
+    write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
+    code, _, err = run_cli(capsys, *args)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "not valid" in err and "surrogate" in err and "Traceback" not in err and "TypeError" not in err

@@ -228,3 +228,16 @@ def test_a_deleted_episode_log_stops_the_daemon_instead_of_losing_episodes(serve
     while client.app.state.services.worker.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not client.app.state.services.worker.is_alive() and "deleted" in client.app.state.services.worker.failure
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("role", ["user", "system"])
+def test_a_lone_surrogate_in_a_message_is_an_openai_style_400(served, stream, role):
+    client, rt, fake = served
+    messages = [{"role": role, "content": "hi \ud800 there"}]
+    messages += [{"role": "user", "content": "hello"}] if role == "system" else []
+    body = json.dumps({"model": "council", "stream": stream, "messages": messages})  # JSON escapes it as \\ud800
+    response = client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and "surrogate" in error["message"] and "messages" in error["param"]

@@ -26,3 +26,12 @@ def sentences(text: str) -> list[str]:
         if not carry:
             parts.append(part)
     return parts + [carry] if carry else parts
+
+
+def invalid_text(text: str) -> str | None:
+    """Why ``text`` is not valid Unicode text (a lone surrogate, which UTF-8 cannot encode), or None if it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid text: a lone surrogate {text[exc.start]!r} at character {exc.start + 1}"
+    return None
