@@ -145,10 +145,52 @@ def test_the_shipped_detector_and_its_held_out_figures():
 
 
 def test_a_missing_or_foreign_detector_is_one_clear_error(tmp_path):
-    with pytest.raises(ModelError, match="does not exist.*fit_decline_detector"):
+    with pytest.raises(ModelError, match="does not exist.*reinstall archetype-council.*fit_decline_detector"):
         load_detector(tmp_path / "nothing.safetensors")
     with pytest.raises(ModelError, match="another version or encoder"):
         load_detector(DETECTOR, encoder="some-other-encoder")
+
+
+def shipped_parts():
+    from safetensors import safe_open
+
+    with safe_open(DETECTOR, framework="numpy") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, json.loads(f.metadata()["detector"])
+
+
+def damaged_detectors(tmp_path):
+    """Files a broken install or a bad edit could leave, each with the words its error should name."""
+    from safetensors.numpy import save_file
+
+    tensors, meta = shipped_parts()
+    yield b"\xa5" * 64, "SafetensorError"
+    yield b"", "SafetensorError"
+    yield DETECTOR.read_bytes()[:200], "SafetensorError"  # cut short
+    variants = [
+        (tensors, None, "no 'detector'"),
+        (tensors, {"detector": "{not json"}, "JSONDecodeError"),
+        (tensors, {"detector": "[1, 2]"}, "not a JSON object"),
+        ({"w": tensors["w"]}, {"detector": json.dumps(meta)}, "calibration"),
+        (tensors | {"calibration": np.zeros(3, np.float32)}, {"detector": json.dumps(meta)}, "unpack"),
+        (tensors | {"w": np.zeros((2, 2), np.float32)}, {"detector": json.dumps(meta)}, "not a vector"),
+        (tensors, {"detector": json.dumps(meta | {"figures": {"dev_pairs": "many"}})}, "figures."),
+        (tensors, {"detector": json.dumps({k: v for k, v in meta.items() if k != "figures"})}, "no 'figures'"),
+    ]
+    for number, (parts, metadata, says) in enumerate(variants):
+        path = tmp_path / f"{number}.safetensors"
+        save_file(parts, path, metadata=metadata)
+        yield path.read_bytes(), says
+
+
+def test_a_damaged_detector_is_one_line_saying_how_to_get_a_good_file_back(tmp_path):
+    path = tmp_path / "decline.safetensors"
+    for raw, says in damaged_detectors(tmp_path):
+        path.write_bytes(raw)
+        with pytest.raises(ModelError) as caught:
+            load_detector(path)
+        message = str(caught.value)
+        assert "cannot be read" in message and says in message and len(message.splitlines()) == 1, message
+        assert "reinstall archetype-council" in message and "developers rebuild it" in message
 
 
 def test_the_detector_fit_is_deterministic_and_measured_on_held_out_pairs(tmp_path):

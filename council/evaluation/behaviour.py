@@ -40,13 +40,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from archetypes.backends import BackendPool
 from archetypes.library import BUILTIN, Library
 from council.core.datafiles import read_jsonl
 from council.core.episode import Episode, ReflectionPoint
-from council.core.errors import ModelError, one_line
+from council.core.errors import ModelError, first_problem, one_line
 from council.core.settings import Settings
 from council.core.text import sentences
 from council.engine.judges import FEATURES, Reader, features_of
@@ -121,27 +121,45 @@ class DeclineDetector:
         return p
 
 
-def load_detector(path: Path = DETECTOR, encoder: str = DEFAULT_EMBEDDER) -> DeclineDetector:
-    """Read the detector's file; a missing or foreign one is a one-line error saying how to rebuild it."""
-    from safetensors.numpy import load
+DETECTOR_FIX = (
+    "reinstall archetype-council (`pip install --force-reinstall archetype-council`) to get the shipped file back"
+    " (developers rebuild it with `python examples/fit_decline_detector.py`)"
+)
 
-    fix = "run `python examples/fit_decline_detector.py`"
+
+def load_detector(path: Path = DETECTOR, encoder: str = DEFAULT_EMBEDDER) -> DeclineDetector:
+    """Read the detector's file; a missing, damaged or foreign one is a one-line error saying how to get it back."""
+    from safetensors import SafetensorError, safe_open
+
     try:
         raw = path.read_bytes()
-        tensors = load(raw)
-        size = int.from_bytes(raw[:8], "little")
-        meta = json.loads(json.loads(raw[8 : 8 + size])["__metadata__"]["detector"])
+        with safe_open(path, framework="numpy") as f:
+            meta = json.loads((f.metadata() or {})["detector"])
+            if not isinstance(meta, dict):
+                raise ValueError("its metadata is not a JSON object")
+            if (meta.get("format"), meta.get("features"), meta.get("encoder")) != (DETECTOR_FORMAT, FEATURES, encoder):
+                raise ModelError(
+                    f"the decline detector {path} was written for another version or encoder", DETECTOR_FIX
+                )
+            b, threshold = (float(v) for v in f.get_tensor("calibration"))
+            w = f.get_tensor("w").astype(np.float64)
+        if w.ndim != 1:
+            raise ValueError(f"its weights have shape {w.shape}, not a vector")
+        figures = DetectorFigures.model_validate(meta["figures"])
     except FileNotFoundError as exc:
-        raise ModelError(f"the decline detector {path} does not exist", fix) from exc
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"the decline detector {path} cannot be read ({one_line(exc)})", fix) from exc
-    if (meta.get("format"), meta.get("features"), meta.get("encoder")) != (DETECTOR_FORMAT, FEATURES, encoder):
-        raise ModelError(f"the decline detector {path} was written for another version or encoder", fix)
-    b, threshold = (float(v) for v in tensors["calibration"])
-    w = tensors["w"].astype(np.float64)
+        raise ModelError(f"the decline detector {path} does not exist", DETECTOR_FIX) from exc
+    except (OSError, SafetensorError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"the decline detector {path} cannot be read ({_why(exc)})", DETECTOR_FIX) from exc
     w.flags.writeable = False
-    figures = DetectorFigures.model_validate(meta["figures"])
     return DeclineDetector(w, b, threshold, figures, hashlib.sha256(raw).hexdigest())
+
+
+def _why(exc: Exception) -> str:
+    """What is wrong with a detector file, in a few words."""
+    if isinstance(exc, ValidationError):
+        where, msg, _ = first_problem(exc.errors())
+        return f"figures.{where}: {msg}"
+    return f"no {exc}" if isinstance(exc, KeyError) else one_line(exc, typed=True)
 
 
 class _Pair(BaseModel):
