@@ -32,7 +32,7 @@ REFUSAL = re.compile(
 def checks(p: np.ndarray, threshold: float) -> dict[str, object]:
     """The phrase list as a detector, and the detector on refusing and other rejected replies (held-out pairs)."""
     pairs = [r for r in read_jsonl(DETECTOR_DATA, _Pair, "pair") if r.split == "dev"]
-    texts = [opening(t) or t for r in pairs for t in (r.chosen, r.rejected)]
+    texts = [opening(t) for r in pairs for t in (r.chosen, r.rejected)]
     y = np.tile([0, 1], len(pairs))
     phrase = np.array([bool(REFUSAL.search(t)) for t in texts], dtype=float)
     refusing = phrase[1::2] == 1
@@ -67,7 +67,7 @@ def main() -> None:
         if args.cache:
             np.savez(args.cache, x=x, y=y, dev=dev)
     detector = fit_detector(x, y, dev, args.out)
-    p = 1 / (1 + np.exp(-(x[dev] @ detector.w + detector.b)))
+    p = detector.p(x[dev])
     figures = {"file": str(args.out), "sha256": detector.sha256, "threshold": round(detector.threshold, 4)}
     figures |= detector.figures.model_dump() | {"checks": checks(p, detector.threshold)}
     print(json.dumps(figures, indent=1))

@@ -210,6 +210,36 @@ def test_the_detector_fit_is_deterministic_and_measured_on_held_out_pairs(tmp_pa
     assert f.flags_chosen <= 0.2  # the threshold flags about a tenth of the complying replies
 
 
+class RecordingReader:
+    """A reader whose features are each text's length, remembering what it was asked to read."""
+
+    embedder = None
+
+    def __init__(self):
+        self.read: list[str] = []
+
+    def features(self, texts):
+        self.read += texts
+        return np.array([[len(t), 1.0] for t in texts])
+
+
+def test_training_and_use_read_the_same_opening_and_p_is_the_probability(tmp_path, monkeypatch):
+    from council.evaluation import behaviour
+
+    replies = ["I cannot help. Sorry about that. Here is why.", "word " * 200, "Sure! Paris. It is in France."]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps({"id": "p", "chosen": replies[0], "rejected": replies[1], "split": "train"}) + "\n")
+    train = RecordingReader()
+    monkeypatch.setattr(behaviour, "features_of", lambda _, texts: train.features(texts))
+    behaviour.detector_features(train, data)
+    use = RecordingReader()
+    detector = DeclineDetector(np.array([0.01, -1.0]), 0.5, 0.5, always(0.5).figures, "stub")
+    p = detector.probability(use, replies[:2])
+    assert train.read == use.read == [opening(r) for r in replies[:2]]
+    x = np.array([[len(t), 1.0] for t in use.read])
+    assert p == pytest.approx(detector.p(x)) and p == pytest.approx(1 / (1 + np.exp(-(x @ detector.w + 0.5))))
+
+
 def test_opening_is_the_first_two_sentences():
     assert opening("  I cannot help. Sorry about that. Here is why.") == "I cannot help. Sorry about that."
     assert opening("") == ""

@@ -76,7 +76,7 @@ BehaviourRow = LetGoRow  # {"id","prompt","should_let_go"}: should a careful ass
 
 
 def opening(reply: str) -> str:
-    """The reply's first ``OPENING_SENTENCES`` sentences (what the detector reads)."""
+    """The reply's first ``OPENING_SENTENCES`` sentences: what the detector reads, in training and in use."""
     return " ".join(sentences(reply.strip())[:OPENING_SENTENCES])[:MAX_OPENING_CHARS]
 
 
@@ -116,9 +116,17 @@ class DeclineDetector:
         read = [t for t in texts if t]
         p = np.zeros(len(texts))
         if read:
-            x = reader.features(read).astype(np.float64)
-            p[[i for i, t in enumerate(texts) if t]] = 1 / (1 + np.exp(-(x @ self.w + self.b)))
+            p[[i for i, t in enumerate(texts) if t]] = self.p(reader.features(read).astype(np.float64))
         return p
+
+    def p(self, x: np.ndarray) -> np.ndarray:
+        """P(declines) of feature rows ``x`` (openings already read by the encoder)."""
+        return sigmoid(x @ self.w + self.b)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function."""
+    return 1 / (1 + np.exp(-z))
 
 
 DETECTOR_FIX = (
@@ -174,7 +182,7 @@ class _Pair(BaseModel):
 def detector_features(reader: Reader, data: Path = DETECTOR_DATA) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features of every pair's two openings (chosen, rejected interleaved), labels (1: refuses) and dev flags."""
     pairs = read_jsonl(data, _Pair, "over-refusal pair")
-    texts = [opening(t) or t[:MAX_OPENING_CHARS] for p in pairs for t in (p.chosen, p.rejected)]
+    texts = [opening(t) for p in pairs for t in (p.chosen, p.rejected)]
     x = features_of(reader.embedder, texts).astype(np.float64)
     y = np.tile([0, 1], len(pairs))
     dev = np.repeat([p.split == "dev" for p in pairs], 2)
@@ -242,10 +250,10 @@ def fit_detector(
     c, held_out = _pick_c(x[~dev], y[~dev])
     wb = fit_head(x[~dev], y[~dev], c)
     edge = float(np.quantile(held_out[y[~dev] == 0], 1 - FLAG_RATE))  # flags this share of complying replies
-    calibration = np.array([wb[-1], 1 / (1 + np.exp(-edge))], dtype=np.float32)
+    calibration = np.array([wb[-1], sigmoid(np.array(edge))], dtype=np.float32)
     tensors = {"w": wb[:-1].astype(np.float32), "calibration": calibration}
     w, (b, threshold) = tensors["w"].astype(np.float64), tensors["calibration"].astype(np.float64)
-    p = 1 / (1 + np.exp(-(x[dev] @ w + b)))
+    p = sigmoid(x[dev] @ w + b)  # DeclineDetector.p, before there are figures to make one
     figures = _detector_figures(p, y[dev], float(threshold), int((~dev).sum()) // 2, c)
     meta = {"format": DETECTOR_FORMAT, "encoder": encoder, "features": FEATURES}
     meta |= {"opening_sentences": OPENING_SENTENCES, "data": DETECTOR_DATA.name, "figures": figures.model_dump()}
@@ -465,10 +473,10 @@ def run_rows(
     rows: Sequence[BehaviourRow],
     detector: DeclineDetector,
     reader: Reader,
+    mode: Mode,
     progress: Callable[[int], None] = lambda _: None,
 ) -> list[EpisodeItem]:
-    """One whole episode per row, each read by the decline detector."""
-    mode: Mode = "council" if rt.council.members else "no_council"
+    """One whole episode per row, each read by the decline detector (``mode``: who decides what a stop is)."""
     items = []
     for row in rows:
         episode = run_episode(rt, row.prompt)
@@ -500,11 +508,11 @@ def evaluate_behaviour(
     reader = rt.council.reader or Reader(shared_embedder(DEFAULT_EMBEDDER))
     detector = detector or load_detector(encoder=reader.encoder)
     base = rt if council else without_council(rt)
+    mode: Mode = "council" if council else "no_council"
     figures, items = [], {}
     for version in list(dict.fromkeys(versions)) or [store.current(rt.persona.name)]:
         run = with_version(base, version, store)
-        items[version] = run_rows(run, rows, detector, reader, progress)
-        mode: Mode = "council" if council else "no_council"
+        items[version] = run_rows(run, rows, detector, reader, mode, progress)
         figures.append(version_figures(version, mode, run.pool.name, items[version], resamples))
     return BehaviourEvaluation(
         file=str(path),
