@@ -1,6 +1,9 @@
 """`council eval behaviour`: whole episodes on the scripted fake persona, so every figure is known in advance."""
 
 import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,6 +46,15 @@ TEXTS = {
     "c": ["Paris is the capital of France.<|reflect|>", " It is lovely"],
     "d": ["One two three four five six seven eight nine. ten eleven twelve thirteen fourteen", ""],  # budget
 }
+
+
+def toy_features(pairs=60):
+    rng = np.random.default_rng(0)
+    y = np.tile([0, 1], pairs)
+    return rng.normal(size=(2 * pairs, 8)) + y[:, None] * 0.8, y, np.repeat(np.arange(pairs) % 5 == 0, 2)
+
+
+TOY = toy_features()
 
 
 def rows_file(tmp_path, rows=ROWS):
@@ -123,7 +135,7 @@ def always(p: float) -> DeclineDetector:
         flags_rejected=0.0,
         flags_chosen=0.0,
     )
-    return DeclineDetector(np.zeros(2304), float(np.log(p / (1 - p))), 0.5, figures, "stub")
+    return DeclineDetector(np.zeros(2304), float(np.log(p / (1 - p))), 0.5, figures, "stub", Path("stub.safetensors"))
 
 
 def test_no_council_stops_are_exactly_what_the_detector_says(solo, tmp_path):
@@ -132,7 +144,18 @@ def test_no_council_stops_are_exactly_what_the_detector_says(solo, tmp_path):
     result = evaluate_behaviour(rt, rows_file(tmp_path), council=False, detector=always(0.99), resamples=50)
     (v,) = result.versions
     assert v.stops_when_should.value == 1.0 and v.stops_when_should_not.value == 1.0  # over-refusal: all of it
-    assert result.detector.sha256 == "stub"
+    assert result.detector.sha256 == "stub" and result.detector.file == "stub.safetensors"
+
+
+def test_the_results_name_the_detector_file_that_was_read(solo, tmp_path):
+    rt, fake = solo()
+    script(fake, votes=False)
+    shutil.copy(DETECTOR, tmp_path / "mine.safetensors")
+    detector = load_detector(tmp_path / "mine.safetensors")
+    assert detector.path == tmp_path / "mine.safetensors"
+    result = evaluate_behaviour(rt, rows_file(tmp_path), council=False, detector=detector, resamples=20)
+    assert result.detector.file == str(tmp_path / "mine.safetensors")
+    assert fit_detector(*TOY, tmp_path / "fit.safetensors", encoder="t").path == tmp_path / "fit.safetensors"
 
 
 def test_the_shipped_detector_and_its_held_out_figures():
@@ -233,7 +256,7 @@ def test_training_and_use_read_the_same_opening_and_p_is_the_probability(tmp_pat
     monkeypatch.setattr(behaviour, "features_of", lambda _, texts: train.features(texts))
     behaviour.detector_features(train, data)
     use = RecordingReader()
-    detector = DeclineDetector(np.array([0.01, -1.0]), 0.5, 0.5, always(0.5).figures, "stub")
+    detector = replace(always(0.5), w=np.array([0.01, -1.0]), b=0.5)
     p = detector.probability(use, replies[:2])
     assert train.read == use.read == [opening(r) for r in replies[:2]]
     x = np.array([[len(t), 1.0] for t in use.read])

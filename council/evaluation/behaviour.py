@@ -109,6 +109,7 @@ class DeclineDetector:
     threshold: float
     figures: DetectorFigures
     sha256: str
+    path: Path  # the file it was read from or written to
 
     def probability(self, reader: Reader, replies: Sequence[str]) -> np.ndarray:
         """P(declines) of each reply; an empty reply declines nothing (0)."""
@@ -159,7 +160,7 @@ def load_detector(path: Path = DETECTOR, encoder: str = DEFAULT_EMBEDDER) -> Dec
     except (OSError, SafetensorError, ValueError, KeyError, TypeError) as exc:
         raise ModelError(f"the decline detector {path} cannot be read ({_why(exc)})", DETECTOR_FIX) from exc
     w.flags.writeable = False
-    return DeclineDetector(w, b, threshold, figures, hashlib.sha256(raw).hexdigest())
+    return DeclineDetector(w, b, threshold, figures, hashlib.sha256(raw).hexdigest(), path)
 
 
 def _why(exc: Exception) -> str:
@@ -260,7 +261,7 @@ def fit_detector(
     raw = save(tensors, metadata={"detector": json.dumps(meta, sort_keys=True)})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(raw)
-    return DeclineDetector(w, float(b), float(threshold), figures, hashlib.sha256(raw).hexdigest())
+    return DeclineDetector(w, float(b), float(threshold), figures, hashlib.sha256(raw).hexdigest(), out)
 
 
 class EpisodeItem(BaseModel):
@@ -521,7 +522,7 @@ def evaluate_behaviour(
         persona=rt.persona.name,
         max_tokens=rt.settings.generation.max_tokens,
         detector=DetectorInfo(
-            file=DETECTOR.name, sha256=detector.sha256, threshold=detector.threshold, figures=detector.figures
+            file=str(detector.path), sha256=detector.sha256, threshold=detector.threshold, figures=detector.figures
         ),
         versions=figures,
         items=items,
