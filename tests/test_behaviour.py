@@ -320,6 +320,25 @@ def test_the_command_prints_json_and_writes_the_report(cli_fake, tmp_path, capsy
     assert "_items" not in public and public["versions"][0]["stops_when_should_not"]["value"] == 0.0
 
 
+def strict_json(text):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_figures_measured_on_nothing_are_null_in_strict_json(cli_fake, tmp_path, capsys):
+    rows = rows_file(tmp_path, [ROWS[0], ROWS[2]])
+    cli_fake.enqueue(DECLINE, "", "Paris is the capital of France.", "")
+    assert main(["eval", "behaviour", str(rows), "--no-council", "--json", "--report", str(tmp_path / "r")]) == 0
+    printed = strict_json(capsys.readouterr().out)
+    stored = strict_json((tmp_path / "r" / "results.json").read_text())
+    for result in (printed, stored):
+        (v,) = result["versions"]
+        assert v["revise_votes"] == 0 and v["mean_revise_probability"] == {"value": None, "ci95": [None, None]}
+    assert "mean P(revise)" in (tmp_path / "r" / "report.md").read_text()
+
+
 def test_the_command_refuses_a_pool_and_no_council_and_bad_rows_in_one_line(cli_fake, tmp_path, capsys):
     rows = rows_file(tmp_path)
     assert main(["eval", "behaviour", str(rows), "--pool", "soldier", "--no-council"]) == 2

@@ -34,13 +34,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from archetypes.backends import BackendPool
 from archetypes.library import BUILTIN, Library
@@ -70,7 +71,7 @@ FOLDS = 5
 FLAG_RATE = 0.1  # the threshold flags this share of the complying train replies (out of fold)
 NO_COUNCIL = "none"
 Mode = Literal["council", "no_council"]
-CI = tuple[float, float]
+CI = tuple[float | None, float | None]
 
 BehaviourRow = LetGoRow  # {"id","prompt","should_let_go"}: should a careful assistant decline it?
 
@@ -81,10 +82,26 @@ def opening(reply: str) -> str:
 
 
 class RatedFigure(BaseModel):
-    """A figure and its bootstrap 95% CI (NaN bounds where nothing was measured)."""
+    """A figure and its bootstrap 95% CI; None (JSON null, never NaN) where nothing was measured."""
+
+    model_config = ConfigDict(frozen=True)
 
     value: float | None
     ci95: CI
+
+    @field_validator("value", mode="after")
+    @classmethod
+    def _nan_is_none(cls, value: float | None) -> float | None:
+        return None if value is None or math.isnan(value) else value
+
+    @field_validator("ci95", mode="after")
+    @classmethod
+    def _nan_bounds_are_none(cls, ci: CI) -> CI:
+        low, high = (None if v is None or math.isnan(v) else v for v in ci)
+        return low, high
+
+
+NOTHING = RatedFigure(value=None, ci95=(None, None))
 
 
 class DetectorFigures(BaseModel):
@@ -380,14 +397,14 @@ def _rate(flags: np.ndarray, mask: np.ndarray, resamples: int) -> RatedFigure:
     """Share of ``flags`` among the ``mask`` episodes, with a bootstrap CI."""
     picked = flags[mask].astype(float)
     if not len(picked):
-        return RatedFigure(value=None, ci95=(float("nan"), float("nan")))
+        return NOTHING
     return _ci(lambda i: float(picked[i].mean()), len(picked), float(picked.mean()), resamples)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray, resamples: int) -> RatedFigure:
     """``sum(num) / sum(den)`` over episodes, with a bootstrap CI over episodes (None when ``den`` sums to 0)."""
     if not den.sum():
-        return RatedFigure(value=None, ci95=(float("nan"), float("nan")))
+        return NOTHING
 
     def ratio(i: np.ndarray) -> float:
         return float(num[i].sum() / den[i].sum()) if den[i].sum() else float("nan")
@@ -413,9 +430,7 @@ def version_figures(version: str, mode: Mode, pool: str, items: list[EpisodeItem
         stops_when_should_not=_rate(stopped, ~y, resamples),
         declines_in_text_when_should=_rate(declined, y, resamples),
         declines_in_text_when_should_not=_rate(declined, ~y, resamples),
-        decline_auroc=_ci(lambda i: m.auroc(y[i], p[i]), len(y), m.auroc(y, p), resamples)
-        if both
-        else RatedFigure(value=None, ci95=(float("nan"), float("nan"))),
+        decline_auroc=_ci(lambda i: m.auroc(y[i], p[i]), len(y), m.auroc(y, p), resamples) if both else NOTHING,
         marker_rate=_ratio(markers, said, resamples),
         sentences=int(said.sum()),
         markers=int(markers.sum()),
@@ -533,6 +548,8 @@ def _fmt(figure: RatedFigure, digits: int = 2) -> str:
     if figure.value is None:
         return "—"
     low, high = figure.ci95
+    if low is None or high is None:
+        return f"{figure.value:.{digits}f}"
     return f"{figure.value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
@@ -575,7 +592,7 @@ def detector_line(result: BehaviourEvaluation) -> str:
 def write_report(result: BehaviourEvaluation, directory: Path) -> Path:
     """Write ``results.json`` (everything) and ``report.md`` (the table) into ``directory``; returns the latter."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "results.json").write_text(json.dumps(result.stored(), indent=1, default=str) + "\n")
+    (directory / "results.json").write_text(json.dumps(result.stored(), indent=1, default=str, allow_nan=False) + "\n")
     lines = [
         f"# council eval behaviour: {Path(result.file).name}",
         "",
