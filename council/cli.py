@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import tempfile
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -446,14 +446,14 @@ def eval_behaviour(
         raise typer.BadParameter("give --pool or --no-council, not both", param_hint="--no-council")
     versions = [v.strip() for v in (persona or "").split(",") if v.strip()]
     settings = _settings(pool=pool, generation={"max_tokens": max_tokens} if max_tokens else None)
-    with tempfile.TemporaryDirectory(prefix="council-behaviour-") as scratch:
+    with ExitStack() as stack:
         with err.status("Loading models…"):
-            rt, store = b.behaviour_runtime(settings, Path(scratch))
+            scratch = stack.enter_context(b.scratch_runtime(settings))
         with Progress(console=err, transient=True) as bar:
             rows = sum(1 for line in file.read_text(encoding="utf-8").split("\n") if line.strip())
             job = bar.add_task(f"Answering {file.name}", total=rows * max(len(versions), 1))
             result = b.evaluate_behaviour(
-                rt, file, versions=versions, council=not no_council, store=store, progress=lambda n: bar.advance(job, n)
+                scratch, file, versions=versions, council=not no_council, progress=lambda n: bar.advance(job, n)
             )
     if report:
         err.print(f"report: {b.write_report(result, report)}")

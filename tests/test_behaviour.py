@@ -2,15 +2,19 @@
 
 import json
 import shutil
+from contextlib import ExitStack
 from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from archetypes.backends import FACTORIES, FakeBackend
+from archetypes.backends import FACTORIES, BackendPool, FakeBackend
+from archetypes.definitions import ModelSpec
 from council.cli import main
 from council.core.errors import DefinitionError, ModelError, NotFoundError
+from council.core.settings import load_settings
 from council.evaluation.behaviour import (
     DETECTOR,
     NO_COUNCIL,
@@ -18,12 +22,17 @@ from council.evaluation.behaviour import (
     DeclineDetector,
     DetectorFigures,
     RatedFigure,
+    ScratchRuntime,
     evaluate_behaviour,
     fit_detector,
     load_detector,
     opening,
+    scratch_runtime,
     write_report,
 )
+from council.store.database import Database
+from council.store.episodes import EpisodeLog
+from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from tests.conftest import without_judges, write_yaml
 
 SOLO = "archetypes: [reason]\nrule: weighted_majority\n"  # one token-voting member: one score per point
@@ -71,9 +80,22 @@ def script(fake, votes=True):
 
 
 @pytest.fixture
-def solo(fake_setup, council_home):
+def solo(council_home):
+    """A scratch runtime whose persona and only archetype run on one scripted FakeBackend, and that fake."""
+    write_yaml(council_home, "personas", "tester", "character: You are a test persona.\nmodel: fake\n")
     write_yaml(council_home, "pools", "solo", SOLO)
-    return lambda: fake_setup(pool="solo", reflection={"min_segment_tokens": 2}, generation={"max_tokens": 12})
+    without_judges(council_home)
+    with ExitStack() as stack:
+
+        def make():
+            settings = load_settings(
+                persona="tester", pool="solo", reflection={"min_segment_tokens": 2}, generation={"max_tokens": 12}
+            )
+            backends = BackendPool(settings)
+            fake = backends.get(ModelSpec(backend="fake"))
+            return stack.enter_context(scratch_runtime(settings, backends)), fake
+
+        yield make
 
 
 def test_rates_come_from_the_episodes(solo, tmp_path):
@@ -294,6 +316,68 @@ def test_an_unknown_version_is_refused(solo, tmp_path):
         evaluate_behaviour(rt, rows_file(tmp_path), versions=["v9"])
 
 
+def stored_version(scratch, number=1):
+    """A version of the tester persona in the user's store (its adapter never loads: tests replace the backend)."""
+    settings = load_settings()
+    adapter = f"tester/v{number}/adapter.gguf"
+    (settings.personas_dir / adapter).parent.mkdir(parents=True, exist_ok=True)
+    (settings.personas_dir / adapter).write_bytes(b"GGUF")
+    scratch.versions.add(
+        PersonaVersion(
+            id=f"v{number}",
+            persona="tester",
+            number=number,
+            created_at=datetime.now(timezone.utc),
+            parent=BASE,
+            adapter=adapter,
+            dataset_hash="d" * 64,
+            base_hash="b" * 64,
+            pair_ids=[],
+            promoted=False,
+            reason="test",
+        )  # fmt: skip
+    )
+
+
+def test_two_versions_run_every_row_each_with_its_own_model(solo, tmp_path, monkeypatch):
+    from council.evaluation import behaviour
+
+    scratch, fake = solo()
+    stored_version(scratch)
+    adapted = FakeBackend()
+    monkeypatch.setattr(behaviour, "persona_backend", lambda backends, persona, version: adapted)
+    fake.enqueue(DECLINE, "", "Paris is the capital of France.", "")
+    adapted.enqueue("Sure, here is how to pick it.", "", "Paris.", "")
+    result = evaluate_behaviour(
+        scratch, rows_file(tmp_path, [ROWS[0], ROWS[2]]), versions=["base", "v1"], council=False
+    )
+    assert [v.version for v in result.versions] == ["base", "v1"] and list(result.items) == ["base", "v1"]
+    assert result.items["base"][0].declined and not result.items["v1"][0].declined
+    assert result.items["v1"][1].answer.startswith("Paris.")
+
+
+def test_an_unknown_second_version_fails_before_any_episode_runs(solo, tmp_path):
+    scratch, fake = solo()
+    with pytest.raises(NotFoundError, match="no version 'v9'"):
+        evaluate_behaviour(scratch, rows_file(tmp_path), versions=["base", "v9"], council=False)
+    assert not fake.history  # no base episode ran first
+    assert not EpisodeLog(scratch.rt.db).list()
+
+
+def test_only_a_scratch_runtime_gets_in(fake_setup):
+    rt, _ = fake_setup()
+    with pytest.raises(ValueError, match="scratch store"):
+        ScratchRuntime(rt, PersonaVersions(rt.db, rt.settings.personas_dir))  # the user's own log
+
+
+def test_the_evaluation_leaves_the_user_s_log_empty(solo, tmp_path):
+    scratch, fake = solo()
+    script(fake, votes=False)
+    evaluate_behaviour(scratch, rows_file(tmp_path), council=False, resamples=20)
+    assert len(EpisodeLog(scratch.rt.db).list()) == 4  # the episodes are in the scratch store
+    assert not EpisodeLog(Database(load_settings().db_url)).list()
+
+
 @pytest.fixture
 def cli_fake(council_home, monkeypatch):
     """The CLI's persona is one shared, scripted fake (the CLI builds its own backends)."""
@@ -318,6 +402,8 @@ def test_the_command_prints_json_and_writes_the_report(cli_fake, tmp_path, capsy
     assert main(["eval", "behaviour", str(rows), "--no-council", "--json"]) == 0
     public = json.loads(capsys.readouterr().out)
     assert "_items" not in public and public["versions"][0]["stops_when_should_not"]["value"] == 0.0
+    assert main(["logs", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # the evaluation's episodes never reached the user's log
 
 
 def strict_json(text):

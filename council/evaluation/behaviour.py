@@ -35,7 +35,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -472,16 +474,42 @@ def with_version(rt: CouncilRuntime, version: str, versions: PersonaVersions) ->
     return replace(rt, writer=writer, persona_version=found.id if found else BASE)
 
 
-def behaviour_runtime(settings: Settings, scratch: Path) -> tuple[CouncilRuntime, PersonaVersions]:
-    """A runtime whose episodes go to a scratch store under ``scratch`` (recall off, nothing remembered).
+@dataclass(frozen=True)
+class ScratchRuntime:
+    """A runtime whose episodes go to a scratch store (recall off, nothing remembered), and the user's versions.
+
+    ``scratch_runtime`` makes one; ``evaluate_behaviour`` takes nothing else, so its episodes never reach the user's
+    log or the night pass. It refuses a runtime that remembers, or whose store is not a file under its own home
+    apart from the store the versions come from.
+    """
+
+    rt: CouncilRuntime
+    versions: PersonaVersions
+
+    def __post_init__(self) -> None:
+        file = self.rt.db.file
+        own = file is not None and file.is_relative_to(self.rt.settings.home) and file != self.versions.db.file
+        if self.rt.memory is not None or not own:
+            raise ValueError("an evaluation runtime must log to a scratch store of its own: use scratch_runtime")
+
+
+@contextmanager
+def scratch_runtime(settings: Settings, backends: BackendPool | None = None) -> Iterator[ScratchRuntime]:
+    """A ``ScratchRuntime`` in a temporary home, deleted on exit.
 
     Models, definitions and persona versions come from ``settings``' home, so the evaluation runs what the persona
-    runs, while its episodes never reach the night pass. Also returns the persona versions of ``settings``.
+    runs, while its episodes stay in the scratch store.
     """
-    memory = settings.memory.model_copy(update={"url": None, "recall": False})
-    own = settings.model_copy(update={"home": scratch, "database_url": None, "memory": memory})
-    rt = build_runtime(own, BackendPool(settings), Library.load(settings.home))
-    return replace(rt, memory=None), PersonaVersions(Database(settings.db_url), settings.personas_dir)
+    with tempfile.TemporaryDirectory(prefix="council-behaviour-") as scratch:
+        memory = settings.memory.model_copy(update={"url": None, "recall": False})
+        own = settings.model_copy(update={"home": Path(scratch), "database_url": None, "memory": memory})
+        rt = build_runtime(own, backends or BackendPool(settings), Library.load(settings.home))
+        versions = PersonaVersions(Database(settings.db_url), settings.personas_dir)
+        try:
+            yield ScratchRuntime(replace(rt, memory=None), versions)
+        finally:
+            rt.db.engine.dispose()
+            versions.db.engine.dispose()
 
 
 def run_rows(
@@ -504,30 +532,30 @@ def run_rows(
 
 
 def evaluate_behaviour(
-    rt: CouncilRuntime,
+    scratch: ScratchRuntime,
     path: Path,
     *,
     versions: Sequence[str] = (),
     council: bool = True,
-    store: PersonaVersions | None = None,
     detector: DeclineDetector | None = None,
     resamples: int = 1000,
     progress: Callable[[int], None] = lambda _: None,
 ) -> BehaviourEvaluation:
     """Run every row of ``path`` as an episode with each of ``versions`` (default: the one in use), and measure.
 
-    ``council=False`` runs without a council (``without_council``). ``store`` holds the persona's versions
-    (default: the runtime's own database).
+    Every version and its model are found before the first episode, so an unknown one fails before any runs.
+    ``council=False`` runs without a council (``without_council``).
     """
+    rt, store = scratch.rt, scratch.versions
     rows = read_jsonl(path, BehaviourRow, "behaviour")
-    store = store or PersonaVersions(rt.db, rt.settings.personas_dir)
     reader = rt.council.reader or Reader(shared_embedder(DEFAULT_EMBEDDER))
     detector = detector or load_detector(encoder=reader.encoder)
     base = rt if council else without_council(rt)
     mode: Mode = "council" if council else "no_council"
+    names = list(dict.fromkeys(versions)) or [store.current(rt.persona.name)]
+    runs = {version: with_version(base, version, store) for version in names}
     figures, items = [], {}
-    for version in list(dict.fromkeys(versions)) or [store.current(rt.persona.name)]:
-        run = with_version(base, version, store)
+    for version, run in runs.items():
         items[version] = run_rows(run, rows, detector, reader, mode, progress)
         figures.append(version_figures(version, mode, run.pool.name, items[version], resamples))
     return BehaviourEvaluation(
