@@ -163,6 +163,50 @@ def test_a_damaged_episode_log_is_one_line_naming_the_file_and_the_recovery(coun
     assert db.read_bytes() == before
 
 
+WORDS = "Is my disk full, or is the file is not a database? The database disk image is malformed, it says."
+
+
+def test_a_prompt_with_the_words_of_damage_does_not_change_the_advice(council_home, capsys):
+    import sqlite3
+
+    write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
+    assert run_cli(capsys, "run", "hello", "--pool", "soldier", "--no-recall", "--json")[0] == 0
+    with sqlite3.connect(council_home / "council.db") as c:
+        c.execute("CREATE TRIGGER refuse BEFORE INSERT ON episodes BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    c.close()
+    code, _, err = run_cli(capsys, "run", WORDS, "--pool", "soldier", "--no-recall")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "refused" in err and ".recover" not in err and "damaged" not in err and "disk space" not in err, err
+    assert "check database_url" in err and "disk full" not in err  # the prompt is not in the message either
+    assert run_cli(capsys, "logs", "list")[0] == 0  # and the store is not refused as damaged
+
+
+def test_damage_is_read_from_the_driver_s_error_and_sqlite_s_result_code(tmp_path):
+    import sqlite3
+
+    from sqlalchemy.exc import DatabaseError, OperationalError
+
+    from council.store.database import damaged, storage_fix
+
+    def wrapped(error, kind=OperationalError):
+        return kind("INSERT INTO episodes (prompt) VALUES (?)", (WORDS,), error)
+
+    locked = wrapped(sqlite3.OperationalError("database is locked"))
+    assert WORDS in str(locked) and not damaged(locked) and storage_fix(locked).startswith("another process")
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"\xa5" * 4096)
+    with pytest.raises(sqlite3.DatabaseError) as caught:
+        sqlite3.connect(bad).execute("SELECT * FROM sqlite_master")
+    assert caught.value.sqlite_errorcode == 26 and damaged(wrapped(caught.value, DatabaseError))
+    assert ".recover" in storage_fix(wrapped(caught.value, DatabaseError), bad)
+    corrupt = sqlite3.DatabaseError("something unexpected")
+    corrupt.sqlite_errorcode = 267  # SQLITE_CORRUPT_VTAB: an extended code of SQLITE_CORRUPT
+    busy = sqlite3.OperationalError("database disk image is malformed")
+    busy.sqlite_errorcode = 5  # the code says busy, whatever the words
+    assert damaged(corrupt) and not damaged(busy)
+    assert damaged(sqlite3.DatabaseError("file is not a database"))  # no code: SQLite's words
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any, cast
@@ -106,22 +107,32 @@ class Database:
         )
 
 
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver's own error where SQLAlchemy wraps one: its message holds no SQL and no parameters."""
+    return exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+
+
 def short(exc: BaseException) -> str:
     """A database error as one line: the driver's own message where SQLAlchemy wraps one."""
-    return one_line(exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc)
+    return one_line(driver_error(exc))
 
 
 _DAMAGE = ("database disk image is malformed", "file is not a database")  # SQLite's words for a damaged file
+_SQLITE_DAMAGE = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB (primary result codes)
 
 
 def damaged(exc: BaseException) -> bool:
-    """Whether a database error says the database file is damaged."""
-    return any(words in str(exc).lower() for words in _DAMAGE)
+    """Whether a database error says the database file is damaged (SQLite's result code where it has one)."""
+    error = driver_error(exc)
+    code = vars(error).get("sqlite_errorcode") if isinstance(error, sqlite3.Error) else None
+    if isinstance(code, int):
+        return code & 0xFF in _SQLITE_DAMAGE
+    return any(words in str(error).lower() for words in _DAMAGE)
 
 
 def storage_fix(exc: BaseException, file: Path | None = None) -> str:
     """What to do about a database error (``file``: the SQLite file it came from, if known)."""
-    text = str(exc).lower()
+    text = str(driver_error(exc)).lower()
     if damaged(exc):
         name = file or "council.db"
         return (
