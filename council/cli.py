@@ -9,10 +9,12 @@ import tempfile
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast, get_args, get_type_hints
 
 import click
 import typer
+import typer.main
+from typer.core import TyperGroup, TyperOption
 
 try:
     from typer._click import exceptions as typer_click
@@ -26,7 +28,7 @@ from rich.text import Text
 from archetypes.library import Library
 from council.core.errors import CouncilError
 from council.core.settings import Settings, load_settings
-from council.core.text import invalid_text
+from council.core.text import invalid_text, printable
 
 if TYPE_CHECKING:
     from council.engine.runtime import CouncilRuntime
@@ -451,12 +453,12 @@ def eval_behaviour(
             scratch = stack.enter_context(b.scratch_runtime(settings))
         with Progress(console=err, transient=True) as bar:
             rows = sum(1 for line in file.read_text(encoding="utf-8").split("\n") if line.strip())
-            job = bar.add_task(f"Answering {file.name}", total=rows * max(len(versions), 1))
+            job = bar.add_task(f"Answering {printable(file.name)}", total=rows * max(len(versions), 1))
             result = b.evaluate_behaviour(
                 scratch, file, versions=versions, council=not no_council, progress=lambda n: bar.advance(job, n)
             )
     if report:
-        err.print(f"report: {b.write_report(result, report)}")
+        err.print(f"report: {printable(str(b.write_report(result, report)))}")
     if as_json:
         return _dump(result.public())
     table = Table(
@@ -896,13 +898,52 @@ USAGE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+SHOWN_CHARS = 40  # how much of a refused argument the error repeats
+
+
 def _check_text(args: list[str]) -> None:
-    """Refuse an argument that is not valid text (bytes that are not UTF-8 reach Python as lone surrogates)."""
-    for number, arg in enumerate(args, 1):
-        problem = invalid_text(arg)
-        if problem is not None:
-            shown = arg.encode("utf-8", "backslashreplace").decode("utf-8")
-            raise CouncilError(f"argument {number} ('{shown}') is {problem}", "pass UTF-8 text")
+    """Refuse a text argument that is not valid text (bytes that are not UTF-8 reach Python as lone surrogates).
+
+    A path's argument is exempt: a file name may be any bytes, and ``Path`` carries them through.
+    """
+    refused = [(i, arg, problem) for i, arg in enumerate(args) if (problem := invalid_text(arg)) is not None]
+    paths = _path_arguments(args) if refused else set()
+    for i, arg, problem in refused:
+        if i not in paths:
+            shown = printable(arg)
+            shown = shown if len(shown) <= SHOWN_CHARS else shown[:SHOWN_CHARS] + "…"
+            raise CouncilError(f"argument {i + 1} ('{shown}') is {problem}", "pass UTF-8 text")
+
+
+def _path_arguments(args: list[str]) -> set[int]:
+    """Indices of ``args`` that a parameter typed ``Path`` takes (as an option's value or positionally)."""
+    command = typer.main.get_command(app)
+    i = 0
+    while isinstance(command, TyperGroup) and i < len(args) and args[i] in command.commands:
+        command, i = command.commands[args[i]], i + 1
+    if command.callback is None:
+        return set()
+    hints = get_type_hints(command.callback)
+    paths = {name for name, hint in hints.items() if Path in (hint, *get_args(hint))}
+    options = {o: p for p in command.params if isinstance(p, TyperOption) for o in (*p.opts, *p.secondary_opts)}
+    positional = [p for p in command.params if not isinstance(p, TyperOption)]
+    found: set[int] = set()
+    while i < len(args):
+        name, inline, _ = args[i].partition("=")
+        option = options.get(name)
+        if option is not None:
+            takes = not option.is_flag and not inline  # the value is the next argument
+            if option.name in paths:
+                found.add(i + 1 if takes else i)
+            i += 2 if takes else 1
+            continue
+        if positional:
+            if positional[0].name in paths:
+                found.add(i)
+            if positional[0].nargs != -1:
+                positional.pop(0)
+        i += 1
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -925,13 +966,13 @@ def main(argv: list[str] | None = None) -> int:
     except CouncilError as exc:
         if debug:
             raise
-        err.print(Text("error: ", style="red") + Text(str(exc)), soft_wrap=True)
+        err.print(Text("error: ", style="red") + Text(printable(str(exc))), soft_wrap=True)
         return 1
     except Exception as exc:
         if debug:
             raise
         line = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
-        err.print(Text("error: ", style="red") + Text(line), soft_wrap=True)
+        err.print(Text("error: ", style="red") + Text(printable(line)), soft_wrap=True)
         return 1
     return 0
 

@@ -221,3 +221,19 @@ def test_an_argument_that_is_not_valid_text_is_one_line(council_home, capsys, ar
     code, _, err = run_cli(capsys, *args)
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "not valid" in err and "surrogate" in err and "Traceback" not in err and "TypeError" not in err
+
+
+def test_a_file_name_need_not_be_utf8_and_a_refused_argument_is_shown_cut_short(council_home, tmp_path, capsys):
+    import os
+
+    write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
+    rows = tmp_path / os.fsdecode(b"rows-\xff.jsonl")  # bytes that are not UTF-8 reach Python as a lone surrogate
+    rows.write_text('{"id": "a", "prompt": "hi", "should_let_go": "perhaps"}\n')
+    report = str(tmp_path / os.fsdecode(b"report-\xfe"))
+    for args in ((str(rows), "--pool", "soldier"), (str(rows), "--report", report), (str(rows), f"--report={report}")):
+        code, _, err = run_cli(capsys, "eval", "behaviour", *args)
+        assert code == 1 and "should_let_go" in err and "not valid" not in err, err  # the rows were read
+    long = "Please tell me a story about a dragon who \ud800 learns to fly over the sea."
+    code, _, err = run_cli(capsys, "run", long, "--pool", "soldier")
+    assert code == 1 and "surrogate" in err and "argument 2 ('Please tell me a story about a dragon wh…')" in err, err
+    assert "learns to fly" not in err

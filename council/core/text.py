@@ -35,3 +35,8 @@ def invalid_text(text: str) -> str | None:
     except UnicodeEncodeError as exc:
         return f"not valid text: a lone surrogate {text[exc.start]!r} at character {exc.start + 1}"
     return None
+
+
+def printable(text: str) -> str:
+    """``text`` with each lone surrogate written as a backslash escape, so that UTF-8 can print or store it."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -51,7 +51,7 @@ from council.core.datafiles import read_jsonl
 from council.core.episode import Episode, ReflectionPoint
 from council.core.errors import ModelError, first_problem, one_line
 from council.core.settings import Settings
-from council.core.text import sentences
+from council.core.text import printable, sentences
 from council.engine.judges import FEATURES, Reader, features_of
 from council.engine.persona import PersonaWriter
 from council.engine.runner import build_runtime, persona_backend, run_episode
@@ -559,13 +559,16 @@ def evaluate_behaviour(
         items[version] = run_rows(run, rows, detector, reader, mode, progress)
         figures.append(version_figures(version, mode, run.pool.name, items[version], resamples))
     return BehaviourEvaluation(
-        file=str(path),
+        file=printable(str(path)),
         rows=len(rows),
         should_let_go=sum(r.should_let_go for r in rows),
         persona=rt.persona.name,
         max_tokens=rt.settings.generation.max_tokens,
         detector=DetectorInfo(
-            file=str(detector.path), sha256=detector.sha256, threshold=detector.threshold, figures=detector.figures
+            file=printable(str(detector.path)),
+            sha256=detector.sha256,
+            threshold=detector.threshold,
+            figures=detector.figures,
         ),
         versions=figures,
         items=items,
