@@ -26,7 +26,7 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from archetypes.definitions import JUDGMENTS, Archetype, Judgment
+from archetypes.definitions import JUDGMENTS, Archetype, Judgment, Verdict
 from archetypes.library import Library
 from council.core.errors import ModelError
 from council.core.text import sentences
@@ -37,7 +37,7 @@ LAYERS = 6  # the encoder layers read, each mean-pooled and unit length, side by
 MAX_TOKENS = 128  # what the encoder was trained on; a segment is shorter, a long reply is read from its start
 FORMAT = 3
 NEIGHBOURS = 5  # coverage: mean cosine similarity to this many nearest rows of a head's support
-STEERED_REVISE = 0.9  # a segment of nothing but instructions to its judges is revised
+STEERED_REVISE = 0.5  # a segment of nothing but instructions to its judges: a revise vote, undecided in a pool
 Steering = Literal["none", "some", "all"]  # how much of a text addressed its judges
 
 
@@ -122,7 +122,7 @@ class Judged(NamedTuple):
 class JudgeVote(NamedTuple):
     """A judge's vote at a reflection point, before it becomes a ``Vote``."""
 
-    verdict: str
+    verdict: Verdict
     probs: dict[str, float]
     coverage: dict[str, float]
     steering: bool
@@ -154,10 +154,10 @@ class JudgeHeads:
             return (reader.features([text])[0] if text else None), "none"
         parts = sentences(text)
         flagged = steer.probability(reader.features(parts)) >= steer.threshold
-        if not flagged.any():
-            return reader.features([text])[0], "none"
-        kept = [part for part, flag in zip(parts, flagged, strict=True) if not flag]
-        return reader.features([" ".join(kept) if kept else text])[0], ("some" if kept else "all")
+        if not flagged.any() or flagged.all():
+            return reader.features([text])[0], ("all" if flagged.all() else "none")
+        kept = " ".join(part for part, flag in zip(parts, flagged, strict=True) if not flag)
+        return reader.features([kept])[0], "some"
 
     def vote(self, reader: Reader, request: str, segment: str) -> JudgeVote:
         """The verdict, P(let_go) and P(revise) with P(continue) = neither, each judgment's coverage, and steering.
@@ -177,7 +177,7 @@ class JudgeHeads:
         steering = any(r.steering != "none" for r in read.values())
         if p_l and p_l >= self.heads["let_go"].threshold:
             return JudgeVote("let_go", probs, coverage, steering)
-        verdict = "revise" if p_r and p_r >= self.heads["revise"].threshold else "continue"
+        verdict: Verdict = "revise" if p_r and p_r >= self.heads["revise"].threshold else "continue"
         return JudgeVote(verdict, probs, coverage, steering)
 
     def probability(self, judgment: Judgment, reader: Reader, text: str) -> float | None:
