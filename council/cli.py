@@ -6,7 +6,8 @@ import json
 import os
 import sys
 import tempfile
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast, get_args, get_type_hints
@@ -26,7 +27,7 @@ from rich.progress import Progress
 from rich.text import Text
 
 from archetypes.library import Library
-from council.core.errors import CouncilError
+from council.core.errors import CouncilError, Interrupt
 from council.core.settings import Settings, load_settings
 from council.core.text import invalid_text, printable
 
@@ -78,6 +79,26 @@ def _episode_log(settings: Settings) -> EpisodeLog:
     return EpisodeLog(Database(settings.db_url))
 
 
+@contextmanager
+def _interruptible(note: str) -> Iterator[None]:
+    """SIGTERM and Ctrl-C raise ``Interrupt`` (saying ``note``), so what runs ends ``interrupted``, not killed."""
+    import signal
+    import threading
+
+    def stop(signum: int, _frame: object) -> None:
+        raise Interrupt(signum, note)
+
+    main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = signal.signal(signal.SIGTERM, stop) if main_thread else None
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupt(signal.SIGINT, note) from None
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def _dump(data: object) -> None:
     out.print_json(json.dumps(data, default=str))
 
@@ -104,7 +125,7 @@ def run(
     as_json: JsonFlag = False,
 ) -> None:
     """Answer PROMPT in segments; the council votes at every reflection point. The episode is logged and remembered."""
-    from council.engine.runner import build_runtime, run_episode
+    from council.engine.runner import build_runtime, new_episode_id, run_episode
     from council.render import LiveEpisode
 
     generation = {k: v for k, v in {"max_tokens": max_tokens, "seed": seed}.items() if v is not None}
@@ -113,13 +134,17 @@ def run(
     with err.status("Loading models…"):
         rt = build_runtime(settings)
     live = LiveEpisode(err if as_json else out)
-    with err.status("The persona is writing…") as status:
+    episode_id = new_episode_id()
+    with (
+        _interruptible(f"episode {episode_id} is logged as interrupted"),
+        err.status("The persona is writing…") as status,
+    ):
 
         def on_update(node: str, update: dict[str, Any]) -> None:
             live(node, update)
             status.update("The council is voting…" if node in ("draft", "revise") else "The persona is writing…")
 
-        episode = run_episode(rt, prompt, on_update)
+        episode = run_episode(rt, prompt, on_update, episode_id=episode_id)
     assert episode is not None  # only a should_stop callback leaves an episode unfinished
     if as_json:
         _dump(episode.model_dump(mode="json"))
@@ -881,10 +906,13 @@ def ask(
     if not wait:
         return _dump(task.model_dump(mode="json")) if as_json else out.print(f"queued task {task.id}")
     deadline = time.monotonic() + timeout
-    while (task := queue.get(task.id)).status in ("queued", "running"):
-        if time.monotonic() > deadline:
-            raise CouncilError(f"task {task.id} is still {task.status}", "is `council serve` running? It stays queued")
-        time.sleep(0.5)
+    with _interruptible(f"the daemon still answers task {task.id}"):
+        while (task := queue.get(task.id)).status in ("queued", "running"):
+            if time.monotonic() > deadline:
+                raise CouncilError(
+                    f"task {task.id} is still {task.status}", "is `council serve` running? It stays queued"
+                )
+            time.sleep(0.5)
     if task.status == "failed":
         raise CouncilError(f"task {task.id} failed: {task.error}", "see `council logs show " + task.episode_id + "`")
     episode = log.get(task.episode_id)
@@ -953,8 +981,11 @@ def main(argv: list[str] | None = None) -> int:
     args = [a for a in args if a != "--debug"]
     try:
         _check_text(args)
-        app(args=args, prog_name="council", standalone_mode=False)
+        code = app(args=args, prog_name="council", standalone_mode=False)
     except (click.exceptions.Exit, typer.Exit) as exc:
+        return exc.exit_code
+    except Interrupt as exc:
+        err.print(printable(str(exc)))
         return exc.exit_code
     except USAGE_ERRORS as exc:
         usage = cast(click.ClickException, exc)  # typer's copy of the class has the same interface
@@ -974,7 +1005,9 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
         err.print(Text("error: ", style="red") + Text(printable(line)), soft_wrap=True)
         return 1
-    return 0
+    if code == 130:  # typer answers a KeyboardInterrupt with exit code 130 in place of the command's result
+        err.print("interrupted")
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
 if __name__ == "__main__":

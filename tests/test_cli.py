@@ -237,3 +237,119 @@ def test_a_file_name_need_not_be_utf8_and_a_refused_argument_is_shown_cut_short(
     code, _, err = run_cli(capsys, "run", long, "--pool", "soldier")
     assert code == 1 and "surrogate" in err and "argument 2 ('Please tell me a story about a dragon wh…')" in err, err
     assert "learns to fly" not in err
+
+
+KILLED_MID_RUN = """
+import os, sys
+from archetypes.backends.fake import FakeBackend
+
+def generate(self, chat, **kwargs):  # the persona's first words: the signal arrives mid-episode
+    os.kill(os.getpid(), int(sys.argv[1]))
+    yield "never"
+
+FakeBackend.generate = generate
+from council.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def run_killed(sig):
+    """`council run` in its own process, which gets ``sig`` while the persona writes."""
+    import subprocess
+    import sys
+
+    args = [sys.executable, "-c", KILLED_MID_RUN, str(int(sig)), "run", "hello", "--pool", "soldier", "--no-recall"]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120)
+
+
+def logged(capsys):
+    code, out, _ = run_cli(capsys, "logs", "list", "--json")
+    assert code == 0
+    return {e["episode_id"]: e for e in json.loads(out)}
+
+
+@pytest.mark.parametrize(("sig", "code", "name"), [("SIGTERM", 143, "SIGTERM"), ("SIGINT", 130, "Ctrl-C")])
+def test_a_run_stopped_by_a_signal_is_logged_interrupted_and_exits_128_plus_it(council_home, capsys, sig, code, name):
+    import signal
+
+    write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
+    result = run_killed(signal.Signals[sig])
+    assert result.returncode == code, result.stderr
+    [episode] = logged(capsys).values()
+    assert episode["status"] == "interrupted" and episode["stop_reason"] == f"interrupted by {name}"
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == f"interrupted by {name}: episode {episode['episode_id']} is logged as interrupted"
+    )
+
+
+def test_ctrl_c_in_process_is_interrupted_exit_130_and_sigterm_s_handler_is_put_back(council_home, capsys, monkeypatch):
+    import signal
+
+    from archetypes.backends.fake import FakeBackend
+
+    def generate(self, chat, **kwargs):
+        raise KeyboardInterrupt
+        yield ""
+
+    write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
+    monkeypatch.setattr(FakeBackend, "generate", generate)
+    before = signal.getsignal(signal.SIGTERM)
+    code, _, err = run_cli(capsys, "run", "hello", "--pool", "soldier", "--no-recall")
+    assert code == 130 and "interrupted by Ctrl-C" in err and len(err.strip().splitlines()) == 1
+    assert signal.getsignal(signal.SIGTERM) is before
+    [episode] = logged(capsys).values()
+    assert (episode["status"], episode["stop_reason"]) == ("interrupted", "interrupted by Ctrl-C")
+
+
+def test_ctrl_c_in_any_command_exits_130(council_home, capsys, monkeypatch):
+    import council.cli
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(council.cli, "_episode_log", interrupted)
+    code, _, err = run_cli(capsys, "logs", "list")
+    assert code == 130 and "interrupted" in err
+
+
+def test_a_run_killed_outright_is_marked_interrupted_when_the_next_run_starts(council_home, capsys):
+    import signal
+
+    from council.store.tasks import this_process
+
+    write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
+    result = run_killed(signal.SIGKILL)
+    assert result.returncode == -signal.SIGKILL
+    [(killed, episode)] = logged(capsys).items()
+    assert episode["status"] == "running" and episode["owner"].startswith(this_process().partition(":")[0] + ":")
+    assert run_cli(capsys, "run", "again", "--pool", "soldier", "--no-recall")[0] == 0
+    episodes = logged(capsys)
+    assert episodes[killed]["status"] == "interrupted" and episode["owner"] in episodes[killed]["stop_reason"]
+    assert [e["status"] for eid, e in episodes.items() if eid != killed] == ["finished"]
+
+
+def test_sigterm_while_ask_waits_exits_143_and_leaves_the_task_queued(council_home, capsys, monkeypatch):
+    import os
+    import signal
+    import time
+
+    def sleep(seconds):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def unhandled(signum, frame):
+        raise AssertionError("ask left SIGTERM to the handler around it")
+
+    monkeypatch.setattr(time, "sleep", sleep)
+    previous = signal.signal(signal.SIGTERM, unhandled)
+    try:
+        code, _, err = run_cli(capsys, "ask", "hello", "--wait")
+        assert signal.getsignal(signal.SIGTERM) is unhandled
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 143 and err.startswith("interrupted by SIGTERM: the daemon still answers task ")
+    from council.core.settings import load_settings
+    from council.store.database import Database
+    from council.store.tasks import TaskQueue
+
+    assert TaskQueue(Database(load_settings().db_url)).counts()["queued"] == 1

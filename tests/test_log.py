@@ -97,7 +97,7 @@ def test_migrations_build_the_schema_from_a_blank_database(db_url):
     tables |= {"sleep_claims"}
     assert tables | {"persona_versions", "persona_selections"} <= set(inspector.get_table_names())
     with engine.connect() as c:
-        assert c.execute(text("select version_num from alembic_version")).scalar() == "0011_vote_steering"
+        assert c.execute(text("select version_num from alembic_version")).scalar() == "0012_episode_owner"
     migrate(engine)  # idempotent: a second upgrade is a no-op
     with engine.connect() as c:
         assert c.execute(text("select count(*) from alembic_version")).scalar() == 1
@@ -116,6 +116,7 @@ def test_migrations_build_the_schema_from_a_blank_database(db_url):
         "0008_task_leases",
         "0009_sleep_claims",
         "0010_vote_coverage",
+        "0011_vote_steering",
     ],
 )
 def test_upgrading_keeps_episodes_written_under_the_previous_schema(db_url, previous):
@@ -133,7 +134,7 @@ def test_upgrading_keeps_episodes_written_under_the_previous_schema(db_url, prev
     engine.dispose()
     old = EpisodeLog(Database(url)).get("old1")  # opening the log migrates it to head
     assert (old.prompt, old.final_text, old.recalled, old.recollections) == ("an old prompt", "an old answer", "", [])
-    assert old.persona_version == "base"
+    assert old.persona_version == "base" and old.owner == ""
 
 
 def test_upgrading_tells_a_budget_stop_from_the_council_letting_go(db_url):
@@ -175,3 +176,36 @@ def test_unwritable_location_is_a_storage_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(StorageError, match="episode log"):
         EpisodeLog(Database(f"sqlite:///{blocker}/sub/log.db"))
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended (and was reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_running_episode_whose_process_ended_is_marked_interrupted_and_no_other(db_url):
+    from council.store.tasks import TaskQueue, this_process
+
+    log = EpisodeLog(Database(db_url))
+    dead = f"{this_process().partition(':')[0]}:{dead_pid()}"
+    task = TaskQueue(log.db).put("p", "inbox")
+    running = {
+        "gone1": dead,  # this host, and its process ended: interrupted
+        "alive1": this_process(),  # still running, here
+        "elsewhere1": "another-host:1",  # another host's process may still run
+        "legacy1": "",  # written before episodes named their process
+        task.episode_id: dead,  # a queued task's: a worker resumes it from its checkpoint
+    }
+    for eid, owner in running.items():
+        log.save(episode(eid).model_copy(update={"status": "running", "owner": owner}))
+    log.save(episode("zdone1").model_copy(update={"owner": dead}))
+    assert log.interrupt_orphans() == ["gone1"]
+    statuses = {e.episode_id: e.status for e in log.list(limit=10)}
+    assert statuses == {eid: "running" for eid in running} | {"gone1": "interrupted", "zdone1": "finished"}
+    assert dead in log.get("gone1").stop_reason
+    assert log.interrupt_orphans() == []

@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field, computed_field
 from archetypes.definitions import Verdict
 from archetypes.modelock import parse
 
-EpisodeStatus = Literal["running", "finished", "let_go", "budget", "failed"]  # budget: closed at its token budget
+# budget: closed at its token budget; interrupted: stopped by a signal, or its process was found gone
+EpisodeStatus = Literal["running", "finished", "let_go", "budget", "failed", "interrupted"]
 MemoryKind = Literal["episode", "request", "answer", "reflection", "commentary"]
 
 
@@ -90,6 +91,10 @@ class Episode(BaseModel):
     recalled: str = Field("", description="the memory digest the persona saw")
     persona_version: str = Field("base", description="the trained persona version it ran with")
     recollections: list[Recollection] = Field(default_factory=list)
+    owner: str = Field(
+        "",
+        description="the process that last wrote it (host:pid); a running episode whose process ended was interrupted",
+    )
 
     @computed_field  # type: ignore[prop-decorator]
     @property

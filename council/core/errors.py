@@ -1,6 +1,7 @@
 """Typed errors whose messages say what went wrong and what to do about it, and the helpers that word them."""
 
 import re
+import signal
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,32 @@ class NotFoundError(CouncilError):
 
 class NothingToTrainError(CouncilError):
     """A training run found no new preference pairs."""
+
+
+class Interrupt(BaseException):
+    """A signal stopped the process (Ctrl-C or SIGTERM): what it was running ends ``interrupted``.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is, so no ``except Exception`` swallows it. The CLI prints it as
+    one line and exits 128 + the signal's number (130 for Ctrl-C, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int, note: str = ""):
+        self.signum = signum
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.reason = f"interrupted by {name}"
+        super().__init__(f"{self.reason}: {note}" if note else self.reason)
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for a process ended by this signal."""
+        return 128 + self.signum
+
+
+def interruption(exc: BaseException) -> Interrupt | None:
+    """``exc`` as an interrupt: itself, Ctrl-C's for a ``KeyboardInterrupt``, or None for any other exception."""
+    if isinstance(exc, Interrupt):
+        return exc
+    return Interrupt(signal.SIGINT) if isinstance(exc, KeyboardInterrupt) else None
 
 
 def one_line(exc: BaseException, limit: int = 200, *, typed: bool = False) -> str:

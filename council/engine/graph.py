@@ -22,6 +22,7 @@ from council.core.text import whole_sentences
 from council.engine.prompts import Closing
 from council.engine.runtime import CouncilRuntime
 from council.engine.voting import Point
+from council.store.tasks import this_process
 from memory.recall import digest
 from memory.vector import TOPICAL
 
@@ -268,4 +269,5 @@ def episode_from_state(rt: CouncilRuntime, state: EpisodeState) -> Episode:
         recalled=state.get("recalled", ""),
         persona_version=rt.persona_version,
         recollections=[Recollection.model_validate(r) for r in state.get("recollections", [])],
+        owner=this_process(),
     )

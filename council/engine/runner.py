@@ -15,7 +15,7 @@ from archetypes.backends.modelfiles import file_hash
 from archetypes.definitions import Persona
 from archetypes.library import Library
 from council.core.episode import Episode
-from council.core.errors import ModelError, StorageError
+from council.core.errors import ModelError, StorageError, interruption
 from council.core.settings import Settings
 from council.engine.graph import EpisodeState, builder, episode_from_state, initial_state
 from council.engine.judges import Reader, load_judge
@@ -48,6 +48,7 @@ def build_runtime(
     pool = library.pool(settings.pool)
     backends = backends or BackendPool(settings)
     log = EpisodeLog(Database(settings.db_url))
+    interrupt_orphans(log)
     version = PersonaVersions(log.db, settings.personas_dir).active(persona.name)
     backend = backends.get(persona.model) if version is None else persona_backend(backends, persona, version)
     members = library.members(pool)
@@ -76,6 +77,15 @@ def build_runtime(
     )
 
 
+def interrupt_orphans(log: EpisodeLog) -> None:
+    """Mark the log's running episodes whose process died (SIGKILL, a crash) ``interrupted``, as a start-up sweep."""
+    try:
+        for episode_id in log.interrupt_orphans():
+            logger.warning("episode %s was interrupted: the process running it is gone", episode_id)
+    except StorageError as exc:  # a read-only or busy log: the next start sweeps again
+        logger.warning("cannot mark interrupted episodes: %s", exc)
+
+
 def persona_backend(backends: BackendPool, persona: Persona, version: PersonaVersion) -> Backend:
     """The persona's model with ``version``'s adapter, after checking it was trained on this very GGUF."""
     base = backends.get(persona.model)
@@ -98,7 +108,8 @@ def run_episode(
 ) -> Episode | None:
     """Run one episode to its end and return it as stored in the log.
 
-    The episode is written as ``running`` first, so a crash leaves a trace; a failure marks it ``failed``.
+    The episode is written as ``running`` first, so a crash leaves a trace; a failure marks it ``failed``, and
+    Ctrl-C or a signal's ``Interrupt`` ``interrupted``.
     With a ``checkpointer``, every step is saved under the episode id as thread id, and an episode found
     unfinished there resumes where it stopped. ``should_stop`` is asked between steps: when it says yes, the
     episode is left checkpointed and ``None`` is returned.
@@ -121,7 +132,14 @@ def run_episode(
             if should_stop():
                 return None
     except BaseException as exc:
-        failed: EpisodeState = {**state, "status": "failed", "stop_reason": f"{type(exc).__name__}: {exc}"}
-        rt.log.save(episode_from_state(rt, failed))
+        rt.log.save(episode_from_state(rt, _ended(state, exc)))
         raise
     return rt.log.get(episode_id)
+
+
+def _ended(state: EpisodeState, exc: BaseException) -> EpisodeState:
+    """``state`` ended by ``exc``: interrupted by a signal, or failed."""
+    interrupt = interruption(exc)
+    if interrupt is not None:
+        return {**state, "status": "interrupted", "stop_reason": interrupt.reason}
+    return {**state, "status": "failed", "stop_reason": f"{type(exc).__name__}: {exc}"}

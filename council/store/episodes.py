@@ -4,14 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from sqlalchemy import Select, func, inspect, select
+from sqlalchemy import Select, func, inspect, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import selectinload
 
 from council.core.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
 from council.core.errors import NotFoundError, StorageError
 from council.store.database import Database, short, storage_fix
-from council.store.rows import CommentaryRow, EpisodeRow, RecollectionRow, ReflectionPointRow, SegmentRow, VoteRow
+from council.store.rows import (
+    CommentaryRow,
+    EpisodeRow,
+    RecollectionRow,
+    ReflectionPointRow,
+    SegmentRow,
+    TaskRow,
+    VoteRow,
+)
+from council.store.tasks import worker_gone
 
 
 class EpisodeLog:
@@ -32,6 +41,30 @@ class EpisodeLog:
                 session.add(_to_row(episode))
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot write episode {episode.episode_id} ({short(exc)})", storage_fix(exc)) from exc
+
+    def interrupt_orphans(self) -> list[str]:
+        """Mark ``interrupted`` every running episode whose process is provably gone; return their ids.
+
+        Provably: the process ran on this host and has ended (on another host it may still run). An episode that a
+        queued or running task holds is left running: a worker resumes it from its checkpoint.
+        """
+        held = select(TaskRow.episode_id).where(TaskRow.status.in_(("queued", "running")))
+        running = select(EpisodeRow.id, EpisodeRow.owner).where(
+            EpisodeRow.status == "running", EpisodeRow.id.not_in(held)
+        )
+        self.db.check()
+        try:
+            with self.db.sessions.begin() as session:
+                gone = {id_: owner for id_, owner in session.execute(running) if worker_gone(owner)}
+                for id_, owner in gone.items():
+                    session.execute(
+                        update(EpisodeRow)
+                        .where(EpisodeRow.id == id_, EpisodeRow.status == "running")
+                        .values(status="interrupted", stop_reason=f"interrupted: its process {owner} ended mid-run")
+                    )
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot mark interrupted episodes ({short(exc)})", storage_fix(exc)) from exc
+        return sorted(gone)
 
     def get(self, episode_id: str) -> Episode:
         """Return the episode whose id is ``episode_id`` or starts with it."""
@@ -110,6 +143,7 @@ def _to_row(ep: Episode) -> EpisodeRow:
         timings=ep.timings,
         recalled=ep.recalled,
         persona_version=ep.persona_version,
+        owner=ep.owner,
         recollections=[
             RecollectionRow(
                 rank=rank,

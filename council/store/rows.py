@@ -33,6 +33,7 @@ class EpisodeRow(Base):
     timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     recalled: Mapped[str] = mapped_column(Text, default="")
     persona_version: Mapped[str] = mapped_column(String(32), default="base")
+    owner: Mapped[str] = mapped_column(String(64), default="")
 
     segments: Mapped[list[SegmentRow]] = relationship(
         back_populates="episode", cascade="all, delete-orphan", order_by="SegmentRow.id"

@@ -34,13 +34,21 @@ def new_task_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def this_process() -> str:
+    """Host and process id, as ``worker_gone`` reads them."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}"
+
+
 def new_worker_id() -> str:
     """Host, process and a random suffix: unique among the workers sharing a queue."""
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return f"{this_process()}:{uuid.uuid4().hex[:6]}"
 
 
 def worker_gone(worker_id: str) -> bool:
-    """True when ``worker_id`` ran on this host and its process has ended (elsewhere, only a lease can tell)."""
+    """True when ``worker_id`` (or ``this_process()``) ran on this host and its process has ended.
+
+    Elsewhere, only a lease can tell.
+    """
     host, _, rest = worker_id.partition(":")
     pid = rest.partition(":")[0]
     if host != socket.gethostname()[:40] or not pid.isdigit():
