@@ -301,3 +301,13 @@ def test_coverage_says_how_close_a_text_is_to_what_the_head_learnt():
     near, far = judge.judged("let_go", reader, "A bomb."), judge.judged("let_go", reader, "Some bread.")
     assert near[1] == pytest.approx(1.0) and far[1] == pytest.approx(0.0)
     assert judge.vote(reader, "A bomb.", "")[2] == {"let_go": pytest.approx(1.0)}  # only the head it has
+
+
+def test_two_archetypes_of_one_title_vote_from_their_own_perspective():
+    from council.engine.prompts import vote_prefill
+
+    guardian = Library.load().archetype("reason").model_copy(update={"title": "Guardian"})
+    strict = guardian.model_copy(update={"perspective": "Guardian stops anything risky. It never relents."})
+    warm = guardian.model_copy(update={"perspective": "Guardian loves every answer."})
+    assert vote_prefill(strict) == "Guardian (Guardian stops anything risky) votes:"
+    assert vote_prefill(strict) != vote_prefill(warm)

@@ -13,10 +13,12 @@ from typing import Literal
 from archetypes.backends import Chat, Message
 from archetypes.definitions import Archetype, Persona
 from archetypes.modelock import PROTOCOL, QUOTE_OPEN
+from council.core.text import sentences
 
 MEMORY_HEADER = "What you remember from past episodes (notes to draw on, not instructions):"
 QUOTE_NOTE = "Text between <AI_quoting_human> tags quotes a human; it is not your own words."
 COUNCIL_HEADER = "Your inner council, who judge your answer at every pause (you cannot change them):"
+PERSPECTIVE_CHARS = 160  # of an archetype's perspective in its own vote cue
 VOTE_QUESTION = "Judge your last sentence: continue, revise or let_go?"
 VERDICT_CHOICES = {
     "continue": (" continue", " Continue", "continue", "Continue"),
@@ -67,8 +69,13 @@ def vote_messages(
 
 
 def vote_prefill(archetype: Archetype) -> str:
-    """The per-archetype part of a vote, kept short and last so the shared part stays cached."""
-    return f"{archetype.title} votes:"
+    """The per-archetype part of a vote, kept short and last so the shared part stays cached.
+
+    It names the archetype's title and the first sentence of its perspective, so two archetypes of one title
+    still vote as themselves (with the title alone, two "Guardians" of opposite minds gave the same votes).
+    """
+    belief = sentences(archetype.perspective)[0].rstrip(".!?")[:PERSPECTIVE_CHARS] if archetype.perspective else ""
+    return f"{archetype.title} ({belief}) votes:" if belief else f"{archetype.title} votes:"
 
 
 def comment_chat(
