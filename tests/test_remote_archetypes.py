@@ -86,7 +86,11 @@ def test_votes_read_from_top_logprobs_match_the_same_model_in_process(llama_serv
         for cue, got in zip(cues, far, strict=True):
             folded = (*messages[:-1], Message("user", f"{messages[-1].content}\n\n{cue}"))
             [near] = local.score(folded, [""], prompts.VERDICT_CHOICES)
-            assert max(got.probs, key=got.probs.get) == max(near.probs, key=near.probs.get)
+            top, second = sorted(near.probs.values(), reverse=True)[:2]
+            # the verdict is compared where the model means one: where it puts a tenth of its probability on the
+            # verdict words, and not on a near tie (a word outside the server's top 20 reads as 0 there)
+            if min(near.mass, got.mass) >= 0.1 and top - second > 2 * TOLERANCE:
+                assert max(got.probs, key=got.probs.get) == max(near.probs, key=near.probs.get), (prompt, cue)
             for verdict in prompts.VERDICT_CHOICES:
                 far_p, near_p = got.mass * got.probs[verdict], near.mass * near.probs[verdict]
                 assert abs(far_p - near_p) <= TOLERANCE, (prompt, cue, verdict, far_p, near_p)
