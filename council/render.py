@@ -13,7 +13,7 @@ from council.core.episode import Episode, Recollection, ReflectionPoint
 _DECISION_STYLE = {"continue": "green", "revise": "yellow", "let_go": "magenta"}
 
 
-STEERING_NOTE = "text addressed its judges: judged without it (as written if nothing else)"
+STEERING_NOTE = "steering text found"  # sentences addressed to its judges: judged without them
 
 
 def votes_table(point: ReflectionPoint) -> Table:
