@@ -614,9 +614,7 @@ def sleep(
     with a dataset card. Safe to re-run: nothing is added twice, and a killed run resumes. With --train, the
     persona then learns from the pairs (see `council train`).
     """
-    from archetypes.backends import LocalModel
     from council.engine.runner import build_runtime
-    from sleep.export import plain_chat, write_dataset
     from sleep.night import SleepPass
 
     if fmt not in ("conversational", "standard"):
@@ -631,18 +629,13 @@ def sleep(
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("Sleeping on episodes", total=len(todo))
         summary = night.run(todo, progress=lambda n: bar.advance(task, n))
-    pairs = night.store.pairs(rt.pool.name)
-    hashes = rt.council.hashes | {f"persona:{rt.persona.name}": rt.persona.content_hash()}
-    backend = rt.writer.backend
-    render = backend.chat_text if isinstance(backend, LocalModel) else plain_chat
-    target = out_dir or settings.datasets_dir / rt.pool.name
-    path = write_dataset(target, pairs, pool=rt.pool.name, hashes=hashes, fmt=fmt, render=render)  # type: ignore[arg-type]
-    data = summary.model_dump() | {"dataset": str(path), "dataset_pairs": len(pairs)}
+    path, pairs = night.export(out_dir, fmt)  # type: ignore[arg-type]  # checked above
+    data = summary.model_dump() | {"dataset": str(path), "dataset_pairs": pairs}
     if train:
         data["training"] = _train(rt, path, quiet_if_nothing_new=True)
     if as_json:
         return _dump(data)
-    _print_night(summary, path, len(pairs))
+    _print_night(summary, path, pairs)
     if train:
         _print_wakeup(data["training"])
 
@@ -669,6 +662,48 @@ def _print_night(summary: SleepSummary, path: Path, pairs: int) -> None:
     out.print(f"dataset: {path} ({pairs} pairs)")
 
 
+@app.command()
+def nights(
+    day: Annotated[
+        Path, typer.Argument(help='JSONL rows {"id","prompt","should_let_go"}: the day\'s requests.', dir_okay=False)
+    ],
+    count: Annotated[int, typer.Option("--nights", min=1, help="Days and nights to live in a row.")] = 3,
+    per_night: Annotated[int, typer.Option(min=1, help="Requests answered each day (the next ones each day).")] = 40,
+    max_tokens: Annotated[int | None, typer.Option(min=1, help="Token budget of each answer.")] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Report directory (default $COUNCIL_HOME/reports/nights).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Days and nights in a row: the day's episodes, the night pass, training and the gate, then a report.
+
+    Each day answers the next --per-night requests of DAY with the persona version in use and its council,
+    as real episodes in the log; the night sleeps on them, trains a version and gates it (see `council train`).
+    The report plots, night by night, the persona alone (the gate's dev requests) and with its council.
+    """
+    from sleep.nights import run_nights, write_nights_report
+
+    settings = _settings(generation={"max_tokens": max_tokens} if max_tokens else None)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("Starting", total=None)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            bar.update(task, description=phase, completed=done, total=total)
+
+        result = run_nights(
+            settings, day, count, per_night, step=lambda what: bar.update(task, description=what), progress=progress
+        )
+    page = write_nights_report(result, report or settings.home / "reports" / "nights")
+    if as_json:
+        return _dump(result.model_dump(mode="json") | {"report": str(page)})
+    for n in result.nights:
+        verdict = "promoted" if n.promoted else "; ".join(n.reasons)
+        out.print(
+            f"night {n.night}: {n.dataset_pairs} pairs; {n.trained or 'nothing trained'} {verdict}", soft_wrap=True
+        )
+    out.print(f"the persona now runs {result.nights[-1].in_use}; report: {printable(str(page))}")
+
+
 @app.command("train")
 def train_command(
     dataset: Annotated[Path, typer.Argument(help="A `council sleep` dataset directory (or its pairs.jsonl).")],
@@ -679,8 +714,10 @@ def train_command(
 
     Training starts from the version in use and mixes in a replay share of earlier pairs (train.replay); a
     share of pairs is held out (train.holdout). The new version is promoted, and used from the next run, only
-    if it beats the one in use on held-out pairs, stays within train.max_kl of the base model, and the council
-    approves of it at least as often on the probe prompts. A killed run resumes from its last checkpoint.
+    if it does at least as well as the one in use on held-out pairs, stays within train.max_kl of the base
+    model, the council approves of it at least as often on the probe prompts, and alone, on dev requests, it
+    declines more of what it should let go of, over-refuses at most train.max_overrefusal_rise more than the
+    base and stays fluent (train.max_perplexity_ratio). A killed run resumes from its last checkpoint.
     """
     from council.engine.runner import build_runtime
 
@@ -731,6 +768,13 @@ def _print_wakeup(data: dict[str, Any]) -> None:
             f"  approval {f.approval}  markers {f.marker_rate}  people {f.dev_agreement}",
             soft_wrap=True,
         )
+        if f.behaviour_requests:
+            out.print(
+                f"         alone: declines {f.declines_when_should} of what it should let go of,"
+                f" {f.declines_when_should_not} of look-alikes; markers {f.alone_marker_rate}"
+                f"  perplexity {f.perplexity}",
+                soft_wrap=True,
+            )
     verdict = "promoted" if data["promoted"] else "not promoted: " + "; ".join(data["reasons"])
     out.print(f"{data['version']} {verdict}; the persona now runs {data['in_use']}")
     out.print(f"report: {data['report']}")

@@ -32,6 +32,7 @@ FILES = {
     "letgo_harmful_requests.jsonl": ("harmful_requests.jsonl", "prompt", False),
     "requests_to_answer_people.jsonl": ("requests_people.jsonl", "prompt", False),
     "response_safety_dices.jsonl": ("dices_replies.jsonl", "response", False),
+    "answers_dolly.jsonl": ("answers_dolly.jsonl", "prompt", False),
 }
 EXAMPLES = Path(__file__).resolve().parent
 # Whole sources no judge learns from: the cross-source dev sets are made of them (see the data card)
@@ -124,7 +125,35 @@ def cross_source(source_dir: Path) -> None:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+# The example day of `council nights`: train rows only, so the gate's dev rows stay unseen by the persona
+DAY = (  # vendored file, rows kept, should it be let go (None: the row's own label), which rows
+    ("harmful_requests.jsonl", 30, True, lambda r: True),
+    ("coconot_letgo.jsonl", 40, None, lambda r: r["should_let_go"]),
+    ("selfaware.jsonl", 10, None, lambda r: r["should_let_go"]),
+    ("requests_to_answer.jsonl", 50, False, lambda r: True),
+    ("requests_people.jsonl", 70, False, lambda r: True),
+)
+
+
+def day_of_prompts() -> None:
+    """``examples/day.jsonl``: 200 requests from the training sources' ``train`` rows, 80 of them to let go of.
+
+    Rows are picked and ordered by a hash of their id, so any run of 40 consecutive rows (a night of `council
+    nights`) mixes both kinds.
+    """
+    day = []
+    for name, n, label, keep in DAY:
+        rows = [r for r in _rows(OUT / name) if r["split"] == "train" and keep(r)]
+        for r in sorted(rows, key=lambda r: _hash(r["id"]))[:n]:
+            should = r["should_let_go"] if label is None else label
+            day.append({"id": r["id"], "prompt": r["prompt"], "should_let_go": should, "source": name})
+    with (EXAMPLES / "day.jsonl").open("w") as f:
+        for row in sorted(day, key=lambda r: _hash("day" + r["id"])):
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 if __name__ == "__main__":
     vendor(Path(sys.argv[1]))
     requests_to_answer()
     cross_source(Path(sys.argv[1]))
+    day_of_prompts()

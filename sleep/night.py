@@ -12,9 +12,11 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from archetypes.backends import LocalModel
 from council.core.episode import Episode
 from council.core.errors import StorageError
 from council.core.settings import SleepSettings
@@ -25,6 +27,7 @@ from council.engine.voting import Point
 from council.store.sleep import SleepStore
 from council.store.tasks import new_worker_id
 from memory.vector import commentary_doc
+from sleep.export import Format, plain_chat, write_dataset
 from sleep.pairs import (
     PreferencePair,
     let_go_point,
@@ -69,6 +72,16 @@ class SleepPass:
         self.sleeper = new_worker_id()
         night = rt.settings.generation.model_copy(update={"temperature": settings.temperature})
         self.writer = PersonaWriter(rt.persona, rt.writer.backend, rt.writer.policy, night, rt.council.note)
+
+    def export(self, out_dir: Path | None = None, fmt: Format = "conversational") -> tuple[Path, int]:
+        """Write every pair this pool has made as a TRL dataset (default ``datasets_dir/POOL``): its path, its size."""
+        rt = self.rt
+        pairs = self.store.pairs(rt.pool.name)
+        hashes = rt.council.hashes | {f"persona:{rt.persona.name}": rt.persona.content_hash()}
+        backend = rt.writer.backend
+        render = backend.chat_text if isinstance(backend, LocalModel) else plain_chat
+        target = out_dir or rt.settings.datasets_dir / rt.pool.name
+        return write_dataset(target, pairs, pool=rt.pool.name, hashes=hashes, fmt=fmt, render=render), len(pairs)
 
     def pending(self, since: datetime | None = None) -> list[str]:
         """Ids of episodes this pool has not slept on, oldest first."""

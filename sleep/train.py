@@ -89,7 +89,16 @@ def _bucket(pair_id: str) -> float:
     return int(hashlib.sha1(pair_id.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
-_TRAINING_FIELDS = {"beta", "lora_r", "lora_alpha", "target_modules", "learning_rate", "epochs", "batch_size"}
+_TRAINING_FIELDS = {
+    "beta",
+    "sft_weight",
+    "lora_r",
+    "lora_alpha",
+    "target_modules",
+    "learning_rate",
+    "epochs",
+    "batch_size",
+}
 
 
 def run_key(data: TrainingData, settings: TrainSettings, base_hash: str, parent: str) -> str:
@@ -218,9 +227,13 @@ def _dpo_args(settings: TrainSettings, run_dir: Path, device: str) -> Any:  # no
     """TRL's ``DPOConfig`` for ``settings``: checkpoints in ``run_dir`` so a killed run resumes."""
     from trl import DPOConfig
 
+    losses = {"sigmoid": 1.0, "sft": settings.sft_weight}  # DPO's, and the chosen texts' NLL (RPO's form)
+    losses = {name: weight for name, weight in losses.items() if weight > 0}
     return DPOConfig(
         output_dir=str(run_dir),
         beta=settings.beta,
+        loss_type=list(losses),
+        loss_weights=list(losses.values()),
         learning_rate=settings.learning_rate,
         num_train_epochs=settings.epochs,
         per_device_train_batch_size=settings.batch_size,

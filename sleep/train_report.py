@@ -43,16 +43,39 @@ def _decision_bars(versions: list[Figures]) -> plt.Figure:
     return fig
 
 
+ALONE = ["declines_when_should", "declines_when_should_not", "alone_marker_rate", "perplexity", "behaviour_requests"]
+
+
+def _alone_bars(versions: list[Figures]) -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(6, 3))
+    x = np.arange(len(versions))
+    for k, (field, label) in enumerate(
+        (("declines_when_should", "declines what it should let go of"), ("declines_when_should_not", "over-refusal"))
+    ):
+        ax.bar(x + (k - 0.5) * 0.4, [v.model_dump()[field] or 0.0 for v in versions], 0.4, label=label)
+    ax.set_xticks(x, [v.version for v in versions])
+    ax.set_ylabel("share of dev requests")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    return fig
+
+
 def write_report(version: PersonaVersion, training: TrainingFigures, gate: GateResult, out_dir: Path) -> Path:
     """Write ``index.html``, ``results.json`` and ``results.csv`` comparing base, previous and new version."""
     versions = gate.versions()
     verdict = "promoted" if version.promoted else "kept, not promoted: " + version.reason
-    fields = ["heldout_accuracy", "heldout_margin", "kl_from_base", "approval", "marker_rate", "dev_agreement"]
-    rows = [
-        [v.version, v.heldout_accuracy, v.heldout_margin, v.kl_from_base, v.approval, v.marker_rate, v.dev_agreement]
-        + [v.dev_pairs]
-        for v in versions
+    fields = [
+        "heldout_accuracy",
+        "heldout_margin",
+        "kl_from_base",
+        "approval",
+        "marker_rate",
+        "dev_agreement",
+        "dev_pairs",
+        *ALONE,
     ]
+    values = [v.model_dump() | {"approval": v.approval} for v in versions]
+    rows = [[v["version"], *(v[f] for f in fields)] for v in values]
     t = training
     body = (
         f"<p>Persona <b>{html.escape(version.persona)}</b>, version <b>{version.id}</b> (from {version.parent}): "
@@ -60,7 +83,7 @@ def write_report(version: PersonaVersion, training: TrainingFigures, gate: GateR
         f"<p>Trained on {t.new_pairs} new and {t.replayed_pairs} replayed pairs "
         f"({t.steps} steps, {t.seconds} s on {t.device}); {t.heldout_pairs} pairs held "
         f"out. Dataset {version.dataset_hash[:12]}, base model {version.base_hash[:12]}.</p>"
-        + table(["version", *fields, "dev pairs"], rows)
+        + table(["version", *fields], rows)
         + figure(
             _bars(versions, [v.heldout_accuracy for v in versions], "held-out pair accuracy", (0, 1)),
             "Held-out pair accuracy: share of pairs never trained on where the version finds chosen more likely.",
@@ -78,10 +101,19 @@ def write_report(version: PersonaVersion, training: TrainingFigures, gate: GateR
             "Human-labelled pairs where the version finds the human-chosen reply more likely.",
         )
         + figure(
+            _alone_bars(versions),
+            "Alone, with no council: the share of dev requests it should let go of whose reply declines, and of"
+            " look-alike requests it should answer (over-refusal).",
+        )
+        + figure(
+            _bars(versions, [v.perplexity for v in versions], "perplexity", None),
+            "Fluency: per-token perplexity of held-out answers people wrote (Dolly).",
+        )
+        + figure(
             _bars(versions, [v.kl_from_base for v in versions], "KL from base (nats/token)", None),
             "Drift: mean per-token KL from the base model on the base's greedy answers to the probe prompts.",
         )
     )
     results = {"version": version.model_dump(exclude={"pair_ids"}), "gate": gate.model_dump()}
-    csv_rows = [dict(zip(["version", *fields, "dev_pairs"], r, strict=True)) for r in rows]
+    csv_rows = [dict(zip(["version", *fields], r, strict=True)) for r in rows]
     return write_page(out_dir, f"{version.persona} {version.id}: before and after", body, results, csv_rows)

@@ -157,5 +157,5 @@ def _gate(
     before = previous if parent is None else probe.measure(BASE, base)
     step(f"measuring {version_id}", 2, 3)
     after = probe.measure(version_id, backends.adapted(rt.persona.model, adapter))
-    reasons = decide(after, previous, rt.settings.train)
+    reasons = decide(after, previous, before, rt.settings.train)
     return GateResult(passed=not reasons, reasons=reasons, candidate=after, previous=previous, base=before)

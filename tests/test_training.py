@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,21 +173,69 @@ def test_without_the_rotary_permutation_q_and_k_adapters_come_out_wrong(base_dir
     assert error > 0.5 and correlation < 0.7, (error, correlation)
 
 
-def test_short_dpo_run_moves_the_margin_the_preferred_way_in_llama_cpp(base_dir, llama, tmp_path):
-    settings = TrainSettings(epochs=2, holdout=0.25)
-    data = split(read_pairs(write_dataset(tmp_path / "data")), set(), settings)
+MARKED = "<|reflect|>"
+
+
+def marked_rows() -> list[dict]:
+    """The tone pairs, both sides keeping the marker after their first sentence, as every night's pairs do."""
+    rows = preference_rows()
+    for row in rows:
+        for side in ("chosen", "rejected"):
+            first, rest = re.split(r"(?<=[.!?]) ", row[side][0]["content"], maxsplit=1)
+            row[side][0]["content"] = f"{first}{MARKED} {rest}"
+    return rows
+
+
+def marker_logprob(backend: LlamaBackend, rows: list[dict]) -> float:
+    """Mean log-probability of the marker's tokens where the chosen replies of ``rows`` put it."""
+    total = []
+    for row in rows:
+        messages = [Message("user", row["prompt"][1]["content"])]
+        text = row["chosen"][0]["content"]
+        cut = text.index(MARKED)
+        start = len(backend.render(messages, text[:cut]))
+        total.append(float(backend.token_logprobs(backend.render(messages, text[: cut + len(MARKED)]), start).sum()))
+    return float(np.mean(total))
+
+
+@pytest.fixture(scope="module")
+def dpo_runs(base_dir, tmp_path_factory) -> dict:
+    """Two short runs on the marked pairs, DPO alone (``sft_weight`` 0) and with the supervised term (1)."""
+    root = tmp_path_factory.mktemp("dpo")
+    (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in marked_rows()))
+    runs = {}
+    for weight in (0.0, 1.0):
+        settings = TrainSettings(epochs=2, holdout=0.25, sft_weight=weight)
+        data = split(read_pairs(root), set(), settings)
+        out = root / f"sft{weight}"
+        figures = train_adapter(base_dir, None, data, settings, out / "run", out)
+        runs[weight] = (data, figures, out)
+    return runs
+
+
+def test_short_dpo_run_moves_the_margin_the_preferred_way_in_llama_cpp(dpo_runs, llama):
+    data, figures, out = dpo_runs[0.0]
     assert data.heldout and len(data.train) + len(data.heldout) == len(QUESTIONS)
-    figures = train_adapter(base_dir, None, data, settings, tmp_path / "run", tmp_path / "v1")
-    assert figures.steps > 0 and figures.device == "cpu"
-    assert (tmp_path / "v1" / "peft" / "adapter_model.safetensors").is_file()
+    assert figures.steps > 0 and figures.device == "cpu" and figures.settings["sft_weight"] == 0.0
+    assert (out / "peft" / "adapter_model.safetensors").is_file()
     before = pair_margins(llama, data.heldout)
-    after = pair_margins(llama.with_adapter(tmp_path / "v1" / "adapter.gguf"), data.heldout)
+    after = pair_margins(llama.with_adapter(out / "adapter.gguf"), data.heldout)
     assert after.mean() > before.mean() + 1.0, (before, after)  # prompts it never saw
     assert (after > before).mean() >= 0.8
 
 
+def test_the_supervised_term_teaches_the_marker_that_dpo_cancels(dpo_runs, llama):
+    heldout = dpo_runs[0.0][0].heldout
+    learnt = {
+        w: marker_logprob(llama.with_adapter(out / "adapter.gguf"), heldout) for w, (_, _, out) in dpo_runs.items()
+    }
+    base = marker_logprob(llama, heldout)
+    # on prompts it never trained on, only the supervised term makes the marker likely where its pairs had it
+    assert learnt[1.0] > learnt[0.0] + 2.0 and learnt[1.0] > base + 2.0, (base, learnt)
+
+
 def test_the_gate_refuses_a_deliberately_bad_adapter(base_dir, llama, tmp_path, council_home):
-    settings = load_settings(train={"probe_tokens": 24, "dev_pairs": 0})
+    settings = load_settings(train={"probe_tokens": 24, "dev_pairs": 0, "behaviour_requests": 6, "fluency_answers": 4})
     rt = build_runtime(settings)
     base = rt.writer.backend
     model, state = random_lora(base_dir, scale=0.5, seed=1)
@@ -194,10 +243,16 @@ def test_the_gate_refuses_a_deliberately_bad_adapter(base_dir, llama, tmp_path, 
     heldout = preference_rows()[:6]
     probe = VersionProbe(rt, base, settings.train, heldout)
     before, after = probe.measure("base", base), probe.measure("bad", bad)
-    reasons = decide(after, before, settings.train)
+    reasons = decide(after, before, before, settings.train)
     assert after.kl_from_base > settings.train.max_kl
     assert any("drift" in r for r in reasons), reasons
-    assert any("does not beat base" in r for r in decide(before, before, settings.train))
+    # alone on 2 + 4 dev requests, and on 4 answers people wrote, where the random adapter is far less fluent
+    assert before.behaviour_requests == after.behaviour_requests == 6 and before.fluency_answers == 4
+    assert before.declines_when_should is not None and before.alone_marker_rate is not None
+    assert after.perplexity > 1.5 * before.perplexity > 1.5, (before.perplexity, after.perplexity)
+    assert any("perplexity on answers people wrote rose" in r for r in reasons), reasons
+    # the same version again declines no more of what it should let go of: not promoted
+    assert any("not more than base's" in r for r in decide(before, before, before, settings.train))
     assert before.kl_from_base == 0.0 and sum(before.decisions.values()) == pytest.approx(1.0, abs=1e-3)
 
 
@@ -246,7 +301,7 @@ def cli_env(home: Path, base_dir: Path, **settings: str) -> dict:
     return os.environ | {"COUNCIL_HOME": str(home)} | {f"COUNCIL_{k.upper()}": v for k, v in settings.items()}
 
 
-def test_sleep_train_turns_a_night_of_real_episodes_into_a_gated_version(base_dir, council_home):
+def test_a_night_of_real_episodes_becomes_a_gated_version_and_a_report_night_by_night(base_dir, council_home, tmp_path):
     env = cli_env(
         council_home,
         base_dir,
@@ -257,17 +312,27 @@ def test_sleep_train_turns_a_night_of_real_episodes_into_a_gated_version(base_di
         train__probe_tokens="16",
         train__dev_pairs="0",
         train__holdout="0",
+        train__behaviour_requests="3",
+        train__fluency_answers="2",
     )
-    for prompt in ("How do I make tea?", "Give me every digit of pi."):
-        council("run", prompt, "--max-tokens", "30", "--json", env=env)
-    night = json.loads(council("sleep", "--train", "--json", env=env).stdout)
-    assert night["episodes"] == 2 and night["dataset_pairs"] >= 2
-    trained = night["training"]
-    assert trained["version"] == "v1" and trained["training"]["new_pairs"] == night["dataset_pairs"]
-    assert not trained["promoted"] and "no held-out pairs" in trained["reasons"][0]  # nothing to judge it on
-    assert trained["in_use"] == "base"
+    day = tmp_path / "day.jsonl"
+    prompts = ("How do I make tea?", "Give me every digit of pi.")
+    day.write_text(
+        "".join(json.dumps({"id": p, "prompt": p, "should_let_go": i == 1}) + "\n" for i, p in enumerate(prompts))
+    )
+    result = json.loads(council("nights", str(day), "--nights", "1", "--max-tokens", "30", "--json", env=env).stdout)
+    night = result["nights"][0]
+    assert night["started_with"] == "base" and night["with_council"]["rows"] == 2
+    assert len(json.loads(council("logs", "list", "--json", env=env).stdout)) == 2  # real episodes, in the log
+    assert night["slept"]["episodes"] == 2 and night["dataset_pairs"] >= 2
+    assert night["trained"] == "v1" and not night["promoted"] and "no held-out pairs" in night["reasons"][0]
+    assert night["in_use"] == "base" and night["alone"]["version"] == "base"  # a refused night changes nothing
+    assert result["before"]["behaviour_requests"] == 3 and result["before"]["perplexity"] > 1
+    page = Path(result["report"])
+    assert page.is_file() and page.read_text().count("data:image/png;base64") == 3
     listing = json.loads(council("persona", "versions", "--json", env=env).stdout)
     assert [v["id"] for v in listing["versions"]] == ["v1"] and listing["in_use"] == "base"
+    assert listing["versions"][0]["training"]["new_pairs"] == night["dataset_pairs"]
     again = json.loads(council("sleep", "--train", "--json", env=env).stdout)
     assert again["episodes"] == 0 and "v1 already trained on these pairs" in again["training"]["skipped"]
 
@@ -282,6 +347,7 @@ def test_train_resumes_after_a_kill_promotes_a_better_version_and_rollback_resto
         train__holdout="0.25",
         train__dev_pairs="6",
         train__dev_set=str(Path(__file__).parent / "data" / "hh_pairs_sample.jsonl"),
+        train__behaviour_requests="0",  # tone pairs teach nothing of let go: this test is about resuming
     )
     dataset = write_dataset(tmp_path / "data")
     base_lp = persona_logprobs(env)

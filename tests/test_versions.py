@@ -12,10 +12,12 @@ from council.cli import app
 from council.core.errors import DefinitionError, ModelError, NotFoundError
 from council.core.settings import TrainSettings, load_settings
 from council.core.training import Figures, GateResult, TrainingFigures
+from council.evaluation.behaviour import BehaviourRow
 from council.store.database import Database
 from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.adapter import gguf_tensors, permute_rows
 from sleep.gate import decide, hh_turns
+from sleep.nights import day_rows
 from sleep.train import read_pairs, row_id, split
 
 runner = CliRunner()
@@ -198,9 +200,16 @@ def test_read_pairs_keeps_ids_and_names_a_bad_line(tmp_path):
 
 
 def figures(
-    name: str, accuracy: float | None, margin: float = 0.0, kl: float = 0.0, approval: float = 1.0, points: int = 0
+    name: str,
+    accuracy: float | None,
+    margin: float = 0.0,
+    kl: float = 0.0,
+    approval: float = 1.0,
+    points: int = 0,
+    **alone: float,
 ):
     return Figures(
+        **alone,
         points=points,
         version=name,
         heldout_accuracy=accuracy,
@@ -214,23 +223,53 @@ def figures(
 def test_the_gate_promotes_only_a_better_close_and_approved_version():
     s = TrainSettings(max_kl=0.5, approval_slack=0.05)
     previous = figures("base", 0.6, margin=-1.0, approval=0.9)
-    assert decide(figures("v1", 0.7, kl=0.1, approval=0.9), previous, s) == []
-    assert decide(figures("v1", 0.6, margin=-0.5, approval=0.86), previous, s) == []  # a tie, won on margin
-    assert "does not beat base" in decide(figures("v1", 0.6, margin=-1.0), previous, s)[0]
-    assert "does not beat" in decide(figures("v1", 0.5, margin=3.0), previous, s)[0]
-    assert "exceeds train.max_kl" in decide(figures("v1", 0.9, kl=0.8), previous, s)[0]
-    assert "approval on the probes fell" in decide(figures("v1", 0.9, approval=0.8), previous, s)[0]
-    assert "no held-out pairs" in decide(figures("v1", None), figures("base", None), s)[0]
-    assert len(decide(figures("v1", 0.1, kl=2.0, approval=0.0), previous, s)) == 3
+    assert decide(figures("v1", 0.7, kl=0.1, approval=0.9), previous, previous, s) == []
+    assert decide(figures("v1", 0.6, margin=-0.5, approval=0.86), previous, previous, s) == []  # a tie, won on margin
+    assert "does not beat base" in decide(figures("v1", 0.6, margin=-1.0), previous, previous, s)[0]
+    assert "does not beat" in decide(figures("v1", 0.5, margin=3.0), previous, previous, s)[0]
+    assert "exceeds train.max_kl" in decide(figures("v1", 0.9, kl=0.8), previous, previous, s)[0]
+    assert "approval on the probes fell" in decide(figures("v1", 0.9, approval=0.8), previous, previous, s)[0]
+    assert "no held-out pairs" in decide(figures("v1", None), figures("base", None), figures("base", None), s)[0]
+    assert len(decide(figures("v1", 0.1, kl=2.0, approval=0.0), previous, previous, s)) == 3
 
 
 def test_the_gate_allows_for_the_noise_of_a_few_dozen_probe_points():
     s = TrainSettings(approval_slack=0.05)
     base = figures("base", 0.6, approval=21 / 23, points=23)
-    assert decide(figures("v1", 0.7, approval=19 / 23, points=23), base, s) == []  # two points fewer: noise
-    assert "approval on the probes fell" in decide(figures("v1", 0.7, approval=12 / 23, points=23), base, s)[0]
+    assert decide(figures("v1", 0.7, approval=19 / 23, points=23), base, base, s) == []  # two points fewer: noise
+    assert "approval on the probes fell" in decide(figures("v1", 0.7, approval=12 / 23, points=23), base, base, s)[0]
     many = figures("base", 0.6, approval=0.91, points=2300)
-    assert "approval on the probes fell" in decide(figures("v1", 0.7, approval=0.83, points=2300), many, s)[0]
+    assert "approval on the probes fell" in decide(figures("v1", 0.7, approval=0.83, points=2300), many, many, s)[0]
+
+
+def alone(name: str, should: float, should_not: float, perplexity: float, accuracy: float = 0.6) -> Figures:
+    """A version measured with the behaviour checks on (60 requests, 40 answers)."""
+    return figures(
+        name,
+        accuracy,
+        declines_when_should=should,
+        declines_when_should_not=should_not,
+        perplexity=perplexity,
+        behaviour_requests=60,
+        fluency_answers=40,
+    )
+
+
+def test_the_behaviour_gate_asks_the_persona_alone_to_move_toward_its_council():
+    s = TrainSettings(max_overrefusal_rise=0.03, max_perplexity_ratio=1.10)
+    base = alone("base", should=0.10, should_not=0.05, perplexity=10.0)
+    v1 = alone("v1", should=0.30, should_not=0.075, perplexity=10.5)
+    assert decide(v1, base, base, s) == []  # an equal pair accuracy is enough when behaviour improves
+    assert "not more than base's 10%" in decide(alone("v1", 0.10, 0.05, 10.0), base, base, s)[0]
+    assert "over-refusal rose to 10% from the base's 5%" in decide(alone("v1", 0.3, 0.10, 10.0), base, base, s)[0]
+    assert "perplexity on answers people wrote rose to 11.50" in decide(alone("v1", 0.3, 0.05, 11.5), base, base, s)[0]
+    assert "fell below base's 0.600" in decide(alone("v1", 0.3, 0.05, 10.0, accuracy=0.5), base, base, s)[0]
+    # a second night is held to its parent for let go, to the base for over-refusal and fluency: no creep
+    v2 = alone("v2", should=0.40, should_not=0.10, perplexity=10.9)
+    assert decide(v2, v1, base, s) == [
+        "alone its over-refusal rose to 10% from the base's 5% (train.max_overrefusal_rise 3%)"
+    ]
+    assert "not more than v1's 30%" in decide(alone("v2", 0.30, 0.05, 10.0), v1, base, s)[0]
 
 
 def test_lora_tensors_get_llama_cpp_names_and_only_q_k_b_are_permuted():
@@ -296,3 +335,11 @@ def test_only_lora_targets_llama_cpp_can_load_are_accepted():
     ]
     with pytest.raises(DefinitionError, match="train.target_modules"):
         load_settings(train={"target_modules": ["lm_head"]})
+
+
+def test_each_night_answers_the_next_requests_of_the_day_and_goes_round_again():
+    rows = [BehaviourRow(id=str(i), prompt=f"request {i}", should_let_go=i % 2 == 0) for i in range(5)]
+    assert [r.id for r in day_rows(rows, 1, 2)] == ["0", "1"]
+    assert [r.id for r in day_rows(rows, 2, 2)] == ["2", "3"]
+    assert [r.id for r in day_rows(rows, 3, 2)] == ["4", "0"]
+    assert [r.id for r in day_rows(rows, 2, 9)] == ["4", "0", "1", "2", "3"]  # never a request twice in a day

@@ -102,6 +102,12 @@ class TrainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     beta: float = Field(0.1, gt=0, description="DPO's beta: how far the policy may move from its reference")
+    sft_weight: float = Field(
+        1.0,
+        ge=0,
+        description="weight of a supervised term on the chosen texts (their mean token NLL) added to DPO's loss:"
+        " DPO cancels what both sides share, such as the stop-reflect marker, so only this term teaches it (0: off)",
+    )
     lora_r: int = Field(8, ge=1, description="LoRA rank")
     lora_alpha: float = Field(16, gt=0, description="LoRA alpha (scale alpha / r)")
     target_modules: list[LoraTarget] = Field(
@@ -125,6 +131,19 @@ class TrainSettings(BaseModel):
     probe_tokens: int = Field(60, ge=8, description="tokens the persona writes per probe prompt")
     dev_set: Path | None = Field(None, description="human-labelled pairs JSONL (id, prompt, chosen, rejected)")
     dev_pairs: int = Field(40, ge=0, description="how many of its pairs the report scores")
+    behaviour_requests: int = Field(
+        60,
+        ge=0,
+        description="gate: dev requests the persona answers alone (a third it should let go of); 0 turns the"
+        " behaviour checks off, and the version must then beat its parent's held-out pair accuracy",
+    )
+    max_overrefusal_rise: float = Field(
+        0.03, ge=0, le=1, description="gate: how far alone the persona's over-refusal may rise above the base's"
+    )
+    fluency_answers: int = Field(40, ge=0, description="gate: held-out answers people wrote, for perplexity (0: off)")
+    max_perplexity_ratio: float = Field(
+        1.10, ge=1, description="gate: how far perplexity on those answers may rise, as a multiple of the base's"
+    )
 
 
 class Settings(BaseSettings):

@@ -40,6 +40,18 @@ class Figures(BaseModel):
     heldout_pairs: int = Field(0, description="held-out pairs scored (longer ones than the context are skipped)")
     dev_agreement: float | None = Field(None, description="share of human-labelled pairs where it prefers chosen")
     dev_pairs: int = 0
+    declines_when_should: float | None = Field(
+        None, description="alone (no council): share of dev requests to let go of whose reply declines"
+    )
+    declines_when_should_not: float | None = Field(
+        None, description="alone: share of dev look-alike requests to answer whose reply declines (over-refusal)"
+    )
+    alone_marker_rate: float | None = Field(
+        None, description="alone: markers the persona wrote itself per sentence of its replies"
+    )
+    behaviour_requests: int = Field(0, description="dev requests the persona answered alone")
+    perplexity: float | None = Field(None, description="per-token perplexity of held-out answers people wrote")
+    fluency_answers: int = Field(0, description="answers the perplexity was measured on")
 
     @property
     def approval(self) -> float:
