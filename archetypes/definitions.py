@@ -183,6 +183,12 @@ class Pool(_Definition):
         le=100,
         description="pooled rule: how sharply a member's share follows how much its data covers the text (0: equal)",
     )
+    let_go_at: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="pooled rule: the council's P(let go) at which it lets go (each member votes at its own 0.5)",
+    )
     max_revisions: int = Field(2, ge=0, description="revise rounds allowed for one segment")
     revision_seconds: float = Field(
         60, gt=0, allow_inf_nan=False, description="time allowed for revising one segment, whatever the count"

@@ -118,6 +118,19 @@ def test_pooled_follows_the_member_whose_data_covers_the_text():
     assert aggregate(pool("pooled", sharpness=0), votes, JUDGED).decision == "let_go"
 
 
+def test_pooled_lets_go_at_the_pools_threshold_and_says_which_it_was_held_to():
+    votes = [judged("a", 0.35, 0.1, {"let_go": 0.5, "revise": 0.5})]
+    held = aggregate(pool("pooled"), votes, JUDGED)
+    assert (
+        held.decision == "continue"
+        and held.reason == "pooled P(let_go) 0.35 < 0.50, P(revise) 0.10 < 0.50: no objection"
+    )
+    lower = aggregate(pool("pooled", let_go_at=0.3), votes, JUDGED)
+    assert lower.decision == "let_go" and lower.reason.startswith("pooled P(let_go) 0.35 ≥ 0.30, led by a")
+    with pytest.raises(ValueError, match="let_go_at"):
+        pool("pooled", let_go_at=1.0)
+
+
 def test_pooled_leaves_a_judge_out_of_a_judgment_it_never_learnt():
     # b has no let-go head (no let_go coverage): its P(let go) of 0 cannot cancel a's
     votes = [judged("a", 0.7, 0.1, {"let_go": 0.5, "revise": 0.5}), judged("b", 0.0, 0.1, {"revise": 0.9})]

@@ -85,17 +85,17 @@ def logit(p: float, eps: float = 1e-9) -> float:
 
 def _pooled(pool: Pool, votes: list[Vote], members: Mapping[str, Archetype], t: Tally, c: Tally) -> tuple[Verdict, str]:
     said = []
-    judgments: tuple[Verdict, ...] = ("let_go", "revise")
-    for judgment in judgments:
+    thresholds: dict[Verdict, float] = {"let_go": pool.let_go_at, "revise": 0.5}
+    for judgment, at in thresholds.items():
         pooled = pooled_probability(judgment, votes, members, pool.sharpness)
         if pooled is None:
             continue
         p, shares = pooled
         leading = max(shares, key=lambda n: shares[n])
-        if p >= 0.5:
-            return judgment, f"pooled P({judgment}) {p:.2f}, led by {leading} ({shares[leading]:.0%})"
-        said.append(f"P({judgment}) {p:.2f}")
-    return "continue", f"pooled {', '.join(said) or 'nothing'} below 0.50"
+        if p >= at:
+            return judgment, f"pooled P({judgment}) {p:.2f} ≥ {at:.2f}, led by {leading} ({shares[leading]:.0%})"
+        said.append(f"P({judgment}) {p:.2f} < {at:.2f}")
+    return "continue", f"pooled {', '.join(said) or 'nothing'}: no objection"
 
 
 RULES: dict[str, Callable[..., tuple[Verdict, str]]] = {
