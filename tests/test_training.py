@@ -348,6 +348,7 @@ def test_train_resumes_after_a_kill_promotes_a_better_version_and_rollback_resto
         train__dev_pairs="6",
         train__dev_set=str(Path(__file__).parent / "data" / "hh_pairs_sample.jsonl"),
         train__behaviour_requests="0",  # tone pairs teach nothing of let go: this test is about resuming
+        train__fluency_answers="0",
     )
     dataset = write_dataset(tmp_path / "data")
     base_lp = persona_logprobs(env)

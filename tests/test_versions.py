@@ -3,6 +3,7 @@
 import csv
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,11 +17,12 @@ from council.evaluation.behaviour import BehaviourRow
 from council.store.database import Database
 from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.adapter import gguf_tensors, permute_rows
-from sleep.gate import decide, hh_turns
+from sleep.gate import decide, gate_sets, hh_turns
 from sleep.nights import day_rows
 from sleep.train import read_pairs, row_id, split
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def version(
@@ -145,8 +147,6 @@ def test_the_persona_commands_list_use_and_roll_back(store):
 
 @pytest.mark.integration  # loads the real GGUF
 def test_a_version_needs_its_own_base_model_and_a_loadable_adapter(store):
-    from pathlib import Path
-
     from archetypes.backends.modelfiles import file_hash, resolve_gguf
     from council.engine.runner import build_runtime
 
@@ -343,3 +343,13 @@ def test_each_night_answers_the_next_requests_of_the_day_and_goes_round_again():
     assert [r.id for r in day_rows(rows, 2, 2)] == ["2", "3"]
     assert [r.id for r in day_rows(rows, 3, 2)] == ["4", "0"]
     assert [r.id for r in day_rows(rows, 2, 9)] == ["4", "0", "1", "2", "3"]  # never a request twice in a day
+
+
+def test_the_behaviour_gate_reads_dev_rows_that_the_example_day_never_asks():
+    sets = gate_sets(TrainSettings(behaviour_requests=60, fluency_answers=40))
+    assert len(sets.let_go) == 20 and len(sets.answer) == 40 and len(sets.answers) == 40
+    assert sets == gate_sets(TrainSettings(behaviour_requests=60, fluency_answers=40))  # the same every night
+    day = [json.loads(line)["prompt"] for line in (ROOT / "examples" / "day.jsonl").read_text().splitlines()]
+    assert len(day) == 200 and not set(day) & set(sets.let_go + sets.answer)
+    assert all(answer.strip() for _, answer in sets.answers)
+    assert not gate_sets(TrainSettings(behaviour_requests=0, fluency_answers=0)).let_go
