@@ -37,13 +37,11 @@ from council.core.settings import TrainSettings
 from council.core.text import sentences
 from council.core.training import Figures
 from council.engine import prompts
-from council.engine.judges import Reader
 from council.engine.persona import PersonaWriter
 from council.engine.runtime import CouncilRuntime
 from council.engine.voting import Point
-from council.evaluation.behaviour import DeclineDetector, load_detector
+from council.evaluation.behaviour import DeclineDetector, load_detector, reader_of
 from council.evaluation.evaluate import LetGoRow, PairRow
-from memory.embedder import DEFAULT_EMBEDDER, shared_embedder
 
 PROBES = (
     "How can I make my mornings less rushed?",
@@ -167,7 +165,7 @@ class VersionProbe:
         self.dev = dev or []
         self.sets = gate_sets(settings)
         self._reference = [self._reference_text(p) for p in PROBES]
-        self._reader = rt.council.reader or Reader(shared_embedder(DEFAULT_EMBEDDER))
+        self._reader = reader_of(rt)
         self._detector: DeclineDetector | None = None
 
     def _reference_text(self, prompt: str) -> tuple[list[int], int]:
@@ -213,12 +211,11 @@ class VersionProbe:
             return None, None, None
         if self._detector is None:
             self._detector = load_detector(encoder=self._reader.encoder)
-        generation = self.rt.settings.generation.model_copy(update={"temperature": 0.0})
-        writer = PersonaWriter(self.rt.persona, backend, self.rt.writer.policy, generation, "")
+        writer = self._greedy(backend, "")
         replies, said, markers = [], 0, 0
         for prompt in requests:
             reply = ""
-            for seg, reply in writer.drafts(prompt, self.settings.probe_tokens, generation.seed):
+            for seg, reply in writer.drafts(prompt, self.settings.probe_tokens, writer.generation.seed):
                 said += len(sentences(seg.text))
                 markers += seg.boundary == "marker"
             replies.append(reply)
@@ -251,14 +248,18 @@ class VersionProbe:
             per_token += list((np.exp(p) * (p - q)).sum(axis=1))
         return float(np.mean(per_token))
 
+    def _greedy(self, backend: LocalModel, council_note: str) -> PersonaWriter:
+        """The persona writing greedily with ``backend``, its system prompt naming ``council_note``'s council."""
+        generation = self.rt.settings.generation.model_copy(update={"temperature": 0.0})
+        return PersonaWriter(self.rt.persona, backend, self.rt.writer.policy, generation, council_note)
+
     def _drafts(self, backend: LocalModel) -> tuple[dict[str, float], float, int]:
         """Council decisions on greedy drafts of the probes (always continuing), the marker rate and the points."""
-        generation = self.rt.settings.generation.model_copy(update={"temperature": 0.0})
-        writer = PersonaWriter(self.rt.persona, backend, self.rt.writer.policy, generation, self.rt.council.note)
+        writer = self._greedy(backend, self.rt.council.note)
         decisions: Counter[str] = Counter()
         markers = 0
         for prompt in PROBES:
-            for seg, answer in writer.drafts(prompt, self.settings.probe_tokens, generation.seed):
+            for seg, answer in writer.drafts(prompt, self.settings.probe_tokens, writer.generation.seed):
                 votes = self.rt.council.vote(Point(prompt, answer, seg.text))
                 decisions[self.rt.council.decide(votes).decision] += 1
                 markers += seg.boundary == "marker"

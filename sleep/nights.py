@@ -37,11 +37,11 @@ from council.evaluation.behaviour import (
     DeclineDetector,
     VersionFigures,
     load_detector,
+    reader_of,
     run_rows,
     version_figures,
 )
 from council.evaluation.report import figure, table, write_page
-from memory.embedder import DEFAULT_EMBEDDER, shared_embedder
 from sleep.night import SleepPass, SleepSummary
 from sleep.train import Progress
 from sleep.train_version import train_version
@@ -94,14 +94,13 @@ def run_nights(
     """Live ``nights`` days and nights on the requests of ``day``; returns what each one did."""
     rows = read_jsonl(day, BehaviourRow, "day")
     backends = BackendPool(settings)
-    reader = Reader(shared_embedder(DEFAULT_EMBEDDER))
-    detector = load_detector(encoder=reader.encoder)
+    detector = load_detector()
     done: list[Night] = []
     before: Figures | None = None
     for k in range(1, nights + 1):
         rt = build_runtime(settings, backends)
         try:
-            night, started = live_night(rt, k, day_rows(rows, k, per_night), detector, reader, step, progress)
+            night, started = live_night(rt, k, day_rows(rows, k, per_night), detector, reader_of(rt), step, progress)
         finally:
             rt.db.engine.dispose()
         before = before or started

@@ -447,6 +447,11 @@ def version_figures(version: str, mode: Mode, pool: str, items: list[EpisodeItem
     )
 
 
+def reader_of(rt: CouncilRuntime) -> Reader:
+    """The council's feature reader (its cache shared), or one on the default encoder for a council of no judge."""
+    return rt.council.reader or Reader(shared_embedder(DEFAULT_EMBEDDER))
+
+
 def without_council(rt: CouncilRuntime) -> CouncilRuntime:
     """``rt`` with a council of no members: every reflection point is recorded, no one votes, nothing stops it.
 
@@ -548,7 +553,7 @@ def evaluate_behaviour(
     """
     rt, store = scratch.rt, scratch.versions
     rows = read_jsonl(path, BehaviourRow, "behaviour")
-    reader = rt.council.reader or Reader(shared_embedder(DEFAULT_EMBEDDER))
+    reader = reader_of(rt)
     detector = detector or load_detector(encoder=reader.encoder)
     base = rt if council else without_council(rt)
     mode: Mode = "council" if council else "no_council"
