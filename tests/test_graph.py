@@ -28,6 +28,29 @@ def test_continue_path_reflects_at_every_sentence(fake_setup):
     assert set(ep.archetype_hashes) >= {"reason", "libido", "loving_child", "empathy"}
 
 
+def test_a_marker_the_persona_writes_right_after_a_sentence_makes_the_point_its_own(fake_setup):
+    rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
+    fake.enqueue("Tell them it hurts. <|reflect|> Say it kindly. Then listen.")
+    fake.enqueue_scores(*[CONT] * 12)
+    ep = run_episode(rt, "How do I tell my friend?")
+    assert [p.segment.strip() for p in ep.reflection_points] == ["Tell them it hurts.", "Say it kindly.", "Then listen."]
+    assert [p.boundary for p in ep.reflection_points] == ["marker", "sentence", "sentence"]
+    assert ep.final_text == "Tell them it hurts. Say it kindly. Then listen."
+
+
+def test_reading_ahead_for_the_marker_loses_no_text(fake_setup):
+    rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
+    writer = rt.writer
+    fake.enqueue("One two three. Four five six. Seven eight nine.")
+    segments = [seg for seg, _ in writer.drafts("Count.", max_tokens=40, seed=0)]
+    assert [(s.text, s.boundary) for s in segments] == [
+        ("One two three.", "sentence"),
+        (" Four five six.", "sentence"),
+        (" Seven eight nine.", "sentence"),
+    ]
+    assert [s.n_tokens for s in segments] == [3, 3, 3]
+
+
 def test_revise_rewrites_the_segment_with_comments_then_votes_again(fake_setup):
     rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
     fake.enqueue("Punch them. Then talk.")  # first segment, drafted up to "Punch them."

@@ -35,7 +35,7 @@ class FakeBackend:
     history: list[FakeCall] = field(default_factory=list)
     _texts: deque[str] = field(default_factory=deque)
     _scores: deque[dict[str, float] | Exception] = field(default_factory=deque)
-    _emitted: str = ""
+    _emitted: list[str] = field(default_factory=list)
     _rest: list[str] = field(default_factory=list)
 
     def enqueue(self, *texts: str) -> None:
@@ -57,19 +57,19 @@ class FakeBackend:
     ) -> Iterator[str]:
         """Yield a queued text in word-sized pieces, at most ``max_tokens`` of them.
 
-        Like a real model, a call whose prefill ends with what an interrupted call emitted resumes that text;
-        any other call starts the next queued text. A constraint can end the text (nothing is masked: the
-        fake has no vocabulary).
+        Like a real model, a call whose prefill ends with what an interrupted call emitted (or the start of
+        it) resumes that text; any other call starts the next queued text. A constraint can end the text
+        (nothing is masked: the fake has no vocabulary).
         """
         self.history.append(FakeCall("generate", chat=chat))
-        if not (self._rest and chat.prefill and chat.prefill.endswith(self._emitted)):
+        if not self._resume(chat.prefill):
             text = self._texts.popleft() if self._texts else ""
-            self._emitted, self._rest = "", re.findall(r"\s*\S+|\s+", text)
+            self._emitted, self._rest = [], re.findall(r"\s*\S+|\s+", text)
         for _ in range(max_tokens):
             if not self._rest:
                 return
             piece = self._rest.pop(0)
-            self._emitted += piece
+            self._emitted.append(piece)
             self.stats.generated_tokens += 1
             cut = constraint.accept(piece) if constraint is not None else None
             if cut is not None:
@@ -77,6 +77,19 @@ class FakeBackend:
                 yield cut
                 return
             yield piece
+
+    def _resume(self, prefill: str) -> bool:
+        """Go on with the interrupted text if ``prefill`` ends with what it emitted, giving back what was not kept.
+
+        Special-token-like markers (``<|...|>``) are not answer text: the writer keeps them out of the answer.
+        """
+        for kept in range(len(self._emitted), 0, -1):
+            if prefill and _text(prefill).endswith(_text("".join(self._emitted[:kept]))):
+                rest = self._emitted[kept:] + self._rest
+                if rest:
+                    self._emitted, self._rest = self._emitted[:kept], rest
+                return bool(rest)
+        return False
 
     def token_texts(self) -> list[str]:
         """The fake has no vocabulary."""
@@ -100,3 +113,7 @@ class FakeBackend:
             total = sum(raw.get(c, 0.0) for c in choices) or 1.0
             results.append(ChoiceScores(probs={c: raw.get(c, 0.0) / total for c in choices}, mass=min(total, 1.0)))
         return results
+
+
+def _text(answer: str) -> str:
+    return re.sub(r"\s*<\|[^|<>]*\|>", "", answer)

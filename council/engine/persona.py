@@ -15,6 +15,9 @@ from council.engine import prompts
 from council.engine.reflection import BoundaryKind, ReflectionPolicy
 
 
+_READ_AHEAD: frozenset[BoundaryKind] = frozenset({"sentence", "paragraph", "list_item", "code_block"})
+
+
 @dataclass(frozen=True)
 class Segment:
     """A piece of the answer between two reflection points."""
@@ -52,17 +55,38 @@ class PersonaWriter:
         return ModeLock(self._vocabulary, answer_before)
 
     def write_segment(self, chat: Chat, answer_before: str, max_tokens: int, seed: int) -> Segment:
-        """Stream from ``chat`` until a reflection point, the end of the answer, or ``max_tokens``."""
+        """Stream from ``chat`` until a reflection point, the end of the answer, or ``max_tokens``.
+
+        At a logical boundary the next pieces are read ahead while they could begin the stop-reflect marker,
+        so a marker the persona writes right after a sentence makes the point its own (``"marker"``); pieces
+        that are not the marker are dropped, and the next draft writes them again. A marker that opens a
+        segment (the model writing again the one that closed the last) is skipped.
+        """
         text, n = "", 0
+        held: Segment | None = None  # the segment at a logical boundary, while the marker may follow
+        marker = self.policy.settings.marker
         lock = self.lock(answer_before)
         for piece in self.backend.generate(
             chat, max_tokens=max_tokens, temperature=self.generation.temperature, seed=seed, constraint=lock
         ):
             text += piece
             n += 1
+            if held is not None:
+                ahead = text[len(held.text) :].lstrip()
+                if marker in ahead:
+                    return Segment(held.text, "marker", held.n_tokens, ended=False)
+                if not marker.startswith(ahead) or n - held.n_tokens > len(marker):
+                    return held
+                continue
             kind = self.policy.boundary(answer_before, text, n)
-            if kind is not None:
+            if kind == "marker" and not self.policy.strip_marker(text).strip():
+                text = ""  # the marker that closed the last segment, written again: not a point of its own
+            elif kind in _READ_AHEAD:
+                held = Segment(text, kind, n, ended=False)
+            elif kind is not None:
                 return Segment(self.policy.strip_marker(text), kind, n, ended=False)
+        if held is not None:
+            return held
         ended = n < max_tokens or (lock is not None and lock.ended)
         return Segment(self.policy.strip_marker(text), "end" if ended else "max_length", n, ended=ended)
 
