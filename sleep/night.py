@@ -146,19 +146,9 @@ class SleepPass:
 
     def _draft(self, episode_prompt: str, before: str, recalled: str, max_tokens: int, seed: int) -> str:
         """The persona writing on without its council, a marker at every reflection point."""
-        text, answer, used = "", before.replace(self.marker, ""), 0
-        for index in range(64):
-            if used >= max_tokens:
-                break
-            segment = self.writer.draft(episode_prompt, answer, max_tokens - used, seed + index, recalled)
-            used += max(segment.n_tokens, 1)
-            if not segment.text.strip():
-                break
-            text += segment.text + self.marker
-            answer += segment.text
-            if segment.ended:
-                break
-        return text
+        answer = before.replace(self.marker, "")
+        drafts = self.writer.drafts(episode_prompt, max_tokens, seed, answer, recalled)
+        return "".join(segment.text + self.marker for segment, _ in drafts)
 
     def _ranking(self, episode: Episode) -> PreferencePair | None:
         s = self.settings

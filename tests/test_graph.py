@@ -33,7 +33,8 @@ def test_a_marker_the_persona_writes_right_after_a_sentence_makes_the_point_its_
     fake.enqueue("Tell them it hurts. <|reflect|> Say it kindly. Then listen.")
     fake.enqueue_scores(*[CONT] * 12)
     ep = run_episode(rt, "How do I tell my friend?")
-    assert [p.segment.strip() for p in ep.reflection_points] == ["Tell them it hurts.", "Say it kindly.", "Then listen."]
+    said = ["Tell them it hurts.", "Say it kindly.", "Then listen."]
+    assert [p.segment.strip() for p in ep.reflection_points] == said
     assert [p.boundary for p in ep.reflection_points] == ["marker", "sentence", "sentence"]
     assert ep.final_text == "Tell them it hurts. Say it kindly. Then listen."
 

