@@ -20,6 +20,7 @@ from archetypes.backends import LocalModel
 from council.core.episode import Episode
 from council.core.errors import StorageError
 from council.core.settings import SleepSettings
+from council.core.text import marked, unmarked
 from council.engine import prompts
 from council.engine.persona import PersonaWriter
 from council.engine.runtime import CouncilRuntime
@@ -145,10 +146,10 @@ class SleepPass:
         return pairs, dropped
 
     def _draft(self, episode_prompt: str, before: str, recalled: str, max_tokens: int, seed: int) -> str:
-        """The persona writing on without its council, a marker at every reflection point."""
-        answer = before.replace(self.marker, "")
-        drafts = self.writer.drafts(episode_prompt, max_tokens, seed, answer, recalled)
-        return "".join(segment.text + self.marker for segment, _ in drafts)
+        """The persona writing on without its council, the marker between its segments (``marked``)."""
+        drafts = self.writer.drafts(episode_prompt, max_tokens, seed, unmarked(before, self.marker), recalled)
+        texts = [segment.text for segment, _ in drafts]
+        return "".join(marked(t, self.marker) for t in texts[:-1]) + (texts[-1] if texts else "")
 
     def _ranking(self, episode: Episode) -> PreferencePair | None:
         s = self.settings
@@ -157,7 +158,7 @@ class SleepPass:
             text = self._draft(episode.prompt, "", episode.recalled, s.answer_tokens, s.seed + 7919 * k)
             if not text.strip():
                 continue
-            plain = text.replace(self.marker, "")
+            plain = unmarked(text, self.marker)
             votes = self.rt.council.vote(Point(episode.prompt, plain, plain, episode.recalled))
             samples.append((weighted(votes, self.rt.council.members, "continue"), text, votes))
         if len(samples) < 2:

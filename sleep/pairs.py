@@ -1,6 +1,7 @@
 """Preference pairs from episodes: what the council preferred (chosen) over what it did not (rejected).
 
-Texts keep the stop-reflect marker at every reflection point, so training teaches the persona to emit it.
+Texts keep the stop-reflect marker between segments (``marked``), so training teaches the persona to emit it
+where it goes on writing; a completion never ends with it, which would teach "marker, then end of turn".
 In the conversational format the prompt ends with the user's turn and both completions carry the persona's
 text before the judged part; that shared prefix cancels in DPO's log-ratio, and it keeps every row a
 well-formed chat (a prompt that ended inside an assistant turn would make TRL's template split it in two).
@@ -13,6 +14,7 @@ import hashlib
 from archetypes.definitions import Archetype, Persona
 from council.core.episode import Episode, ReflectionPoint, Vote
 from council.core.pairs import PreferencePair, Source
+from council.core.text import marked, unmarked
 from council.engine import prompts
 
 
@@ -37,7 +39,7 @@ def accepted_segments(episode: Episode) -> dict[int, ReflectionPoint]:
 def transcript_before(episode: Episode, segment_index: int, marker: str) -> str:
     """The persona's text before segment ``segment_index``, each accepted segment followed by the marker."""
     accepted = accepted_segments(episode)
-    return "".join(accepted[i].segment + marker for i in sorted(accepted) if i < segment_index)
+    return "".join(marked(accepted[i].segment, marker) for i in sorted(accepted) if i < segment_index)
 
 
 def weighted(votes: list[Vote], members: dict[str, Archetype], verdict: str) -> float:
@@ -81,8 +83,8 @@ def revision_pairs(
                 pool=pool,
                 messages=opening(persona, episode, council),
                 before=transcript_before(episode, index, marker),
-                chosen=last.segment + marker,
-                rejected=first.segment + marker,
+                chosen=last.segment,
+                rejected=first.segment,
                 scores=vote_scores(last.votes, first.votes, "continue"),
                 margin=round(margin, 4),
             )
@@ -104,8 +106,8 @@ def let_go_prefix(episode: Episode, marker: str) -> tuple[str, str] | None:
     if point is None:
         return None
     prefix = transcript_before(episode, point.segment_index + 1, marker)
-    start = prefix.lstrip()
-    if not episode.transcript.startswith(start):
+    start, said = unmarked(prefix, marker).lstrip(), unmarked(episode.transcript, marker)
+    if not said.startswith(start):
         return None
-    closing = episode.transcript[len(start) :].strip()
+    closing = said[len(start) :].strip()
     return (prefix, closing) if closing else None

@@ -43,7 +43,7 @@ def night_script(fake, episode, push_on=False):
     An empty text ends each answer, as the real model's end-of-turn token would.
     """
     fake.enqueue(*[f"{name} on {episode}: be kind." for name in ("reason", "libido", "child", "empathy")])
-    fake.enqueue("A warm and honest answer.", "")
+    fake.enqueue("A warm answer. And an honest one.", "")
     fake.enqueue_scores(*[CONT] * 4)
     fake.enqueue("A curt answer.", "")
     fake.enqueue_scores(*[MEH] * 4)
@@ -69,17 +69,16 @@ def test_a_night_yields_pairs_of_every_source_with_markers_and_commentary(fake_s
     pairs = {(p.episode_id, p.source): p for p in night.store.pairs(rt.pool.name)}
 
     revision = pairs[(revised.episode_id, "revision")]
-    assert revision.chosen == "Tell them calmly." + MARK and revision.rejected == "Punch them." + MARK
+    assert revision.chosen == "Tell them calmly." and revision.rejected == "Punch them."  # the marker goes between
     assert revision.before == "" and revision.margin > 0
     assert set(revision.scores["reason"]) == {"chosen", "rejected"}
 
     ranking = pairs[(revised.episode_id, "ranking")]
-    assert ranking.chosen.startswith("A warm and honest answer.") and ranking.rejected.startswith("A curt answer.")
+    assert ranking.chosen == "A warm answer. " + MARK + " And an honest one." and ranking.rejected == "A curt answer."
     assert ranking.margin == pytest.approx(0.5)
-    assert ranking.chosen.endswith(MARK)
 
     close = pairs[(let_go.episode_id, "let_go")]
-    assert close.before == "Here is how to pick a lock." + MARK
+    assert close.before == "Here is how to pick a lock. " + MARK
     assert close.chosen.startswith("I would rather not go on")
     assert close.rejected.startswith("Then I will go on and push anyway.")
     assert "reason on one: be kind." in revision.commentary

@@ -18,6 +18,7 @@ import pytest
 from archetypes.backends import Message
 from archetypes.backends.modelfiles import file_hash, resolve_gguf
 from council.core.settings import TrainSettings, load_settings
+from council.core.text import marked
 from council.engine.runner import build_runtime
 from sleep.adapter import write_gguf_adapter
 from sleep.base_model import base_checkpoint
@@ -177,12 +178,12 @@ MARKED = "<|reflect|>"
 
 
 def marked_rows() -> list[dict]:
-    """The tone pairs, both sides keeping the marker after their first sentence, as every night's pairs do."""
+    """The tone pairs, both sides keeping the marker after their first sentence, as the night's pairs put it."""
     rows = preference_rows()
     for row in rows:
         for side in ("chosen", "rejected"):
             first, rest = re.split(r"(?<=[.!?]) ", row[side][0]["content"], maxsplit=1)
-            row[side][0]["content"] = f"{first}{MARKED} {rest}"
+            row[side][0]["content"] = f"{marked(first, MARKED)} {rest}"
     return rows
 
 
@@ -193,7 +194,7 @@ def marker_logprob(backend: LlamaBackend, rows: list[dict]) -> float:
         messages = [Message("user", row["prompt"][1]["content"])]
         text = row["chosen"][0]["content"]
         cut = text.index(MARKED)
-        start = len(backend.render(messages, text[:cut]))
+        start = len(backend.render(messages, text[:cut].rstrip()))  # the marker's tokens include its space
         total.append(float(backend.token_logprobs(backend.render(messages, text[: cut + len(MARKED)]), start).sum()))
     return float(np.mean(total))
 

@@ -1,4 +1,4 @@
-"""Splitting text into whole sentences: shared by the persona, the reflection policy and memory."""
+"""Splitting text into whole sentences, and marking reflection points: shared by the persona, the night and memory."""
 
 from __future__ import annotations
 
@@ -40,3 +40,18 @@ def invalid_text(text: str) -> str | None:
 def printable(text: str) -> str:
     """``text`` with each lone surrogate written as a backslash escape, so that UTF-8 can print or store it."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def marked(segment: str, marker: str) -> str:
+    """``segment`` and the stop-reflect marker after it, as the persona writes the marker at a reflection point.
+
+    After a space where the segment ends in a non-space: the segment's last token stays the one it is written
+    with anyway (in SmolLM2's vocabulary ".<" is one token, while "." and " <" are two), so the marker is one
+    choice at the boundary, where the writer reads ahead for it.
+    """
+    return segment + (marker if not segment or segment[-1].isspace() else " " + marker)
+
+
+def unmarked(text: str, marker: str) -> str:
+    """``text`` without its stop-reflect markers (and the space that ``marked`` put before each)."""
+    return text.replace(" " + marker, "").replace(marker, "")

@@ -18,7 +18,7 @@ from langgraph.types import Command
 
 from council.core.episode import Episode, EpisodeStatus, Recollection, ReflectionPoint
 from council.core.errors import CouncilError
-from council.core.text import whole_sentences
+from council.core.text import marked, whole_sentences
 from council.engine.prompts import Closing
 from council.engine.runtime import CouncilRuntime
 from council.engine.voting import Point
@@ -148,7 +148,7 @@ def council(
         return Command(goto="revise", update=update)
     update |= {
         "answer": answer,
-        "transcript": state["transcript"] + pending["text"] + rt.settings.reflection.marker,
+        "transcript": state["transcript"] + marked(pending["text"], rt.settings.reflection.marker),
         "segment_index": state["segment_index"] + 1,
         "pending": None,
     }
