@@ -311,7 +311,8 @@ def test_sleep_on_the_real_model_gives_every_source_and_trl_accepts_the_data(cou
         assert is_conversational(row)
         text = maybe_apply_chat_template(row, tokenizer)
         assert text["prompt"].endswith("<|im_start|>assistant\n")
-        assert "<|reflect|>" in text["chosen"] + text["rejected"]
+        assert not any(row[side][0]["content"].endswith("<|reflect|>") for side in ("chosen", "rejected"))
+    assert any("<|reflect|>" in row["chosen"][0]["content"] for row in rows)  # the marker goes between segments
     assert (Path(first["dataset"]).parent / "README.md").read_text().count("let_go 1") == 1
 
 
@@ -326,7 +327,7 @@ def test_standard_format_renders_the_persona_template(council_home, monkeypatch)
     assert revision["prompt"].startswith("<|im_start|>system\n") and revision["prompt"].endswith(
         "<|im_start|>assistant\n"
     )
-    assert revision["chosen"] == "Tell them gently that it hurts.<|reflect|>"
+    assert revision["chosen"] == "Tell them gently that it hurts."  # a completion never ends with the marker
 
 
 SMALL_NIGHT = {
