@@ -15,7 +15,8 @@ if [ ! -f "$venv/.installed-$key-${want:-run}" ] && [ ! -f "$venv/.installed-$ke
   # compile Intel AMX tile code, which faults in virtual machines that do not enable AMX: leave it out.
   export CMAKE_ARGS="-DLLAVA_BUILD=OFF ${CMAKE_ARGS:-}"
   if [ "$(uname -m)" = x86_64 ]; then
-    export CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16 ${CFLAGS:-}" CXXFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16 ${CXXFLAGS:-}"
+    no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    export CFLAGS="$no_amx ${CFLAGS:-}" CXXFLAGS="$no_amx ${CXXFLAGS:-}"
   fi
   if [ -z "$want" ]; then  # to run: no torch, no training stack, no dev tools
     mapfile -t deps < <(python3 "$root/bin/_requirements.py")

@@ -83,8 +83,9 @@ class FakeBackend:
 
         Special-token-like markers (``<|...|>``) are not answer text: the writer keeps them out of the answer.
         """
-        for kept in range(len(self._emitted), 0, -1):
-            if prefill and _text(prefill).endswith(_text("".join(self._emitted[:kept]))):
+        answer = _text(prefill)
+        for kept in range(len(self._emitted) if prefill else 0, 0, -1):
+            if answer.endswith(_text("".join(self._emitted[:kept]))):
                 rest = self._emitted[kept:] + self._rest
                 if rest:
                     self._emitted, self._rest = self._emitted[:kept], rest

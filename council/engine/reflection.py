@@ -7,6 +7,7 @@ from typing import Literal
 
 from archetypes.modelock import QUOTE_CLOSE
 from council.core.settings import ReflectionSettings
+from council.core.text import unmarked
 
 BoundaryKind = Literal["marker", "quote_end", "sentence", "paragraph", "list_item", "code_block", "max_length", "end"]
 
@@ -28,8 +29,8 @@ class ReflectionPolicy:
         self.settings = settings
 
     def strip_marker(self, segment: str) -> str:
-        """Return the segment without the stop-reflect marker."""
-        return segment.replace(self.settings.marker, "")
+        """Return the segment without the stop-reflect marker (``unmarked``)."""
+        return unmarked(segment, self.settings.marker)
 
     def boundary(self, before: str, segment: str, n_tokens: int) -> BoundaryKind | None:
         """Return the kind of reflection point reached, or None to keep writing.
