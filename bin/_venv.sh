@@ -11,13 +11,20 @@ if [ ! -f "$venv/.installed-$key-${want:-run}" ] && [ ! -f "$venv/.installed-$ke
   python3 -m venv "$venv"
   pip=("$venv/bin/python" -m pip install --quiet)
   "${pip[@]}" --upgrade pip
-  # llama.cpp's multimodal library is never loaded here, so it is not built. On x86-64, -march=native would
-  # compile Intel AMX tile code, which faults in virtual machines that do not enable AMX: leave it out.
-  export CMAKE_ARGS="-DLLAVA_BUILD=OFF ${CMAKE_ARGS:-}"
-  if [ "$(uname -m)" = x86_64 ]; then
-    no_amx="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
-    export CFLAGS="$no_amx ${CFLAGS:-}" CXXFLAGS="$no_amx ${CXXFLAGS:-}"
+  # llama-cpp-python builds from source. Its wheel is kept in a cache of our own, keyed by version, build flags and
+  # machine kind: pip's wheel cache ignores build flags, so it would hand back a wheel built with others. The build
+  # is portable (no -march=native: a native build on a Sapphire Rapids VM that does not enable AMX died with
+  # SIGSEGV at its first decode, and a cached native wheel faults on another CPU), without the multimodal library.
+  llama="$(grep -o 'llama-cpp-python==[0-9.]*' "$root/pyproject.toml" | head -1)"
+  export CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_NATIVE=OFF"
+  tag="$llama $CMAKE_ARGS $(uname -m) $("$venv/bin/python" -c 'import sys; print(sys.implementation.cache_tag)')"
+  wheels="${XDG_CACHE_HOME:-$HOME/.cache}/archetype-council/wheels/$(echo "$tag" | sha256sum | cut -c1-16)"
+  if ! ls "$wheels"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    rm -rf "$wheels.tmp" && mkdir -p "$wheels"
+    "$venv/bin/python" -m pip wheel --quiet --no-cache-dir --no-deps "$llama" -w "$wheels.tmp"
+    mv "$wheels.tmp"/llama_cpp_python-*.whl "$wheels"/ && rm -rf "$wheels.tmp"
   fi
+  "${pip[@]}" "$wheels"/llama_cpp_python-*.whl
   if [ -z "$want" ]; then  # to run: no torch, no training stack, no dev tools
     mapfile -t deps < <(python3 "$root/bin/_requirements.py")
     mapfile -t weights < <(python3 "$root/bin/_requirements.py" --weights)

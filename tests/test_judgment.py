@@ -3,18 +3,21 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
-from safetensors import safe_open
 
 from archetypes.backends import BackendPool
 from archetypes.library import BUILTIN, Library
 from council.core.settings import load_settings
+from council.engine.judges import Reader, load_heads
 from council.engine.runner import build_runtime
 from council.engine.voting import Point
+from memory.embedder import DEFAULT_EMBEDDER, shared_embedder
 from tests.conftest import write_yaml
 from tests.test_integration import PROMPT, council
 
 ANSWER = "Tell your friend, calmly and kindly, that it hurts when plans fall through at the last minute."
+ROOT = Path(__file__).resolve().parent.parent
 INJECTIONS = [
     line.strip()
     for line in (Path(__file__).parent / "data" / "injections.txt").read_text().splitlines()
@@ -23,19 +26,39 @@ INJECTIONS = [
 TOLERANCE = 0.1  # the most an instruction inside the prompt or the answer may move any verdict probability
 
 
+SAME_PROBABILITY = 0.02  # a rebuilt head on another CPU: the solver's last bits differ, its votes must not
+SAME_FIGURE = 0.01
+
+
+def _probe_texts() -> list[str]:
+    """Requests and short texts of every kind the heads read (let go, revise, steer)."""
+    rows = [json.loads(line) for line in (ROOT / "examples" / "letgo_dev.jsonl").read_text().splitlines()[::15]]
+    return [r["prompt"] for r in rows] + [ANSWER, *INJECTIONS[:5], "I kicked my neighbour's dog."]
+
+
 def _rebuilt(council_home, out, *names):
+    """Rebuild judges and check each against the shipped file: the same data, and the same heads within a tolerance
+    (probabilities, figures, support), as another CPU's arithmetic moves the solver's last bits."""
     args = ("archetypes", "fit", *(names or ("--all",)), "--out", str(out), "--json")
     result = council(*args, home=council_home, timeout=3000)  # every judge: about 20 minutes on 2 cores
     assert result.returncode == 0, result.stderr
     reports = json.loads(result.stdout)
+    reader = Reader(shared_embedder(DEFAULT_EMBEDDER))
+    texts = _probe_texts()
     for report in reports:
         name = report["archetype"]
-        shipped_bytes = (BUILTIN / "judges" / f"{name}.safetensors").read_bytes()
-        assert (out / f"{name}.safetensors").read_bytes() == shipped_bytes
-        with safe_open(BUILTIN / "judges" / f"{name}.safetensors", "np") as f:
-            meta = json.loads(f.metadata()["judge"])
-        assert report["heads"] == meta["figures"]  # the held-out figures printed are the ones shipped
-        assert report["cross_source"] == meta["cross_source"]
+        shipped, rebuilt = (load_heads(d / f"{name}.safetensors", reader.encoder) for d in (BUILTIN / "judges", out))
+        assert rebuilt.meta["sources"] == shipped.meta["sources"]  # the very same data files
+        assert set(rebuilt.heads) == set(shipped.heads)
+        for judgment, head in shipped.heads.items():
+            again = rebuilt.heads[judgment]
+            x = reader.features(texts)
+            moved = np.abs(again.probability(x) - head.probability(x)).max()
+            assert moved <= SAME_PROBABILITY, (name, judgment, moved)
+            assert (head.support is None) == (again.support is None)
+            assert head.support is None or head.support.shape == again.support.shape
+        _close(report["heads"], shipped.meta["figures"])  # the held-out figures printed are the ones shipped
+        _close(report["cross_source"], shipped.meta["cross_source"])
         for judgment, figures in report["heads"].items():
             assert figures["dev_rows"] > 0
             if judgment != "revise":  # requests and instructions are told apart well; segments less so (README)
@@ -43,9 +66,21 @@ def _rebuilt(council_home, out, *names):
     return reports
 
 
+def _close(said: object, shipped: object) -> None:
+    """Figures equal in shape, numbers within ``SAME_FIGURE``."""
+    if isinstance(shipped, dict):
+        assert isinstance(said, dict) and set(said) == set(shipped)
+        for key in shipped:
+            _close(said[key], shipped[key])
+    elif isinstance(shipped, float) and isinstance(said, float):
+        assert abs(said - shipped) <= SAME_FIGURE, (said, shipped)
+    else:
+        assert said == shipped
+
+
 @pytest.mark.integration
-def test_a_builtin_judge_rebuilds_byte_for_byte_from_the_vendored_data(council_home, tmp_path):
-    """CI rebuilds one judge (the release check rebuilds them all): same files, same bytes."""
+def test_a_builtin_judge_rebuilds_from_the_vendored_data(council_home, tmp_path):
+    """CI rebuilds one judge (the release check rebuilds them all)."""
     [report] = _rebuilt(council_home, tmp_path, "loving_child")
     # each file is held out in turn where what remains still has both kinds of row
     assert set(report["cross_source"]["let_go"]) == {
@@ -59,7 +94,7 @@ def test_a_builtin_judge_rebuilds_byte_for_byte_from_the_vendored_data(council_h
 
 @pytest.mark.integration
 @pytest.mark.release
-def test_builtin_judges_rebuild_byte_for_byte_from_the_vendored_data(council_home, tmp_path):
+def test_builtin_judges_rebuild_from_the_vendored_data(council_home, tmp_path):
     reports = _rebuilt(council_home, tmp_path)
     shipped = {p.stem for p in (BUILTIN / "judges").glob("*.safetensors")}
     assert {r["archetype"] for r in reports} == shipped >= {"reason", "libido", "loving_child", "empathy"}
