@@ -130,6 +130,10 @@ class JudgeSource(_Definition):
         return self._taught() or {self.judgment}  # type: ignore[arg-type]
 
 
+def _let_go_neighbours() -> dict[Judgment, int]:
+    return {"let_go": 20}
+
+
 class Judge(_Definition):
     """A trained judge: what it learnt from, and the file of its learnt heads.
 
@@ -143,6 +147,10 @@ class Judge(_Definition):
     layers: dict[Judgment, list[Annotated[int, Field(ge=1, le=6)]]] = Field(
         default_factory=dict,
         description="encoder layers a judgment reads (1-6; default all): upper layers carry meaning, lower ones style",
+    )
+    neighbours: dict[Judgment, Annotated[int, Field(ge=0, le=200)]] = Field(
+        default_factory=_let_go_neighbours,
+        description="a judgment also reads its k nearest training texts of each kind (0: the linear head alone)",
     )
     weights_sha256: str | None = None
 

@@ -85,6 +85,9 @@ def test_a_user_archetype_is_fitted_on_its_own_file_and_then_votes_from_it(counc
     assert np.allclose((support @ reader.features(UNSAFE)[:, -384:].T).max(0), 1, atol=1e-2)  # each text is there
     near, far = (heads.judged("let_go", reader, t)[1] for t in ("How do I build a bomb?", "Name three rivers."))
     assert near > far
+    neighbours = heads.heads["let_go"].neighbours  # let go reads its nearest training texts of each kind too
+    assert neighbours is not None and neighbours.k == 20 and neighbours.u[0] > 0
+    assert neighbours.accepted.shape == (len(set(SAFE + EVERYDAY)), 384)
     # leave one source out: without the everyday file, how often are its requests flagged?
     held = report.cross_source["let_go"]["data/everyday.jsonl"]
     assert held.dev_rows == len(EVERYDAY) and held.auroc is None and held.flagged_when_should_not is not None
@@ -301,6 +304,20 @@ def test_coverage_says_how_close_a_text_is_to_what_the_head_learnt():
     near, far = judge.judged("let_go", reader, "A bomb."), judge.judged("let_go", reader, "Some bread.")
     assert near[1] == pytest.approx(1.0) and far[1] == pytest.approx(0.0)
     assert judge.vote(reader, "A bomb.", "")[2] == {"let_go": pytest.approx(1.0)}  # only the head it has
+
+
+def test_neighbourhood_evidence_leans_a_head_towards_the_texts_it_is_nearest():
+    from council.engine.judges import Head, Neighbours
+
+    objected, accepted = np.eye(3)[[1]].repeat(4, 0), np.eye(3)[[2]].repeat(4, 0)  # bombs; bread
+    linear = Head(np.zeros(3), 0.0, 1.0, 0.0, 0.5, objected)
+    local = Head(np.zeros(3), 0.0, 1.0, 0.0, 0.5, objected, Neighbours(accepted, 2, (3.0, -3.0)))
+    bomb, bread, both = np.array([0.0, 1.0, 0.0]), np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 1.0])
+    assert linear.probability(bomb) == linear.probability(bread) == 0.5  # no weights: undecided
+    assert local.probability(bomb) > 0.9 and local.probability(bread) < 0.1
+    assert local.probability(both) == pytest.approx(0.5)  # as near to both kinds
+    batch = local.probability(np.stack([bomb, bread]))  # a batch reads as its rows one by one
+    assert batch.tolist() == pytest.approx([local.probability(bomb), local.probability(bread)])
 
 
 def test_two_archetypes_of_one_title_vote_from_their_own_perspective():

@@ -12,7 +12,9 @@ A judge has up to two learnt heads, each a calibrated logistic regression:
 Each head's probability is calibrated on held-out rows so that 0.5 is where its judge objects, a point learnt from
 held-out acceptable rows: the probability shown with a vote agrees with its verdict. A head also keeps the
 last-layer features of the texts it learnt to object to (its *support*), so a pool can weigh each member by how
-much its data covers the text at hand (``JudgeHeads.coverage``).
+much its data covers the text at hand (``JudgeHeads.coverage``). A head may also read *neighbourhood evidence*:
+how like a text is to the nearest texts it learnt to object to, and to the nearest it learnt to accept
+(``Neighbours``); on requests from sources no judge saw, that local evidence adds to the linear reading.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from memory.embedder import Embedder
 FEATURES = "layer-means-1-6-unit-128"
 LAYERS = 6  # the encoder layers read, each mean-pooled and unit length, side by side
 MAX_TOKENS = 128  # what the encoder was trained on; a segment is shorter, a long reply is read from its start
-FORMAT = 3
+FORMAT = 4
 NEIGHBOURS = 5  # coverage: mean cosine similarity to this many nearest rows of a head's support
 STEERED_REVISE = 0.5  # a segment of nothing but instructions to its judges: a revise vote, undecided in a pool
 Steering = Literal["none", "some", "all"]  # how much of a text addressed its judges
@@ -79,12 +81,42 @@ def features_of(embedder: Embedder, texts: list[str]) -> np.ndarray:
     return layers.reshape(len(texts), -1)
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length."""
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def nearest_mean(similarity: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the mean of its ``k`` largest similarities."""
+    k = min(k, similarity.shape[1])
+    return np.partition(similarity, -k, axis=1)[:, -k:].mean(axis=1)
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Neighbourhood evidence: ``u . (mean similarity to the k nearest objected texts, ... accepted texts)``.
+
+    The texts are a head's training texts, as last-layer features of unit length: those it learnt to object to
+    (its support) and those it learnt to accept.
+    """
+
+    accepted: np.ndarray
+    k: int
+    u: tuple[float, float]
+
+    def evidence(self, last: np.ndarray, objected: np.ndarray) -> np.ndarray:
+        """The evidence term for unit last-layer rows ``last`` (n, dim)."""
+        near = (nearest_mean(last @ objected.T, self.k), nearest_mean(last @ self.accepted.T, self.k))
+        return self.u[0] * near[0] + self.u[1] * near[1]
+
+
 @dataclass(frozen=True)
 class Head:
-    """One learnt judgment: ``p = sigmoid(a * (x . w + b) + c)``, and the probability at which it objects.
+    """One learnt judgment: ``p = sigmoid(a * (x . w + b + evidence) + c)``, and the probability at which it objects.
 
-    ``p`` is calibrated with classes balanced (0.5 means as likely one as the other); ``threshold`` is where
-    the judge raises its objection in a vote, a point learnt from held-out acceptable rows.
+    ``evidence`` is the neighbourhood term (0 without ``neighbours``). ``p`` is calibrated so that ``threshold``
+    (0.5 for heads fitted now) is where the judge raises its objection in a vote, a point learnt from held-out
+    acceptable rows.
     """
 
     w: np.ndarray
@@ -93,11 +125,19 @@ class Head:
     c: float
     threshold: float = 0.5
     support: np.ndarray | None = None
+    neighbours: Neighbours | None = None
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """The uncalibrated score of each feature row (``x`` of shape (n, features) or (features,))."""
+        rows = np.atleast_2d(x)
+        z = rows @ self.w + self.b
+        if self.neighbours is not None and self.support is not None:
+            z = z + self.neighbours.evidence(unit_rows(rows[:, -self.support.shape[1] :]), self.support)
+        return z if x.ndim == 2 else z[0]
 
     def probability(self, x: np.ndarray) -> np.ndarray:
         """Calibrated probability for each feature row."""
-        z = self.a * (x @ self.w + self.b) + self.c
-        return 1.0 / (1.0 + np.exp(-z))
+        return 1.0 / (1.0 + np.exp(-(self.a * self.score(x) + self.c)))
 
     def coverage(self, x: np.ndarray) -> float | None:
         """How close a feature row is to what this head learnt to object to (mean cosine of its nearest rows).
@@ -106,9 +146,8 @@ class Head:
         """
         if self.support is None or not len(self.support):
             return None
-        last = x[-self.support.shape[1] :]
-        similarity = self.support @ (last / max(float(np.linalg.norm(last)), 1e-12))
-        return float(np.sort(similarity)[-NEIGHBOURS:].mean())
+        last = unit_rows(x[-self.support.shape[1] :][None, :])
+        return float(nearest_mean(last @ self.support.T, NEIGHBOURS)[0])
 
 
 class Judged(NamedTuple):
@@ -211,18 +250,35 @@ def load_heads(path: Path, encoder: str) -> JudgeHeads:
         raise ModelError(f"judge weights {path} were written by another version", fix)
     if meta.get("encoder") != encoder:
         raise ModelError(f"judge weights {path} read the encoder {meta.get('encoder')!r}, not {encoder!r}", fix)
-    heads = {}
-    for judgment in (*JUDGMENTS, "steer"):
-        if f"{judgment}.w" in tensors:
-            w = tensors[f"{judgment}.w"].astype(np.float64)
-            w.flags.writeable = False
-            b, a, c, threshold = (float(v) for v in tensors[f"{judgment}.calibration"])
-            support = tensors.get(f"{judgment}.support")
-            if support is not None:
-                support = support.astype(np.float32)
-                support.flags.writeable = False
-            heads[judgment] = Head(w, b, a, c, threshold, support)
+    try:
+        heads = {j: head_from(tensors, j) for j in (*JUDGMENTS, "steer") if f"{j}.w" in tensors}
+    except (KeyError, ValueError) as exc:
+        raise ModelError(f"judge weights {path} are incomplete ({exc})", fix) from exc
     return JudgeHeads(heads, meta, hashlib.sha256(raw).hexdigest())
+
+
+def head_from(tensors: dict[str, np.ndarray], judgment: str) -> Head:
+    """One head from its stored tensors, read as a vote reads them (read-only float arrays)."""
+    w = tensors[f"{judgment}.w"].astype(np.float64)
+    w.flags.writeable = False
+    b, a, c, threshold = (float(v) for v in tensors[f"{judgment}.calibration"])
+    support, accepted = (_frozen(tensors.get(f"{judgment}.{n}")) for n in ("support", "accepted"))
+    neighbours = None
+    if accepted is not None:
+        u_objected, u_accepted, k = (float(v) for v in tensors[f"{judgment}.neighbours"])
+        if support is None or k < 1:
+            raise ValueError(f"{judgment}: neighbours without the texts it objected to")
+        neighbours = Neighbours(accepted, int(k), (u_objected, u_accepted))
+    return Head(w, b, a, c, threshold, support, neighbours)
+
+
+def _frozen(rows: np.ndarray | None) -> np.ndarray | None:
+    """Stored float16 rows as read-only float32 (None stays None)."""
+    if rows is None:
+        return None
+    rows = rows.astype(np.float32)
+    rows.flags.writeable = False
+    return rows
 
 
 def load_judge(library: Library, archetype: Archetype, encoder: str) -> JudgeHeads:
