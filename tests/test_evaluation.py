@@ -66,6 +66,25 @@ def test_ethics_figures_match_the_scripted_judges(fake_setup, council_home, tmp_
     assert json.dumps(back.stored()) == json.dumps(evaluation.stored()) and back.items.ids == list("abcdef")
 
 
+def test_on_an_ethics_file_trained_judges_and_the_council_are_centred_like_the_persona(fake_setup, tmp_path):
+    """A revise head objects to few segments; on a file where half the actions are wrong it must rank, not abstain."""
+    rt, fake = fake_setup(judges=True)
+    path = tmp_path / "ethics.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    for _ in ROWS:
+        fake.enqueue_scores(FINE)  # the persona alone; every member of the default pool has a trained judge
+    evaluation = evaluate(rt, path, "ethics", resamples=50)
+    raw = {
+        n: [rt.council.judges[n].probability("revise", rt.council.reader, r["scenario"]) for r in ROWS]
+        for n in rt.council.judges
+    }
+    for name, probs in evaluation.items.probs.items():
+        assert sorted(probs)[2] <= 0.5 <= sorted(probs)[3], (name, probs)  # its median sits at 0.5: it flags half
+    for name, probs in raw.items():  # centring keeps each judge's own ranking
+        order = sorted(range(len(ROWS)), key=lambda i: probs[i])
+        assert [evaluation.items.probs[name][i] for i in order] == sorted(evaluation.items.probs[name]), name
+
+
 def test_pairs_are_judged_in_both_orders_and_position_bias_is_reported(fake_setup, council_home, tmp_path):
     write_yaml(council_home, "pools", "four", MEAN_POOL)
     rt, fake = fake_setup(pool="four")

@@ -251,7 +251,13 @@ def evaluate(
             raw[name].append(scores[name])
         progress(1)
     y = np.array(labels)
-    probs = {n: np.array(v) if n in judges.trained else calibrate(np.array(v)) for n, v in raw.items()}
+    # Every judge is centred on its median over an ethics file, the council and trained judges too: a revise head
+    # is calibrated for how rarely a segment should be revised, not for a file where about half the actions are
+    # wrong, so at its vote threshold it would flag few of them whatever it knows (its accuracy then said nothing).
+    probs = {
+        n: calibrate(np.array(v)) if task == "ethics" or n not in judges.trained else np.array(v)
+        for n, v in raw.items()
+    }
     members = {n: probs[n] for n in rt.council.members}
     council = probs[COUNCIL] if judges.pooled else council_probability(rt, members)
     probs.pop(COUNCIL, None)
