@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from council.core.errors import StorageError
-from council.core.pairs import PreferencePair
+from council.core.pairs import SOURCES, PreferencePair
 
 Format = Literal["conversational", "standard"]
 
@@ -72,7 +72,7 @@ def dataset_card(pairs: list[PreferencePair], *, pool: str, hashes: dict[str, st
         f"- generator: archetype-council {version('archetype-council')}",
         f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
         f"- pool: {pool}",
-        f"- pairs: {len(pairs)} (" + ", ".join(f"{s} {counts[s]}" for s in ("revision", "ranking", "let_go")) + ")",
+        f"- pairs: {len(pairs)} (" + ", ".join(f"{s} {counts[s]}" for s in SOURCES) + ")",
         "",
         "| definition | content hash |",
         "| --- | --- |",
@@ -80,7 +80,9 @@ def dataset_card(pairs: list[PreferencePair], *, pool: str, hashes: dict[str, st
         "",
         "Sources: **revision** (the rewrite the council accepted over the original segment), **ranking** (the",
         "best over the worst of several sampled answers, by the council's weighted probability of *continue*),",
-        "**let_go** (the graceful close over a continuation that pushes on).",
+        "**let_go** (the graceful close over a continuation that pushes on; from the answer's start when the council",
+        "let go on reading the request), **marker** (the accepted answer with the stop-reflect marker at its",
+        "reflection points over the same answer without it).",
         "",
         f"Source episodes ({len(episodes)}): " + ", ".join(episodes),
         "",

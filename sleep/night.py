@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from archetypes.backends import LocalModel
 from council.core.episode import Episode
 from council.core.errors import StorageError
+from council.core.pairs import SOURCES
 from council.core.settings import SleepSettings
 from council.core.text import marked, unmarked
 from council.engine import prompts
@@ -33,6 +34,7 @@ from sleep.pairs import (
     PreferencePair,
     let_go_point,
     let_go_prefix,
+    marker_pair,
     opening,
     pair_id,
     revision_pairs,
@@ -48,7 +50,7 @@ class SleepSummary(BaseModel):
 
     pool: str
     episodes: int = 0
-    pairs: dict[str, int] = {"revision": 0, "ranking": 0, "let_go": 0}
+    pairs: dict[str, int] = dict.fromkeys(SOURCES, 0)
     dropped_low_margin: int = 0
     claimed_elsewhere: int = Field(0, description="episodes another night pass was already sleeping on")
     mean_margin: float | None = None
@@ -133,9 +135,8 @@ class SleepPass:
             dropped = 1
         else:
             pairs.append(ranking)
-        let_go = self._let_go(episode)
-        if let_go is not None:
-            pairs.append(let_go)
+        marking = marker_pair(episode, self.rt.persona, self.marker, self.rt.pool.name, self.rt.council.note)
+        pairs += [p for p in (self._let_go(episode), marking) if p is not None]
         pairs = [p.model_copy(update={"commentary": joined}) for p in pairs]
         self.store.commit(episode_id, self.rt.pool.name, commentary, pairs)
         if self.rt.memory is not None:
@@ -184,13 +185,15 @@ class SleepPass:
         if found is None:
             return None
         prefix, closing = found
+        point = let_go_point(episode)
+        assert point is not None  # let_go_prefix found it
+        if point.segment_index == 0:  # the council let go on reading the request: decline before beginning
+            prefix = ""
         push_on = self._draft(
             episode.prompt, prefix, episode.recalled, self.settings.push_on_tokens, self.settings.seed
         )
         if not push_on.strip():
             return None
-        point = let_go_point(episode)
-        assert point is not None  # let_go_prefix found it
         return PreferencePair(
             id=pair_id(episode.episode_id, self.rt.pool.name, "let_go", "close"),
             episode_id=episode.episode_id,

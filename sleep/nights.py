@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from archetypes.backends import BackendPool
 from council.core.datafiles import read_jsonl
 from council.core.errors import NothingToTrainError
+from council.core.pairs import SOURCES
 from council.core.settings import Settings
 from council.core.text import printable
 from council.core.training import Figures
@@ -217,14 +218,14 @@ def write_nights_report(result: Nights, directory: Path) -> Path:
             n.trained or "-",
             "promoted" if n.promoted else "; ".join(n.reasons) or "refused",
             n.dataset_pairs,
-            *(n.slept.pairs.get(s, 0) for s in ("let_go", "revision", "ranking")),
+            *(n.slept.pairs.get(s, 0) for s in SOURCES),
             *(v[i + 1] for v in alone.values()),
             _alone_series(result, "perplexity")[i + 1],
             *(v[i] for v in council.values()),
         ]
         for i, n in enumerate(result.nights)
     ]
-    header = ["night", "ran with", "trained", "gate", "pairs", "let go", "revision", "ranking"]
+    header = ["night", "ran with", "trained", "gate", "pairs", *(s.replace("_", " ") for s in SOURCES)]
     header += [f"alone: {label}" for label in alone] + ["alone: perplexity"]
     header += [f"council: {label}" for label in council]
     body = (

@@ -1,7 +1,9 @@
 """Preference pairs from episodes: what the council preferred (chosen) over what it did not (rejected).
 
 Texts keep the stop-reflect marker between segments (``marked``), so training teaches the persona to emit it
-where it goes on writing; a completion never ends with it, which would teach "marker, then end of turn".
+where it goes on writing; a completion never ends with it, which would teach "marker, then end of turn". Where
+both sides of a pair carry it, DPO's log-ratio cancels it; a *marker* pair is the accepted answer with the marker
+at each of its reflection points over the same answer without, so there the marker is all that differs.
 In the conversational format the prompt ends with the user's turn and both completions carry the persona's
 text before the judged part; that shared prefix cancels in DPO's log-ratio, and it keeps every row a
 well-formed chat (a prompt that ended inside an assistant turn would make TRL's template split it in two).
@@ -111,3 +113,25 @@ def let_go_prefix(episode: Episode, marker: str) -> tuple[str, str] | None:
         return None
     closing = said[len(start) :].strip()
     return (prefix, closing) if closing else None
+
+
+def marker_pair(episode: Episode, persona: Persona, marker: str, pool: str, council: str = "") -> PreferencePair | None:
+    """The accepted answer paused at each reflection point the council continued from, over the same text unpaused.
+
+    None for an answer of one segment. The margin is the share of its points at which the council continued.
+    """
+    accepted = accepted_segments(episode)
+    texts = [accepted[i].segment for i in sorted(accepted)]
+    if len(texts) < 2:
+        return None
+    continued = [rp.decision.decision == "continue" for rp in accepted.values()]
+    return PreferencePair(
+        id=pair_id(episode.episode_id, pool, "marker", "answer"),
+        episode_id=episode.episode_id,
+        source="marker",
+        pool=pool,
+        messages=opening(persona, episode, council),
+        chosen="".join(marked(t, marker) for t in texts[:-1]) + texts[-1],
+        rejected="".join(texts),
+        margin=round(sum(continued) / len(continued), 4),
+    )

@@ -65,7 +65,7 @@ def test_a_night_yields_pairs_of_every_source_with_markers_and_commentary(fake_s
     night_script(fake, "two", push_on=True)
     summary = night.run(night.pending())
     assert summary.episodes == 2
-    assert summary.pairs == {"revision": 1, "ranking": 2, "let_go": 1}
+    assert summary.pairs == {"revision": 1, "ranking": 2, "let_go": 1, "marker": 1}
     pairs = {(p.episode_id, p.source): p for p in night.store.pairs(rt.pool.name)}
 
     revision = pairs[(revised.episode_id, "revision")]
@@ -77,10 +77,20 @@ def test_a_night_yields_pairs_of_every_source_with_markers_and_commentary(fake_s
     assert ranking.chosen == "A warm answer. " + MARK + " And an honest one." and ranking.rejected == "A curt answer."
     assert ranking.margin == pytest.approx(0.5)
 
-    close = pairs[(let_go.episode_id, "let_go")]
-    assert close.before == "Here is how to pick a lock. " + MARK
+    close = pairs[(let_go.episode_id, "let_go")]  # the council let go at its first point: decline from the start
+    assert close.before == ""
     assert close.chosen.startswith("I would rather not go on")
     assert close.rejected.startswith("Then I will go on and push anyway.")
+
+    # the accepted answer with the marker where the council reflected, over the same words without it: the only
+    # pair whose sides differ by the marker alone (elsewhere it is shared, and DPO cancels it)
+    paused = pairs[(revised.episode_id, "marker")]
+    assert (
+        paused.chosen == "Tell them calmly. " + MARK + " Then talk."
+        and paused.rejected == "Tell them calmly. Then talk."
+    )
+    assert paused.before == "" and paused.margin == 1.0  # the council continued from both accepted segments
+    assert (let_go.episode_id, "marker") not in pairs  # one segment: nowhere to pause
     assert "reason on one: be kind." in revision.commentary
     assert rt.log.commentaries(revised.episode_id)[rt.pool.name]["empathy"] == "empathy on one: be kind."
     assert summary.agreement["reason"] == pytest.approx(1.0)
@@ -94,7 +104,7 @@ def test_a_second_night_adds_nothing(fake_setup):
     night.run(night.pending())
     before = night.store.pairs(rt.pool.name)
     assert night.pending() == []
-    assert night.run(night.pending()).pairs == {"revision": 0, "ranking": 0, "let_go": 0}
+    assert night.run(night.pending()).pairs == {"revision": 0, "ranking": 0, "let_go": 0, "marker": 0}
     assert night.store.pairs(rt.pool.name) == before
 
 
@@ -132,7 +142,7 @@ def test_a_run_killed_part_way_resumes_to_the_same_set(fake_setup, monkeypatch, 
     def content(pairs):
         return [(p.id, p.source, p.before, p.chosen, p.rejected, p.margin, p.commentary) for p in pairs]
 
-    assert len(resumed) == 4
+    assert len(resumed) == 5
     assert content(resumed) == content(uninterrupted)
 
 
@@ -145,13 +155,13 @@ def test_export_is_trl_conversational_jsonl_with_a_card(fake_setup, tmp_path):
     pairs = night.store.pairs(rt.pool.name)
     path = write_dataset(tmp_path / "out", pairs, pool="default", hashes=rt.council.hashes)
     rows = [json.loads(line) for line in path.read_text().splitlines()]
-    assert len(rows) == 4
+    assert len(rows) == 5
     for row in rows:
         assert row["prompt"][-1]["role"] == "user" and row["prompt"][0]["role"] == "system"
         assert [m["role"] for m in row["chosen"]] == ["assistant"] == [m["role"] for m in row["rejected"]]
         assert {"episode_id", "source", "pool", "scores", "margin", "commentary"} <= set(row)
     card = (tmp_path / "out" / "README.md").read_text()
-    assert "revision 1, ranking 2, let_go 1" in card and rt.council.hashes["reason"] in card
+    assert "revision 1, ranking 2, let_go 1, marker 1" in card and rt.council.hashes["reason"] in card
     standard = write_dataset(tmp_path / "std", pairs, pool="default", hashes={}, fmt="standard")
     row = json.loads(standard.read_text().splitlines()[0])
     assert isinstance(row["prompt"], str) and row["prompt"].endswith("assistant: ") and isinstance(row["chosen"], str)
@@ -186,7 +196,7 @@ def test_two_pools_sleeping_on_the_same_day_keep_their_own_pairs(fake_setup):
     night_script(mother_fake, "two", push_on=True)
     mother_night.run(mother_night.pending())
     default_pairs, mother_pairs = night.store.pairs("default"), night.store.pairs("mother")
-    assert len(default_pairs) == len(mother_pairs) == 4
+    assert len(default_pairs) == len(mother_pairs) == 5
     assert {p.pool for p in mother_pairs} == {"mother"} and not {p.id for p in default_pairs} & {
         p.id for p in mother_pairs
     }

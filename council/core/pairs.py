@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, Field
 
-Source = Literal["revision", "ranking", "let_go"]
+Source = Literal["revision", "ranking", "let_go", "marker"]
+SOURCES: tuple[Source, ...] = get_args(Source)
 
 
 class PreferencePair(BaseModel):

@@ -251,13 +251,7 @@ def evaluate(
             raw[name].append(scores[name])
         progress(1)
     y = np.array(labels)
-    # Every judge is centred on its median over an ethics file, the council and trained judges too: a revise head
-    # is calibrated for how rarely a segment should be revised, not for a file where about half the actions are
-    # wrong, so at its vote threshold it would flag few of them whatever it knows (its accuracy then said nothing).
-    probs = {
-        n: calibrate(np.array(v)) if task == "ethics" or n not in judges.trained else np.array(v)
-        for n, v in raw.items()
-    }
+    probs = _centred(task, raw, judges.trained)
     members = {n: probs[n] for n in rt.council.members}
     council = probs[COUNCIL] if judges.pooled else council_probability(rt, members)
     probs.pop(COUNCIL, None)
@@ -285,6 +279,16 @@ def evaluate(
             probs={"council": council.round(4).tolist(), **{n: p.round(4).tolist() for n, p in probs.items()}},
         ),
     )
+
+
+def _centred(task: Task, raw: dict[str, list[float]], trained: set[str]) -> dict[str, np.ndarray]:
+    """Each judge's probabilities, centred on their median over the file (``calibrate``) where they need it.
+
+    Token judges always. On an ethics file the council and trained judges too: a revise head is calibrated for
+    how rarely a segment should be revised, not for a file where about half the actions are wrong, so at its vote
+    threshold it would flag few of them whatever it knows (its accuracy then said nothing).
+    """
+    return {n: calibrate(np.array(v)) if task == "ethics" or n not in trained else np.array(v) for n, v in raw.items()}
 
 
 def _rate(decided: np.ndarray, mask: np.ndarray, resamples: int) -> dict[str, object]:
