@@ -31,7 +31,6 @@ FILES = {
     "ethics_utilitarianism.jsonl": ("ethics_utilitarianism.jsonl", "more_pleasant", True),
     "letgo_harmful_requests.jsonl": ("harmful_requests.jsonl", "prompt", False),
     "requests_to_answer_people.jsonl": ("requests_people.jsonl", "prompt", False),
-    "response_safety_dices.jsonl": ("dices_replies.jsonl", "response", False),
     "answers_dolly.jsonl": ("answers_dolly.jsonl", "prompt", False),
 }
 EXAMPLES = Path(__file__).resolve().parent
