@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import math
 import random
+import re
 import shutil
 import time
 import warnings
@@ -92,6 +94,7 @@ def _bucket(pair_id: str) -> float:
 _TRAINING_FIELDS = {
     "beta",
     "sft_weight",
+    "marker_epochs",
     "lora_r",
     "lora_alpha",
     "target_modules",
@@ -135,8 +138,14 @@ def train_adapter(
     run_dir: Path,
     out_dir: Path,
     progress: Progress | None = None,
+    *,
+    marker: str,
 ) -> TrainingFigures:
-    """Train, then write ``out_dir/peft`` (peft's format) and ``out_dir/adapter.gguf`` (llama.cpp's)."""
+    """Train, then write ``out_dir/peft`` (peft's format) and ``out_dir/adapter.gguf`` (llama.cpp's).
+
+    First (unless resuming a run that has passed it) the marker's own tokens are taught where the chosen texts
+    pause at ``marker`` (``teach_marker``), then DPO runs.
+    """
     require_train_extra()
     import torch
 
@@ -145,7 +154,9 @@ def train_adapter(
     trainer = _trainer(base_dir, parent_peft, data, settings, run_dir, device, progress)
     start = time.perf_counter()
     resumed = last_checkpoint(run_dir)
+    places = marker_places(data.train, marker, trainer.processing_class)
     try:
+        marker_loss = None if resumed else teach_marker(trainer.model, trainer.processing_class, places, settings)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # deprecation notices of the training stack, not the user's concern
             trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
@@ -165,11 +176,85 @@ def train_adapter(
         last_loss=round(float(last.get("loss", float("nan"))), 4),
         reward_accuracy=round(float(last.get("rewards/accuracies", float("nan"))), 4),
         reward_margin=round(float(last.get("rewards/margins", float("nan"))), 4),
+        marker_places=len(places),
+        marker_loss=marker_loss,
         resumed_from=resumed.name if resumed else None,
         seconds=round(time.perf_counter() - start, 1),
         device=device,
         settings=settings.model_dump(mode="json"),
     )
+
+
+def marker_places(rows: list[dict[str, Any]], marker: str, tokenizer: Any) -> list[tuple[list[int], list[int]]]:  # noqa: ANN401
+    """Each place a chosen text pauses at ``marker``: the tokens before it, and the marker's tokens as written there.
+
+    The marker goes after a space (``marked``), so its tokens begin with that space; places whose tokens do not
+    split there are left out.
+    """
+    places = []
+    for row in rows:
+        head, text = row["prompt"], row["chosen"]
+        if isinstance(head, list):
+            head = tokenizer.apply_chat_template(head, add_generation_prompt=True, tokenize=False)
+            text = text[-1]["content"]
+        for found in re.finditer(re.escape(marker), text):
+            cut = len(text[: found.start()].rstrip(" "))
+            ids = tokenizer(head + text[:cut], add_special_tokens=False)["input_ids"]
+            whole = tokenizer(head + text[: found.end()], add_special_tokens=False)["input_ids"]
+            if whole[: len(ids)] == ids and len(whole) > len(ids):
+                places.append((ids, whole[len(ids) :]))
+    return places
+
+
+def teach_marker(
+    model: Any,  # noqa: ANN401 - a peft model
+    tokenizer: Any,  # noqa: ANN401
+    places: list[tuple[list[int], list[int]]],
+    settings: TrainSettings,
+) -> float | None:
+    """``settings.marker_epochs`` supervised passes on the marker's tokens at ``places``; the last pass's mean NLL.
+
+    DPO cancels what both sides of a pair share, so a marker on both sides teaches nothing, and a supervised
+    term on whole chosen texts spreads over every token; here the loss is the marker's alone, so the persona
+    learns to pause where its council reflected and little else moves.
+    """
+    import torch
+
+    if not places or settings.marker_epochs <= 0:
+        return None
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
+    device = next(model.parameters()).device
+    rng, losses = random.Random(settings.seed), list[float]()
+    model.train()
+    for epoch in range(math.ceil(settings.marker_epochs)):
+        order = rng.sample(places, len(places))
+        share = min(settings.marker_epochs - epoch, 1.0)  # a fractional last pass takes a share of the places
+        batches = [order[i : i + settings.batch_size] for i in range(0, round(len(order) * share), settings.batch_size)]
+        losses = []
+        for batch in batches:
+            ids, labels, mask = _marker_batch(batch, settings.max_length, tokenizer.pad_token_id or 0)
+            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+            loss.backward()
+            optimiser.step()
+            optimiser.zero_grad()
+            losses.append(float(loss))
+    return round(sum(losses) / len(losses), 4) if losses else None
+
+
+def _marker_batch(batch: list[tuple[list[int], list[int]]], max_length: int, pad: int) -> tuple[Any, Any, Any]:
+    """Right-padded input ids, labels (the marker's tokens only) and attention mask; long contexts lose their start."""
+    import torch
+
+    rows = [(ids + marker)[-max_length:] for ids, marker in batch]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad)
+    labels = torch.full((len(rows), width), -100)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, ((_, marker), row) in enumerate(zip(batch, rows, strict=True)):
+        ids[i, : len(row)] = torch.tensor(row)
+        labels[i, len(row) - len(marker) : len(row)] = torch.tensor(marker)
+        mask[i, : len(row)] = 1
+    return ids, labels, mask
 
 
 def _trainer(

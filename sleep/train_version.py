@@ -66,6 +66,7 @@ def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | No
             home / "runs" / key,
             out_dir,
             progress,
+            marker=rt.settings.reflection.marker,
         ).model_copy(update={"run_key": key})
         gate = _gate(rt, backends, data.heldout, plan.dev, parent, version_id, out_dir / "adapter.gguf", progress)
         version = PersonaVersion(

@@ -199,25 +199,33 @@ def marker_logprob(backend: LlamaBackend, rows: list[dict]) -> float:
     return float(np.mean(total))
 
 
+RUNS = {  # name: (sft_weight, marker_epochs)
+    "dpo": (0.0, 0.0),  # DPO alone
+    "sft": (1.0, 0.0),  # with the supervised term on whole chosen texts
+    "marker": (0.0, 3.0),  # DPO after the marker's own tokens were taught where the chosen texts pause
+}
+
+
 @pytest.fixture(scope="module")
 def dpo_runs(base_dir, tmp_path_factory) -> dict:
-    """Two short runs on the marked pairs, DPO alone (``sft_weight`` 0) and with the supervised term (1)."""
+    """Short runs on the marked pairs, one per entry of ``RUNS``."""
     root = tmp_path_factory.mktemp("dpo")
     (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in marked_rows()))
     runs = {}
-    for weight in (0.0, 1.0):
-        settings = TrainSettings(epochs=2, holdout=0.25, sft_weight=weight)
+    for name, (weight, marker_epochs) in RUNS.items():
+        settings = TrainSettings(epochs=2, holdout=0.25, sft_weight=weight, marker_epochs=marker_epochs)
         data = split(read_pairs(root), set(), settings)
-        out = root / f"sft{weight}"
-        figures = train_adapter(base_dir, None, data, settings, out / "run", out)
-        runs[weight] = (data, figures, out)
+        out = root / name
+        figures = train_adapter(base_dir, None, data, settings, out / "run", out, marker=MARKED)
+        runs[name] = (data, figures, out)
     return runs
 
 
 def test_short_dpo_run_moves_the_margin_the_preferred_way_in_llama_cpp(dpo_runs, llama):
-    data, figures, out = dpo_runs[0.0]
+    data, figures, out = dpo_runs["dpo"]
     assert data.heldout and len(data.train) + len(data.heldout) == len(QUESTIONS)
     assert figures.steps > 0 and figures.device == "cpu" and figures.settings["sft_weight"] == 0.0
+    assert figures.marker_places == 0 and figures.marker_loss is None  # its marker stage was off
     assert (out / "peft" / "adapter_model.safetensors").is_file()
     before = pair_margins(llama, data.heldout)
     after = pair_margins(llama.with_adapter(out / "adapter.gguf"), data.heldout)
@@ -225,14 +233,36 @@ def test_short_dpo_run_moves_the_margin_the_preferred_way_in_llama_cpp(dpo_runs,
     assert (after > before).mean() >= 0.8
 
 
-def test_the_supervised_term_teaches_the_marker_that_dpo_cancels(dpo_runs, llama):
-    heldout = dpo_runs[0.0][0].heldout
+def test_the_marker_is_taught_where_chosen_texts_pause_and_dpo_alone_cancels_it(dpo_runs, llama):
+    heldout = dpo_runs["dpo"][0].heldout
     learnt = {
-        w: marker_logprob(llama.with_adapter(out / "adapter.gguf"), heldout) for w, (_, _, out) in dpo_runs.items()
+        name: marker_logprob(llama.with_adapter(out / "adapter.gguf"), heldout)
+        for name, (_, _, out) in dpo_runs.items()
     }
     base = marker_logprob(llama, heldout)
-    # on prompts it never trained on, only the supervised term makes the marker likely where its pairs had it
-    assert learnt[1.0] > learnt[0.0] + 2.0 and learnt[1.0] > base + 2.0, (base, learnt)
+    # on prompts it never trained on: the supervised term makes the marker likelier than DPO alone, and teaching
+    # the marker's own tokens where the chosen texts pause far more than either
+    assert learnt["sft"] > learnt["dpo"] + 2.0 and learnt["sft"] > base + 2.0, (base, learnt)
+    assert learnt["marker"] > learnt["sft"] + 2.0, (base, learnt)
+    figures = dpo_runs["marker"][1]
+    assert figures.marker_places == len(dpo_runs["marker"][0].train)  # one pause in each chosen text it trained on
+    assert figures.marker_loss is not None and figures.marker_loss < 1.0
+
+
+def test_marker_places_are_the_tokens_before_each_pause_and_the_markers_own(base_dir):
+    from transformers import AutoTokenizer
+
+    from sleep.train import marker_places
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    row = marked_rows()[0]
+    row["chosen"][0]["content"] += " " + marked("And one more thing.", MARKED) + " Bye."
+    [first, second] = marker_places([row], MARKED, tokenizer)
+    for before, mark in (first, second):
+        assert tokenizer.decode(mark) == " " + MARKED  # the marker with its space, nothing else
+        assert tokenizer.decode(before).endswith((".", "!", "?"))  # a whole sentence before it
+    assert len(second[0]) > len(first[0]) + len(first[1])  # the second place reads the first marker too
+    assert marker_places([row | {"chosen": [{"role": "assistant", "content": "No pause."}]}], MARKED, tokenizer) == []
 
 
 def test_the_gate_refuses_a_deliberately_bad_adapter(base_dir, llama, tmp_path, council_home):

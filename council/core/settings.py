@@ -108,6 +108,12 @@ class TrainSettings(BaseModel):
         description="weight of a supervised term on the chosen texts (their mean token NLL) added to DPO's loss:"
         " DPO cancels what both sides share, such as the stop-reflect marker, so only this term teaches it (0: off)",
     )
+    marker_epochs: float = Field(
+        3,
+        ge=0,
+        description="supervised passes, before DPO, over the places where chosen texts pause at the stop-reflect"
+        " marker, on the marker's own tokens: teaches the persona to pause where its council reflected (0: off)",
+    )
     lora_r: int = Field(8, ge=1, description="LoRA rank")
     lora_alpha: float = Field(16, gt=0, description="LoRA alpha (scale alpha / r)")
     target_modules: list[LoraTarget] = Field(

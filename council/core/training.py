@@ -20,6 +20,8 @@ class TrainingFigures(BaseModel):
     last_loss: float
     reward_accuracy: float
     reward_margin: float
+    marker_places: int = Field(0, description="places where chosen texts pause at the marker, taught before DPO")
+    marker_loss: float | None = Field(None, description="mean NLL of the marker's tokens there, over the last pass")
     resumed_from: str | None = Field(description="the checkpoint a killed run resumed from")
     seconds: float
     device: str
