@@ -3,7 +3,8 @@
 A trained version is promoted only if
 1. its held-out pair accuracy (log-probability of chosen above rejected, in llama.cpp, on pairs it never trained
    on) is at least that of the version it started from;
-2. its mean per-token KL from the base model on the probe prompts stays under ``train.max_kl``;
+2. its mean per-token KL from the base model on the probe prompts stays under ``train.max_kl`` (the choice to begin
+   the stop-reflect marker left out: a pause is what the night teaches, not drift);
 3. the council approves of its drafts on the probe prompts at least as often (within ``train.approval_slack``);
 4. alone, with no council, it behaves more as its council would wish (``GateSets``: dev rows no judge and no
    example night trains on): it declines more of the requests it should let go of than the version it started
@@ -239,12 +240,18 @@ class VersionProbe:
         return round(float(np.exp(-np.mean(logprobs))), 4) if logprobs else None
 
     def _kl(self, backend: LocalModel) -> float:
+        """Mean per-token KL from the base on its greedy answers to the probes, the choice to pause left out.
+
+        Beginning the stop-reflect marker at a sentence's end is what the night teaches, not drift: both
+        distributions are renormalised without the marker's first token.
+        """
         if backend is self.base:
             return 0.0
+        pause = self.base.encode(" " + self.rt.settings.reflection.marker)[0]
         per_token = []
         for tokens, start in self._reference:
-            p = backend.distributions(tokens, start)
-            q = self.base.distributions(tokens, start)
+            p = _without(backend.distributions(tokens, start), pause)
+            q = _without(self.base.distributions(tokens, start), pause)
             per_token += list((np.exp(p) * (p - q)).sum(axis=1))
         return float(np.mean(per_token))
 
@@ -279,6 +286,12 @@ class VersionProbe:
             except ContextOverflowError:
                 continue
         return (round(float(np.mean(hits)), 4) if hits else None), len(hits)
+
+
+def _without(logp: np.ndarray, token: int) -> np.ndarray:
+    """Rows of log-probabilities renormalised without ``token``."""
+    rest = np.delete(logp, token, axis=1)
+    return rest - np.log(np.exp(rest).sum(axis=1, keepdims=True))
 
 
 def decide(candidate: Figures, previous: Figures, base: Figures, settings: TrainSettings) -> list[str]:

@@ -95,6 +95,7 @@ _TRAINING_FIELDS = {
     "beta",
     "sft_weight",
     "marker_epochs",
+    "marker_probability",
     "lora_r",
     "lora_alpha",
     "target_modules",
@@ -212,11 +213,14 @@ def teach_marker(
     places: list[tuple[list[int], list[int]]],
     settings: TrainSettings,
 ) -> float | None:
-    """``settings.marker_epochs`` supervised passes on the marker's tokens at ``places``; the last pass's mean NLL.
+    """``settings.marker_epochs`` supervised passes on the marker's tokens at ``places``; the last pass's mean loss.
 
     DPO cancels what both sides of a pair share, so a marker on both sides teaches nothing, and a supervised
-    term on whole chosen texts spreads over every token; here the loss is the marker's alone, so the persona
-    learns to pause where its council reflected and little else moves.
+    term on whole chosen texts spreads over every token; here the loss is the marker's alone. Its first token,
+    the choice to pause, is taught only up to ``settings.marker_probability``: above it the text the persona
+    would have written next loses too much (perplexity on answers without markers), so the persona learns to
+    pause about as often as that where its council reflected, and little else moves. The marker's other tokens
+    are taught fully (once begun, the marker is written whole).
     """
     import torch
 
@@ -224,6 +228,7 @@ def teach_marker(
         return None
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
     device = next(model.parameters()).device
+    floor = -math.log(settings.marker_probability)
     rng, losses = random.Random(settings.seed), list[float]()
     model.train()
     for epoch in range(math.ceil(settings.marker_epochs)):
@@ -232,29 +237,34 @@ def teach_marker(
         batches = [order[i : i + settings.batch_size] for i in range(0, round(len(order) * share), settings.batch_size)]
         losses = []
         for batch in batches:
-            ids, labels, mask = _marker_batch(batch, settings.max_length, tokenizer.pad_token_id or 0)
-            loss = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+            ids, first, mask = _marker_batch(batch, settings.max_length, tokenizer.pad_token_id or 0)
+            ids, first, mask = ids.to(device), first.to(device), mask.to(device)
+            nll = -model(input_ids=ids, attention_mask=mask).logits[:, :-1].log_softmax(-1)
+            nll = nll.gather(-1, ids[:, 1:, None])[..., 0]  # each token's NLL given what came before it
+            marker = mask[:, 1:] * (torch.arange(ids.shape[1] - 1, device=device)[None] >= first[:, None] - 1)
+            opening = nll.gather(1, first[:, None] - 1)[:, 0]
+            rest = (nll * marker).sum(1) - opening
+            loss = (torch.clamp(opening, min=floor) + rest).sum() / marker.sum()
             loss.backward()
             optimiser.step()
             optimiser.zero_grad()
-            losses.append(float(loss))
+            losses.append(loss.item())
     return round(sum(losses) / len(losses), 4) if losses else None
 
 
 def _marker_batch(batch: list[tuple[list[int], list[int]]], max_length: int, pad: int) -> tuple[Any, Any, Any]:
-    """Right-padded input ids, labels (the marker's tokens only) and attention mask; long contexts lose their start."""
+    """Right-padded input ids, where each row's marker begins, and the attention mask (contexts cut at the start)."""
     import torch
 
     rows = [(ids + marker)[-max_length:] for ids, marker in batch]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad)
-    labels = torch.full((len(rows), width), -100)
+    first = torch.tensor([len(row) - len(marker) for (_, marker), row in zip(batch, rows, strict=True)])
     mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, ((_, marker), row) in enumerate(zip(batch, rows, strict=True)):
+    for i, row in enumerate(rows):
         ids[i, : len(row)] = torch.tensor(row)
-        labels[i, len(row) - len(marker) : len(row)] = torch.tensor(marker)
         mask[i, : len(row)] = 1
-    return ids, labels, mask
+    return ids, first, mask
 
 
 def _trainer(

@@ -114,6 +114,13 @@ class TrainSettings(BaseModel):
         description="supervised passes, before DPO, over the places where chosen texts pause at the stop-reflect"
         " marker, on the marker's own tokens: teaches the persona to pause where its council reflected (0: off)",
     )
+    marker_probability: float = Field(
+        0.6,
+        gt=0,
+        lt=1,
+        description="the probability of beginning the marker that those passes teach up to, and no further: above"
+        " it, what the persona would have written next loses too much",
+    )
     lora_r: int = Field(8, ge=1, description="LoRA rank")
     lora_alpha: float = Field(16, gt=0, description="LoRA alpha (scale alpha / r)")
     target_modules: list[LoraTarget] = Field(
