@@ -152,18 +152,19 @@ def train_adapter(
 
     torch.manual_seed(settings.seed)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    trainer = _trainer(base_dir, parent_peft, data, settings, run_dir, device, progress)
     start = time.perf_counter()
     resumed = last_checkpoint(run_dir)
-    places = marker_places(data.train, marker, trainer.processing_class)
-    try:
-        marker_loss = None if resumed else teach_marker(trainer.model, trainer.processing_class, places, settings)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # deprecation notices of the training stack, not the user's concern
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecation notices of the training stack, not the user's concern
+        trainer = _trainer(base_dir, parent_peft, data, settings, run_dir, device, progress)
+        taught = not resumed and settings.marker_epochs > 0  # a resumed run has passed the marker stage
+        places = marker_places(data.train, marker, trainer.processing_class) if taught else []
+        try:
+            marker_loss = teach_marker(trainer.model, trainer.processing_class, places, settings)
             trainer.train(resume_from_checkpoint=str(resumed) if resumed else None)
-    except torch.OutOfMemoryError as exc:
-        raise ModelError("training ran out of memory", "lower train.batch_size or train.max_length") from exc
-    _export(trainer.model, out_dir)
+        except torch.OutOfMemoryError as exc:
+            raise ModelError("training ran out of memory", "lower train.batch_size or train.max_length") from exc
+        _export(trainer.model, out_dir)
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     last = logs[-1] if logs else {}
     return TrainingFigures(
