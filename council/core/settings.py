@@ -121,6 +121,12 @@ class TrainSettings(BaseModel):
         description="the probability of beginning the marker that those passes teach up to, and no further: above"
         " it, what the persona would have written next loses too much",
     )
+    marker_anchor: float = Field(
+        1.0,
+        ge=0,
+        description="weight, in those passes, of the KL from the base model on the text before each marker: holds"
+        " what the persona writes while it learns where to pause (0: the marker's tokens alone)",
+    )
     lora_r: int = Field(8, ge=1, description="LoRA rank")
     lora_alpha: float = Field(16, gt=0, description="LoRA alpha (scale alpha / r)")
     target_modules: list[LoraTarget] = Field(
