@@ -245,20 +245,26 @@ def teach_marker(
             ids, first, mask = ids.to(device), first.to(device), mask.to(device)
             logp = model(input_ids=ids, attention_mask=mask).logits[:, :-1].log_softmax(-1)
             nll = -logp.gather(-1, ids[:, 1:, None])[..., 0]  # each token's NLL given what came before it
-            at = torch.arange(ids.shape[1] - 1, device=device)[None]
-            marker = mask[:, 1:] * (at >= first[:, None] - 1)
+            marker, context = marker_masks(first, mask)
             opening = nll.gather(1, first[:, None] - 1)[:, 0]
             rest = (nll * marker).sum(1) - opening
             taught = (torch.clamp(opening, min=floor) + rest).sum() / marker.sum()
             loss = taught
             if settings.marker_anchor > 0:
-                context = mask[:, 1:] * (at < first[:, None] - 1)
                 loss = loss + settings.marker_anchor * _drift(model, ids, mask, logp, context)
             loss.backward()
             optimiser.step()
             optimiser.zero_grad()
             losses.append(taught.item())
     return round(sum(losses) / len(losses), 4) if losses else None
+
+
+def marker_masks(first: Any, mask: Any) -> tuple[Any, Any]:  # noqa: ANN401 - torch
+    """Over the predicted positions (``ids[:, 1:]``): where each row's marker is, and the text before it."""
+    import torch
+
+    at = torch.arange(mask.shape[1] - 1, device=mask.device)[None]
+    return mask[:, 1:] * (at >= first[:, None] - 1), mask[:, 1:] * (at < first[:, None] - 1)
 
 
 def _drift(model: Any, ids: Any, mask: Any, logp: Any, where: Any) -> Any:  # noqa: ANN401 - torch

@@ -254,15 +254,14 @@ def marker_figures(model: torch.nn.Module, places: list) -> tuple[float, float]:
     """Mean NLL of the marker's tokens at ``places``, and the mean KL from the base on the text before them."""
     import torch
 
-    from sleep.train import _drift, _marker_batch
+    from sleep.train import _drift, _marker_batch, marker_masks
 
     ids, first, mask = _marker_batch(places, 512, 0)
-    at = torch.arange(ids.shape[1] - 1)[None]
+    marker, context = marker_masks(first, mask)
     with torch.no_grad():
         logp = model(input_ids=ids, attention_mask=mask).logits[:, :-1].log_softmax(-1)
         nll = -logp.gather(-1, ids[:, 1:, None])[..., 0]
-        marker = mask[:, 1:] * (at >= first[:, None] - 1)
-        drift = _drift(model, ids, mask, logp, mask[:, 1:] * (at < first[:, None] - 1))
+        drift = _drift(model, ids, mask, logp, context)
     return float((nll * marker).sum() / marker.sum()), float(drift)
 
 
