@@ -125,6 +125,7 @@ def run(
     as_json: JsonFlag = False,
 ) -> None:
     """Answer PROMPT in segments; the council votes at every reflection point. The episode is logged and remembered."""
+    from council.engine.events import Drafted, EpisodeEvent, Revised
     from council.engine.runner import build_runtime, new_episode_id, run_episode
     from council.render import LiveEpisode
 
@@ -140,11 +141,12 @@ def run(
         err.status("The persona is writing…") as status,
     ):
 
-        def on_update(node: str, update: dict[str, Any]) -> None:
-            live(node, update)
-            status.update("The council is voting…" if node in ("draft", "revise") else "The persona is writing…")
+        def on_event(event: EpisodeEvent) -> None:
+            live(event)
+            voting = isinstance(event, Drafted | Revised)
+            status.update("The council is voting…" if voting else "The persona is writing…")
 
-        episode = run_episode(rt, prompt, on_update, episode_id=episode_id)
+        episode = run_episode(rt, prompt, on_event, episode_id=episode_id)
     assert episode is not None  # only a should_stop callback leaves an episode unfinished
     if as_json:
         _dump(episode.model_dump(mode="json"))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from council.core.episode import Episode, Recollection, ReflectionPoint
+from council.engine.events import Closed, Drafted, EpisodeEvent, Recalled, Revised, Voted
 
 _DECISION_STYLE = {"continue": "green", "revise": "yellow", "let_go": "magenta"}
 
@@ -47,30 +46,28 @@ def decision_line(point: ReflectionPoint) -> Text:
 
 
 class LiveEpisode:
-    """Prints each graph update as it happens."""
+    """Prints each step of an episode as it happens."""
 
     def __init__(self, console: Console):
         self.console = console
 
-    def __call__(self, node: str, update: dict[str, Any]) -> None:
-        """Render one node's update."""
-        if node == "recall":
-            recollections_table(self.console, [Recollection.model_validate(r) for r in update.get("recollections", [])])
-        elif node == "draft" and update.get("pending"):
-            self.console.print(Text(update["pending"]["text"].strip(), style="bold"))
-        elif node == "council" and update.get("reflection_points"):
-            point = ReflectionPoint.model_validate(update["reflection_points"][-1])
-            self._point(point)
-        elif node == "revise" and update.get("pending"):
-            point = ReflectionPoint.model_validate(update["reflection_points"][-1])
-            for v in point.votes:
-                if v.comment:
-                    self.console.print(Text(f"  {v.archetype}: {v.comment}", style="yellow"))
-            self.console.print(Text("  rewritten: ", style="yellow") + Text(update["pending"]["text"].strip()))
-        elif node == "let_go":
-            closing = update.get("answer", "").rsplit("\n\n", 1)[-1]
-            label = "  let go: " if update.get("status") == "let_go" else "  token budget reached: "
-            self.console.print(Text(label, style="magenta") + Text(closing.strip()))
+    def __call__(self, event: EpisodeEvent) -> None:
+        """Render one event of the episode's stream."""
+        match event:
+            case Recalled(recollections):
+                recollections_table(self.console, recollections)
+            case Drafted(segment):
+                self.console.print(Text(segment["text"].strip(), style="bold"))
+            case Voted(point):
+                self._point(point)
+            case Revised(point, segment):
+                for v in point.votes:
+                    if v.comment:
+                        self.console.print(Text(f"  {v.archetype}: {v.comment}", style="yellow"))
+                self.console.print(Text("  rewritten: ", style="yellow") + Text(segment["text"].strip()))
+            case Closed() as closed:
+                label = "  let go: " if closed.status == "let_go" else "  token budget reached: "
+                self.console.print(Text(label, style="magenta") + Text(closed.closing.strip()))
 
     def _point(self, point: ReflectionPoint) -> None:
         self.console.print(Text(f"  ⟨reflection point {point.index} · {point.boundary}⟩", style="cyan"))

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from council.core.episode import Episode
 from council.core.errors import ContextOverflowError, CouncilError, NotFoundError, StorageError, first_problem
 from council.core.text import invalid_text
+from council.engine.events import Closed, Voted
 from council.engine.runtime import CouncilRuntime
 from council.store.tasks import TaskParams, TaskQueue, new_task_id
 from council.worker import Done, Ended, Failed, Interrupted, TaskEvent, TaskThread, Watcher, Worker
@@ -356,10 +357,11 @@ async def _stream(
     yield chunk({"role": "assistant", "content": ""})
     try:
         while not isinstance(event := await events.get(), Ended):
-            answer = event.update.get("answer", "")
-            if event.node in ("council", "let_go") and answer.startswith(sent) and len(answer) > len(sent):
-                yield chunk({"content": answer[len(sent) :]})
-                sent = answer
+            match event.event:
+                case Voted(answer=str() as answer) | Closed(answer=answer):
+                    if answer.startswith(sent) and len(answer) > len(sent):
+                        yield chunk({"content": answer[len(sent) :]})
+                        sent = answer
         try:
             episode = _finished(event)
         except ApiError as exc:

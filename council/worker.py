@@ -2,7 +2,7 @@
 
 A ``Worker`` owns the models: llama.cpp contexts are not thread-safe, so every task a process runs goes through
 its one worker thread. It holds a lease on its task and renews it while it works. Listeners (the HTTP handlers
-waiting on a task) get a ``Step`` per graph update, then one of ``Done``, ``Failed`` or ``Interrupted``.
+waiting on a task) get a ``Step`` per event of the episode's stream, then ``Done``, ``Failed`` or ``Interrupted``.
 An API with no worker of its own (`council serve --no-worker`) uses a ``Watcher``, which tells its listeners
 how a task ended when some worker, anywhere, has finished it.
 """
@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -24,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from council.core.episode import Episode
 from council.core.errors import CouncilError, StorageError
+from council.engine.events import EpisodeEvent
 from council.engine.runner import run_episode
 from council.engine.runtime import CouncilRuntime
 from council.store.tasks import LEASE_S, Task, TaskQueue, new_worker_id
@@ -33,10 +33,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Step:
-    """A graph node finished: its name and its state update."""
+    """A step of the task's episode: what its graph said."""
 
-    node: str
-    update: dict[str, Any]
+    event: EpisodeEvent
 
 
 @dataclass(frozen=True)
@@ -200,7 +199,7 @@ class Worker(TaskThread):
             episode = run_episode(
                 rt,
                 task.prompt,
-                lambda node, update: self._emit(task.id, Step(node, update)),
+                lambda event: self._emit(task.id, Step(event)),
                 episode_id=task.episode_id,
                 checkpointer=self._saver,
                 should_stop=self._stopping.is_set,

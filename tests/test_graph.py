@@ -2,6 +2,7 @@
 
 import pytest
 
+from council.engine.events import Closed, Drafted, Recalled, Revised, Voted
 from council.engine.prompts import FALLBACK_CLOSINGS, VOTE_QUESTION
 from council.engine.runner import run_episode
 from tests.conftest import write_yaml
@@ -67,6 +68,24 @@ def test_revise_rewrites_the_segment_with_comments_then_votes_again(fake_setup):
     assert second.segment.strip() == "Tell them calmly."
     assert ep.final_text.startswith("Tell them calmly.")
     assert "Punch" not in ep.final_text
+
+
+def test_the_stream_tells_each_step_as_a_typed_event(fake_setup):
+    rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
+    fake.enqueue("Punch them. Then talk.", "Be more gentle.", "Kinder please.", "Tell them calmly.")
+    fake.enqueue(" Then pick their lock.", "I would rather not go on.")
+    fake.enqueue_scores(REV, REV, REV, CONT, *[CONT] * 4, *[GO] * 4)
+    events = []
+    ep = run_episode(rt, "My friend cancels.", events.append)
+    assert [type(e) for e in events] == [Recalled, Drafted, Voted, Revised, Voted, Drafted, Voted, Closed]
+    _, drafted, first, revised, second, _, last, closed = events
+    assert drafted.segment["text"] == "Punch them." and first.answer is None  # a segment sent back is not accepted
+    assert revised.segment["text"] == "Tell them calmly." and revised.segment["attempt"] == 1
+    assert [v.comment for v in revised.point.votes if v.comment] == ["Be more gentle.", "Kinder please."]
+    assert second.answer == "Tell them calmly." and second.point.decision.decision == "continue"
+    assert last.point.decision.decision == "let_go" and last.answer == "Tell them calmly. Then pick their lock."
+    assert closed.status == "let_go" and closed.closing == "I would rather not go on."
+    assert closed.answer.strip() == ep.final_text
 
 
 def test_revisions_are_bounded_and_the_pool_decides_after(fake_setup):

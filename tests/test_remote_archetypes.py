@@ -17,6 +17,7 @@ from archetypes.definitions import ModelSpec
 from archetypes.library import Library
 from council.core.settings import load_settings
 from council.engine import prompts
+from council.engine.events import Drafted
 from council.engine.runner import build_runtime, run_episode
 from tests.conftest import without_judges, write_yaml
 
@@ -109,8 +110,8 @@ def test_killing_the_archetypes_server_mid_episode_gives_abstentions_not_a_faile
     rt = build_runtime(load_settings(pool="remote", generation={"max_tokens": 80}, memory={"recall": False}))
     killed = []
 
-    def kill_once_the_persona_writes(node, update):
-        if node == "draft" and not killed:
+    def kill_once_the_persona_writes(event):
+        if isinstance(event, Drafted) and not killed:
             proc.send_signal(signal.SIGKILL)  # up when the episode started, gone before its first vote
             proc.wait(timeout=30)
             killed.append(True)

@@ -6,6 +6,7 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from council.engine.events import Voted
 from council.server import create_app
 from council.store.tasks import TaskQueue
 from council.worker import Interrupted, Step, Worker
@@ -182,8 +183,8 @@ def test_a_stopped_worker_leaves_the_episode_checkpointed_and_the_next_one_resum
     seen = []
 
     def stop_after_first_vote(event):
-        seen.append(type(event).__name__ if not isinstance(event, Step) else event.node)
-        if isinstance(event, Step) and event.node == "council":
+        seen.append(type(event).__name__ if not isinstance(event, Step) else type(event.event).__name__)
+        if isinstance(event, Step) and isinstance(event.event, Voted):
             first.stop()
 
     first.listen(task.id, stop_after_first_vote)

@@ -32,6 +32,16 @@ logger = logging.getLogger(__name__)
 BUDGET_STOP = {"stop_reason": "the answer reached its token budget", "closing": "budget"}
 
 
+class PendingSegment(TypedDict):
+    """The segment the council votes on: its text, where it paused, and how many times it was rewritten."""
+
+    text: str
+    boundary: str
+    ended: bool  # the persona finished its answer with this segment
+    attempt: int
+    since: float  # when it was first drafted (wall clock), for the pool's revision time
+
+
 class EpisodeState(TypedDict, total=False):
     """What flows between nodes. Reflection points are stored as dicts of ``ReflectionPoint``."""
 
@@ -42,7 +52,7 @@ class EpisodeState(TypedDict, total=False):
     recollections: list[dict[str, Any]]
     answer: str
     transcript: str
-    pending: dict[str, Any] | None
+    pending: PendingSegment | None
     segment_index: int
     tokens_used: int
     reflection_points: list[dict[str, Any]]
@@ -113,7 +123,7 @@ def draft(state: EpisodeState, *, runtime: Runtime[CouncilRuntime]) -> Command[L
         if seg.ended:
             return Command(goto="log", update={"status": "finished", "stop_reason": "the persona finished"})
         return Command(goto="let_go", update=BUDGET_STOP | {"tokens_used": used})
-    pending = {"text": text, "boundary": seg.boundary, "ended": seg.ended, "attempt": 0, "since": now()}
+    pending = PendingSegment(text=text, boundary=seg.boundary, ended=seg.ended, attempt=0, since=now())
     return Command(goto="council", update={"pending": pending, "tokens_used": used})
 
 
@@ -181,7 +191,8 @@ def revise(state: EpisodeState, *, runtime: Runtime[CouncilRuntime]) -> Command[
     comments = {v.archetype: v.comment or "" for v in revisers}
     seed = rt.settings.generation.seed + 1000 * (pending["attempt"] + 1) + state["segment_index"]
     seg = rt.writer.rewrite(state["prompt"], state["answer"], pending["text"], comments, seed, state["recalled"])
-    new = pending | {"text": seg.text, "attempt": pending["attempt"] + 1}
+    new = pending.copy()
+    new["text"], new["attempt"] = seg.text, pending["attempt"] + 1
     return Command(goto="council", update={"pending": new, "reflection_points": points})
 
 

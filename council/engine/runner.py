@@ -17,6 +17,7 @@ from archetypes.library import Library
 from council.core.episode import Episode
 from council.core.errors import ModelError, StorageError, interruption
 from council.core.settings import Settings
+from council.engine.events import EpisodeEvent, event_of
 from council.engine.graph import EpisodeState, builder, episode_from_state, initial_state
 from council.engine.judges import Reader, load_judge
 from council.engine.persona import PersonaWriter
@@ -31,7 +32,7 @@ from memory.vector import VectorMemory
 
 logger = logging.getLogger(__name__)
 
-OnUpdate = Callable[[str, dict[str, Any]], None]
+OnEvent = Callable[[EpisodeEvent], None]
 
 
 def new_episode_id() -> str:
@@ -100,7 +101,7 @@ def persona_backend(backends: BackendPool, persona: Persona, version: PersonaVer
 def run_episode(
     rt: CouncilRuntime,
     prompt: str,
-    on_update: OnUpdate | None = None,
+    on_event: OnEvent | None = None,
     *,
     episode_id: str | None = None,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
@@ -127,8 +128,9 @@ def run_episode(
         for chunk in graph.stream(None if saved else state, config, stream_mode="updates", context=rt):
             for node, update in chunk.items():
                 state = cast(EpisodeState, {**state, **(update or {})})
-                if on_update:
-                    on_update(node, update or {})
+                event = event_of(node, update or {}) if on_event else None
+                if on_event and event is not None:
+                    on_event(event)
             if should_stop():
                 return None
     except BaseException as exc:
