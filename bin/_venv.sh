@@ -1,10 +1,10 @@
-# Sourced by bin/council (extras="") and bin/test (extras="dev,train"): make or complete .venv for pyproject.toml
-# as it is now, then activate it. A .venv made with the dev and training extras serves both.
+# Sourced by bin/council (extras="") and bin/test (extras="all,dev,train"): make or complete .venv for pyproject.toml
+# as it is now, then activate it. A .venv made with every extra serves both.
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 key="$(sha256sum "$root/pyproject.toml" | cut -c1-16)"
 want="${extras:-}"
-if [ ! -f "$venv/.installed-$key-${want:-run}" ] && [ ! -f "$venv/.installed-$key-dev,train" ]; then
+if [ ! -f "$venv/.installed-$key-${want:-run}" ] && [ ! -f "$venv/.installed-$key-all,dev,train" ]; then
   echo "Setting up $venv${want:+ with the extras $want}: the first call builds llama-cpp-python from source" \
     "(about 6 minutes on 2 cores)." >&2
   (  # a subshell, so the build flags stay out of the caller's environment
