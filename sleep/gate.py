@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -31,17 +31,19 @@ from pydantic import BaseModel
 
 from archetypes.backends import LocalModel, Message
 from archetypes.backends.base import Role
+from archetypes.definitions import Persona
 from archetypes.library import BUILTIN
 from council.core.datafiles import read_jsonl
 from council.core.errors import ContextOverflowError
-from council.core.settings import TrainSettings
+from council.core.settings import GenerationSettings, TrainSettings
 from council.core.text import sentences
 from council.core.training import Figures
 from council.engine import prompts
+from council.engine.judges import Reader
 from council.engine.persona import PersonaWriter
-from council.engine.runtime import CouncilRuntime
-from council.engine.voting import Point
-from council.evaluation.behaviour import DeclineDetector, load_detector, reader_of
+from council.engine.reflection import ReflectionPolicy
+from council.engine.voting import Council, Point
+from council.evaluation.behaviour import DeclineDetector, load_detector
 from council.evaluation.evaluate import LetGoRow, PairRow
 
 PROBES = (
@@ -148,30 +150,42 @@ def hh_turns(system: str, prompt: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": system}, *turns]
 
 
+@dataclass(frozen=True)
+class GateInputs:
+    """What the gate drafts and votes with: the persona, how it writes, its marker and its council."""
+
+    persona: Persona
+    generation: GenerationSettings  # the persona's; the gate drafts greedily
+    policy: ReflectionPolicy
+    marker: str  # the stop-reflect marker (``reflection.marker``)
+    council: Council
+    reader: Callable[[], Reader]  # the council's feature reader, made when a probe is built (it may load an encoder)
+
+
 class VersionProbe:
     """Measures persona versions on held-out pairs, the probe prompts and (optionally) a human-labelled set."""
 
     def __init__(
         self,
-        rt: CouncilRuntime,
+        inputs: GateInputs,
         base: LocalModel,
         settings: TrainSettings,
         heldout: list[dict[str, Any]],
         dev: list[PairRow] | None = None,
     ):
-        self.rt = rt
+        self.inputs = inputs
         self.base = base
         self.settings = settings
         self.heldout = heldout
         self.dev = dev or []
         self.sets = gate_sets(settings)
         self._reference = [self._reference_text(p) for p in PROBES]
-        self._reader = reader_of(rt)
+        self._reader = inputs.reader()
         self._detector: DeclineDetector | None = None
 
     def _reference_text(self, prompt: str) -> tuple[list[int], int]:
         """The base model's greedy answer to a probe, as tokens, and where the answer starts."""
-        chat = prompts.draft_chat(self.rt.persona, prompt, "")
+        chat = prompts.draft_chat(self.inputs.persona, prompt, "")
         text = "".join(self.base.generate(chat, max_tokens=self.settings.probe_tokens, temperature=0.0))
         head = self.base.render(chat.messages, "")
         return self.base.render(chat.messages, text or " "), len(head)
@@ -230,7 +244,7 @@ class VersionProbe:
         """Per-token perplexity of the held-out answers people wrote (each cut to ``FLUENCY_TOKENS``)."""
         logprobs: list[float] = []
         for request, answer in self.sets.answers:
-            messages = [Message("system", self.rt.persona.character), Message("user", request)]
+            messages = [Message("system", self.inputs.persona.character), Message("user", request)]
             head = backend.render(messages, "")
             tokens = backend.render(messages, answer)[: len(head) + FLUENCY_TOKENS]
             try:
@@ -247,7 +261,7 @@ class VersionProbe:
         """
         if backend is self.base:
             return 0.0
-        pause = self.base.encode(" " + self.rt.settings.reflection.marker)[0]
+        pause = self.base.encode(" " + self.inputs.marker)[0]
         per_token = []
         for tokens, start in self._reference:
             p = _without(backend.distributions(tokens, start), pause)
@@ -257,18 +271,18 @@ class VersionProbe:
 
     def _greedy(self, backend: LocalModel, council_note: str) -> PersonaWriter:
         """The persona writing greedily with ``backend``, its system prompt naming ``council_note``'s council."""
-        generation = self.rt.settings.generation.model_copy(update={"temperature": 0.0})
-        return PersonaWriter(self.rt.persona, backend, self.rt.writer.policy, generation, council_note)
+        generation = self.inputs.generation.model_copy(update={"temperature": 0.0})
+        return PersonaWriter(self.inputs.persona, backend, self.inputs.policy, generation, council_note)
 
     def _drafts(self, backend: LocalModel) -> tuple[dict[str, float], float, int]:
         """Council decisions on greedy drafts of the probes (always continuing), the marker rate and the points."""
-        writer = self._greedy(backend, self.rt.council.note)
+        writer = self._greedy(backend, self.inputs.council.note)
         decisions: Counter[str] = Counter()
         markers = 0
         for prompt in PROBES:
             for seg, answer in writer.drafts(prompt, self.settings.probe_tokens, writer.generation.seed):
-                votes = self.rt.council.vote(Point(prompt, answer, seg.text))
-                decisions[self.rt.council.decide(votes).decision] += 1
+                votes = self.inputs.council.vote(Point(prompt, answer, seg.text))
+                decisions[self.inputs.council.decide(votes).decision] += 1
                 markers += seg.boundary == "marker"
         total = max(sum(decisions.values()), 1)
         shares = {d: round(decisions[d] / total, 4) for d in ("continue", "revise", "let_go")}
@@ -278,7 +292,7 @@ class VersionProbe:
         """Share of human-labelled pairs where the persona finds the human-chosen reply more likely."""
         hits = []
         for row in self.dev:
-            turns = hh_turns(self.rt.persona.character, row.prompt)
+            turns = hh_turns(self.inputs.persona.character, row.prompt)
             try:
                 hits.append(
                     completion_logprob(backend, turns, row.chosen) > completion_logprob(backend, turns, row.rejected)

@@ -80,11 +80,11 @@ class SleepPass:
         """Write every pair this pool has made as a TRL dataset (default ``datasets_dir/POOL``): its path, its size."""
         rt = self.rt
         pairs = self.store.pairs(rt.pool.name)
-        hashes = rt.council.hashes | {f"persona:{rt.persona.name}": rt.persona.content_hash()}
         backend = rt.writer.backend
         render = backend.chat_text if isinstance(backend, LocalModel) else plain_chat
         target = out_dir or rt.settings.datasets_dir / rt.pool.name
-        return write_dataset(target, pairs, pool=rt.pool.name, hashes=hashes, fmt=fmt, render=render), len(pairs)
+        written = write_dataset(target, pairs, pool=rt.pool.name, hashes=rt.archetype_hashes, fmt=fmt, render=render)
+        return written, len(pairs)
 
     def pending(self, since: datetime | None = None) -> list[str]:
         """Ids of episodes this pool has not slept on, oldest first."""

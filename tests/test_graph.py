@@ -3,8 +3,10 @@
 import pytest
 
 from council.engine.events import Closed, Drafted, Recalled, Revised, Voted
+from council.engine.persona import MAX_DRAFTS, Segment
 from council.engine.prompts import FALLBACK_CLOSINGS, VOTE_QUESTION
 from council.engine.runner import run_episode
+from sleep.night import SleepPass
 from tests.conftest import write_yaml
 
 CONT = {"continue": 0.8, "revise": 0.1, "let_go": 0.1}
@@ -51,6 +53,22 @@ def test_reading_ahead_for_the_marker_loses_no_text(fake_setup):
         (" Seven eight nine.", "sentence"),
     ]
     assert [s.n_tokens for s in segments] == [3, 3, 3]
+
+
+def test_drafts_hold_at_most_max_drafts_segments_and_a_segment_of_no_token_still_costs_one(fake_setup, monkeypatch):
+    rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
+    writer = rt.writer
+    fake.enqueue("Go on. " * (MAX_DRAFTS + 10))
+    assert len(list(writer.drafts("Talk.", max_tokens=10_000, seed=0))) == MAX_DRAFTS  # the cap, tokens to spare
+    # a model that writes text yet reports no token: each segment costs one, and the cap ends it regardless
+    monkeypatch.setattr(writer, "draft", lambda *args, **kwargs: Segment(" More.", "sentence", 0, ended=False))
+    assert len(list(writer.drafts("Talk.", max_tokens=5, seed=0))) == 5
+    assert len(list(writer.drafts("Talk.", max_tokens=10_000, seed=0))) == MAX_DRAFTS
+    # the night drafts through the same guards: its markers sit between the capped segments
+    night = SleepPass(rt, rt.settings.sleep)
+    monkeypatch.setattr(night.writer, "draft", lambda *args, **kwargs: Segment(" More.", "sentence", 0, ended=False))
+    drafted = night._draft("Talk.", "", "", 10_000, 0)
+    assert drafted.count(" More.") == MAX_DRAFTS and drafted.count(night.marker) == MAX_DRAFTS - 1
 
 
 def test_revise_rewrites_the_segment_with_comments_then_votes_again(fake_setup):

@@ -20,9 +20,10 @@ from archetypes.backends.modelfiles import file_hash, resolve_gguf
 from council.core.settings import TrainSettings, load_settings
 from council.core.text import marked
 from council.engine.runner import build_runtime
+from council.evaluation.behaviour import reader_of
 from sleep.adapter import write_gguf_adapter
 from sleep.base_model import base_checkpoint
-from sleep.gate import VersionProbe, decide, pair_margins
+from sleep.gate import GateInputs, VersionProbe, decide, pair_margins
 from sleep.train import read_pairs, split, train_adapter
 
 if TYPE_CHECKING:
@@ -307,7 +308,9 @@ def test_the_gate_refuses_a_deliberately_bad_adapter(base_dir, llama, tmp_path, 
     model, state = random_lora(base_dir, scale=0.5, seed=1)
     bad = base.with_adapter(export(state, tmp_path / "bad.gguf", model))
     heldout = preference_rows()[:6]
-    probe = VersionProbe(rt, base, settings.train, heldout)
+    marker = settings.reflection.marker
+    gate = GateInputs(rt.persona, settings.generation, rt.writer.policy, marker, rt.council, lambda: reader_of(rt))
+    probe = VersionProbe(gate, base, settings.train, heldout)
     before, after = probe.measure("base", base), probe.measure("bad", bad)
     reasons = decide(after, before, before, settings.train)
     assert after.kl_from_base > settings.train.max_kl

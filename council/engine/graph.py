@@ -274,7 +274,7 @@ def episode_from_state(rt: CouncilRuntime, state: EpisodeState) -> Episode:
         final_text=state.get("answer", "").strip(),
         transcript=state.get("transcript", "").strip(),
         model_ids=rt.model_ids(),
-        archetype_hashes=rt.council.hashes | {f"persona:{rt.persona.name}": rt.persona.content_hash()},
+        archetype_hashes=rt.archetype_hashes,
         timings=state.get("timings", {}) | {"tokens": float(state.get("tokens_used", 0))},
         reflection_points=[ReflectionPoint.model_validate(p) for p in state.get("reflection_points", [])],
         recalled=state.get("recalled", ""),

@@ -33,6 +33,11 @@ class CouncilRuntime:
         """The application database the episode log writes to (tasks, night pass and versions share it)."""
         return self.log.db
 
+    @property
+    def archetype_hashes(self) -> dict[str, str]:
+        """Content hash of every archetype on the council and of the persona (``persona:NAME``)."""
+        return self.council.hashes | {f"persona:{self.persona.name}": self.persona.content_hash()}
+
     def model_ids(self) -> dict[str, str]:
         """Which model plays each role."""
         return {"persona": self.writer.backend.model_id} | {
