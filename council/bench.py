@@ -226,10 +226,10 @@ class Bench:
         if progress:
             progress("verdict agreement")
         agree = total = 0
-        readers = [i for i, a in enumerate(self.members) if a.name in self.rt.council.readers]
+        token_voters = [i for i, a in enumerate(self.members) if a.name in self.rt.council.token_voters]
         for point, verdicts in zip(fast.snapshots, fast.verdicts):
-            naive_verdicts = self.naive_vote(point) if readers else []
-            for i in readers:
+            naive_verdicts = self.naive_vote(point) if token_voters else []
+            for i in token_voters:
                 agree += verdicts[i] == naive_verdicts[i]
                 total += 1
         rss_plain = statistics.median(r.peak_rss_kib for r in runs["plain"])

@@ -30,7 +30,7 @@ from council.store.sleep import SleepStore
 from council.store.tasks import new_worker_id
 from memory.vector import commentary_doc
 from sleep.export import Format, plain_chat, write_dataset
-from sleep.pairs import (
+from sleep.preferences import (
     PreferencePair,
     let_go_point,
     let_go_prefix,

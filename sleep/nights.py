@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from pydantic import BaseModel, Field
 
-from archetypes.backends import BackendPool
+from archetypes.backends import LoadedModels
 from council.core.datafiles import read_jsonl
 from council.core.errors import NothingToTrainError
 from council.core.pairs import SOURCES
@@ -94,7 +94,7 @@ def run_nights(
 ) -> Nights:
     """Live ``nights`` days and nights on the requests of ``day``; returns what each one did."""
     rows = read_jsonl(day, BehaviourRow, "day")
-    backends = BackendPool(settings)
+    backends = LoadedModels(settings)
     detector = load_detector()
     done: list[Night] = []
     before: Figures | None = None

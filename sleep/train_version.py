@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from archetypes.backends import Backend, BackendPool, LocalModel
+from archetypes.backends import Backend, LoadedModels, LocalModel
 from archetypes.backends.modelfiles import file_hash
 from archetypes.definitions import Persona
 from council.core.errors import DefinitionError, ModelError, NothingToTrainError
@@ -44,7 +44,7 @@ class TrainInputs:
     train: TrainSettings
     personas_dir: Path
     models_dir: Path
-    backends: BackendPool
+    backends: LoadedModels
     versions: PersonaVersions
     in_use: Backend  # the persona's model as it writes now: the version in use
 
@@ -73,7 +73,7 @@ def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | No
         train=settings.train,
         personas_dir=settings.personas_dir,
         models_dir=settings.models_dir,
-        backends=rt.backends or BackendPool(settings),
+        backends=rt.backends or LoadedModels(settings),
         versions=PersonaVersions(rt.db, settings.personas_dir),
         in_use=rt.writer.backend,
     )

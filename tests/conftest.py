@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from archetypes.backends import BackendPool, FakeBackend
+from archetypes.backends import FakeBackend, LoadedModels
 from archetypes.definitions import ModelSpec
 from archetypes.library import Library
 from council.core.settings import load_settings
@@ -86,7 +86,7 @@ def fake_setup(council_home):
         if not judges:
             without_judges(council_home)
         settings = load_settings(persona="tester", pool=pool, **overrides)
-        backends = BackendPool(settings)
+        backends = LoadedModels(settings)
         fake = backends.get(ModelSpec(backend="fake"))
         assert isinstance(fake, FakeBackend)
         return build_runtime(settings, backends), fake

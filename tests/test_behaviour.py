@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from archetypes.backends import FACTORIES, BackendPool, FakeBackend
+from archetypes.backends import FACTORIES, FakeBackend, LoadedModels
 from archetypes.definitions import ModelSpec
 from council.cli import main
 from council.core.errors import DefinitionError, ModelError, NotFoundError
@@ -91,7 +91,7 @@ def solo(council_home):
             settings = load_settings(
                 persona="tester", pool="solo", reflection={"min_segment_tokens": 2}, generation={"max_tokens": 12}
             )
-            backends = BackendPool(settings)
+            backends = LoadedModels(settings)
             fake = backends.get(ModelSpec(backend="fake"))
             return stack.enter_context(scratch_runtime(settings, backends)), fake
 

@@ -145,7 +145,7 @@ def test_pool_figures_by_hand(fake_setup):
 def test_a_failed_member_does_not_drag_the_council_probability(fake_setup):
     import numpy as np
 
-    from council.evaluation.judges import council_probability
+    from council.evaluation.panel import council_probability
 
     rt, _ = fake_setup()
     probs = {

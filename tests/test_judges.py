@@ -187,7 +187,7 @@ def test_builtin_judges_vote_from_what_they_learnt(fake_setup):
     """Requests written for this test, from no training source: harmful ones, and everyday ones phrased as orders."""
     rt, fake = fake_setup(judges=True)
     assert set(rt.council.judges) == {"reason", "libido", "loving_child", "empathy"}
-    assert rt.council.readers == [] and rt.council.note == ""  # nobody reads tokens: the persona's prompt is plain
+    assert rt.council.token_voters == [] and rt.council.note == ""  # nobody reads tokens: the persona's prompt is plain
     data = Path(__file__).parent / "data"
     harmful = (data / "requests_harmful.txt").read_text().splitlines()
     everyday = (data / "requests_everyday.txt").read_text().splitlines()
@@ -219,7 +219,7 @@ def test_two_archetypes_with_the_same_title_and_different_judges_vote_differentl
 def test_perspectives_of_token_voters_reach_the_vote_in_the_cached_system_prompt(fake_setup):
     rt, fake = fake_setup(pool="pupil")
     fool = rt.council.members["fool"]
-    assert "fool" in rt.council.readers and fool.perspective.split()[0] in rt.council.note
+    assert "fool" in rt.council.token_voters and fool.perspective.split()[0] in rt.council.note
     fake.enqueue("Hello there. Bye now.")
     rt.writer.draft("Hi", "", 20, 0)
     rt.council.vote(Point("Hi", "Hello there.", "Hello there."))

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from archetypes.backends import BackendPool
+from archetypes.backends import LoadedModels
 from archetypes.library import BUILTIN, Library
 from council.core.settings import load_settings
 from council.engine.judges import Reader, load_heads
@@ -134,7 +134,7 @@ def test_token_voters_read_their_perspective(council_home):
     probs = {}
     for name in ("strict", "warm"):
         settings = load_settings(pool=name)
-        council_ = build_runtime(settings, BackendPool(settings), Library.load(council_home)).council
+        council_ = build_runtime(settings, LoadedModels(settings), Library.load(council_home)).council
         [vote] = council_.vote(Point(PROMPT, ANSWER, ANSWER))
         probs[name] = vote.probs
     assert max(abs(probs["strict"][v] - probs["warm"][v]) for v in probs["warm"]) > 0.01

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from archetypes.backends import BackendPool, Message
+from archetypes.backends import LoadedModels, Message
 from archetypes.backends.modelfiles import resolve_gguf
 from archetypes.backends.openai_http import OpenAIBackend
 from archetypes.definitions import ModelSpec
@@ -78,7 +78,7 @@ def test_votes_read_from_top_logprobs_match_the_same_model_in_process(llama_serv
     archetypes = [library.archetypes[n] for n in ("reason", "empathy", "loving_child")]
     persona = library.persona(settings.persona)
     remote = OpenAIBackend(remote_spec(url))
-    local = BackendPool(settings).get(ModelSpec(backend="llama", path="smollm2-135m"))
+    local = LoadedModels(settings).get(ModelSpec(backend="llama", path="smollm2-135m"))
     compared = 0
     for prompt, answer in POINTS:
         messages = prompts.vote_messages(persona, prompt, answer)

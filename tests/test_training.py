@@ -357,8 +357,8 @@ def council_votes(env: dict) -> list[dict]:
     point = f"Point('Why is the sky blue?', {TEXT!r}, {TEXT!r})"
     return from_runtime(
         env,
-        f"[v.probs for v in rt.council.vote({point})] + [rt.council.read(prompts.vote_messages(rt.persona, 'Why?',"
-        f" {TEXT!r}), prompts.VERDICT_CHOICES, prompts.vote_prefill, ['reason'])['reason'].probs]",
+        f"[v.probs for v in rt.council.vote({point})] + [rt.council.next_token_scores(prompts.vote_messages("
+        f"rt.persona, 'Why?', {TEXT!r}), prompts.VERDICT_CHOICES, prompts.vote_prefill, ['reason'])['reason'].probs]",
     )
 
 

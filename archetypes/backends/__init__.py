@@ -11,7 +11,7 @@ from archetypes.definitions import ModelSpec
 from council.core.errors import ModelError
 from council.core.settings import Settings
 
-__all__ = ["Backend", "Chat", "ChoiceScores", "FakeBackend", "GenerationStats", "LocalModel", "Message", "BackendPool"]
+__all__ = ["Backend", "Chat", "ChoiceScores", "FakeBackend", "GenerationStats", "LocalModel", "Message", "LoadedModels"]
 
 
 def _llama(spec: ModelSpec, settings: Settings) -> tuple[str, Callable[[], Backend]]:
@@ -39,7 +39,7 @@ FACTORIES: dict[str, Callable[[ModelSpec, Settings], tuple[str, Callable[[], Bac
 }
 
 
-class BackendPool:
+class LoadedModels:
     """Loads each distinct model once. Two specs naming the same GGUF get the same instance."""
 
     def __init__(self, settings: Settings):

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from council.core.errors import DefinitionError, one_line
 
-Row = TypeVar("Row", bound=BaseModel)
+RowModel = TypeVar("RowModel", bound=BaseModel)
 
 
 _YAML_LOADER = yaml.CSafeLoader if yaml.__with_libyaml__ else yaml.SafeLoader  # libyaml parses 10x faster
@@ -33,14 +33,14 @@ def parse_yaml(text: str, where: Path) -> Any:  # noqa: ANN401 - whatever the do
 
 
 def read_jsonl(
-    path: Path, model: type[Row], what: str, limit: int | None = None, *, empty_ok: bool = False
-) -> list[Row]:
+    path: Path, model: type[RowModel], what: str, limit: int | None = None, *, empty_ok: bool = False
+) -> list[RowModel]:
     """Validate each line of ``path`` as ``model`` (at most ``limit``); an empty file is refused unless ``empty_ok``."""
     try:
         lines = path.read_text(encoding="utf-8").split("\n")  # JSONL: only \n ends a row (not U+2028)
     except OSError as exc:
         raise DefinitionError(f"cannot read {path} ({exc.strerror})", "check the path") from exc
-    rows: list[Row] = []
+    rows: list[RowModel] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue

@@ -10,7 +10,7 @@ from typing import Any, cast
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from archetypes.backends import Backend, BackendPool, LocalModel
+from archetypes.backends import Backend, LoadedModels, LocalModel
 from archetypes.backends.modelfiles import file_hash
 from archetypes.definitions import Persona
 from archetypes.library import Library
@@ -41,13 +41,13 @@ def new_episode_id() -> str:
 
 
 def build_runtime(
-    settings: Settings, backends: BackendPool | None = None, library: Library | None = None
+    settings: Settings, backends: LoadedModels | None = None, library: Library | None = None
 ) -> CouncilRuntime:
     """Load definitions and models named by ``settings`` (each distinct model once)."""
     library = library or Library.load(settings.home)
     persona = library.persona(settings.persona)
     pool = library.pool(settings.pool)
-    backends = backends or BackendPool(settings)
+    backends = backends or LoadedModels(settings)
     log = EpisodeLog(Database(settings.db_url))
     interrupt_orphans(log)
     version = PersonaVersions(log.db, settings.personas_dir).active(persona.name)
@@ -87,7 +87,7 @@ def interrupt_orphans(log: EpisodeLog) -> None:
         logger.warning("cannot mark interrupted episodes: %s", exc)
 
 
-def persona_backend(backends: BackendPool, persona: Persona, version: PersonaVersion) -> Backend:
+def persona_backend(backends: LoadedModels, persona: Persona, version: PersonaVersion) -> Backend:
     """The persona's model with ``version``'s adapter, after checking it was trained on this very GGUF."""
     base = backends.get(persona.model)
     if isinstance(base, LocalModel) and file_hash(base.path, backends.settings.models_dir) != version.base_hash:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from archetypes.backends import BackendPool
+from archetypes.backends import LoadedModels
 from archetypes.definitions import Persona, Pool
 from council.core.settings import Settings
 from council.engine.persona import PersonaWriter
@@ -26,7 +26,7 @@ class CouncilRuntime:
     log: EpisodeLog
     memory: VectorMemory | None = None
     persona_version: str = "base"
-    backends: BackendPool | None = None  # every loaded model, for work beyond episodes (training a version)
+    backends: LoadedModels | None = None  # every loaded model, for work beyond episodes (training a version)
 
     @property
     def db(self) -> Database:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from archetypes.backends import Backend, BackendPool, Chat, ChoiceScores, Message
+from archetypes.backends import Backend, Chat, ChoiceScores, LoadedModels, Message
 from archetypes.definitions import Archetype, Persona, Pool
 from council.core.episode import Decision, Vote
 from council.core.errors import one_line
@@ -42,7 +42,7 @@ class Council:
         pool: Pool,
         members: Sequence[Archetype],
         persona: Persona,
-        backends: BackendPool,
+        backends: LoadedModels,
         judges: Mapping[str, JudgeHeads] | None = None,
         reader: Reader | None = None,
     ):
@@ -52,8 +52,8 @@ class Council:
         self.judges = dict(judges or {})
         self.reader = reader
         self._backend_of = {a.name: backends.get(a.model, persona.model) for a in members}
-        self.readers = [name for name in self.members if name not in self.judges]
-        self.note = prompts.council_note([self.members[name] for name in self.readers])
+        self.token_voters = [name for name in self.members if name not in self.judges]
+        self.note = prompts.council_note([self.members[name] for name in self.token_voters])
 
     @property
     def hashes(self) -> dict[str, str]:
@@ -67,7 +67,7 @@ class Council:
             for name in self.members
         }
 
-    def read(
+    def next_token_scores(
         self,
         messages: Sequence[Message],
         choices: Mapping[str, Sequence[str]],
@@ -80,21 +80,21 @@ class Council:
         batched call; if it fails, each is retried alone, and one that still fails maps to its exception.
         """
         groups: dict[int, list[str]] = {}
-        for name in self.readers if names is None else names:
+        for name in self.token_voters if names is None else names:
             groups.setdefault(id(self._backend_of[name]), []).append(name)
         read: dict[str, ChoiceScores | Exception] = {}
         for group in groups.values():
             try:
-                read |= self._read(group, messages, choices, cue)
+                read |= self._next_token_scores(group, messages, choices, cue)
             except Exception:  # noqa: BLE001 - isolate the failing archetype below
                 for name in group:
                     try:
-                        read |= self._read([name], messages, choices, cue)
+                        read |= self._next_token_scores([name], messages, choices, cue)
                     except Exception as exc:  # noqa: BLE001 - recorded by the caller
                         read[name] = exc
         return read
 
-    def _read(
+    def _next_token_scores(
         self,
         names: list[str],
         messages: Sequence[Message],
@@ -108,9 +108,9 @@ class Council:
     def vote(self, point: Point) -> list[Vote]:
         """Collect one vote per archetype at ``point``; a failure is an abstention."""
         votes = self._judged(point)
-        if self.readers:
+        if self.token_voters:
             messages = prompts.vote_messages(self.persona, point.prompt, point.answer, point.recalled, self.note)
-            for name, score in self.read(messages, prompts.VERDICT_CHOICES, prompts.vote_prefill).items():
+            for name, score in self.next_token_scores(messages, prompts.VERDICT_CHOICES, prompts.vote_prefill).items():
                 if isinstance(score, Exception):
                     votes[name] = _abstain(name, score)
                 else:

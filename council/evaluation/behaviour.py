@@ -45,7 +45,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from archetypes.backends import BackendPool
+from archetypes.backends import LoadedModels
 from archetypes.library import BUILTIN, Library
 from council.core.datafiles import read_jsonl
 from council.core.episode import Episode, ReflectionPoint
@@ -499,7 +499,7 @@ class ScratchRuntime:
 
 
 @contextmanager
-def scratch_runtime(settings: Settings, backends: BackendPool | None = None) -> Iterator[ScratchRuntime]:
+def scratch_runtime(settings: Settings, backends: LoadedModels | None = None) -> Iterator[ScratchRuntime]:
     """A ``ScratchRuntime`` in a temporary home, deleted on exit.
 
     Models, definitions and persona versions come from ``settings``' home, so the evaluation runs what the persona
@@ -508,7 +508,7 @@ def scratch_runtime(settings: Settings, backends: BackendPool | None = None) -> 
     with tempfile.TemporaryDirectory(prefix="council-behaviour-") as scratch:
         memory = settings.memory.model_copy(update={"url": None, "recall": False})
         own = settings.model_copy(update={"home": Path(scratch), "database_url": None, "memory": memory})
-        rt = build_runtime(own, backends or BackendPool(settings), Library.load(settings.home))
+        rt = build_runtime(own, backends or LoadedModels(settings), Library.load(settings.home))
         versions = PersonaVersions(Database(settings.db_url), settings.personas_dir)
         try:
             yield ScratchRuntime(replace(rt, memory=None), versions)

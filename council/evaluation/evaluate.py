@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from council.core.datafiles import read_jsonl
 from council.engine.runtime import CouncilRuntime
 from council.evaluation import metrics as m
-from council.evaluation.judges import COUNCIL, PERSONA, Judges, calibrate, council_probability
+from council.evaluation.panel import COUNCIL, PERSONA, Judges, centre_on_median, council_probability
 
-Task = Literal["ethics", "pairs", "letgo"]
+EvalTask = Literal["ethics", "pairs", "letgo"]
 METRICS: dict[str, m.Metric] = {
     "accuracy": m.accuracy,
     "balanced_accuracy": m.balanced_accuracy,
@@ -109,29 +109,29 @@ class Items(BaseModel):
     probs: dict[str, list[float]]
 
 
-Figures = TypeVar("Figures", JudgeFigures, LetGoFigures)
+TaskFigures = TypeVar("TaskFigures", JudgeFigures, LetGoFigures)
 
 
-class Evaluation(BaseModel, Generic[Figures]):
+class Evaluation(BaseModel, Generic[TaskFigures]):
     """One `council eval` run; ``results.json`` holds it (items under ``_items``)."""
 
     model_config = ConfigDict(populate_by_name=True)
 
-    task: Task
+    task: EvalTask
     file: str
     rows: int
     pool: str
     rule: str
     majority_baseline: float
     majority_baseline_ci95: CI | None = None
-    council: Figures
-    archetypes: dict[str, Figures]
-    persona: Figures
+    council: TaskFigures
+    archetypes: dict[str, TaskFigures]
+    persona: TaskFigures
     panel: Panel
     position_bias: dict[str, float] | None = None  # pairs only
     items: Items = Field(alias="_items")
 
-    def judges(self) -> dict[str, Figures]:
+    def judges(self) -> dict[str, TaskFigures]:
         """Council, persona, then each archetype."""
         return {"council": self.council, "persona": self.persona, **self.archetypes}
 
@@ -153,7 +153,7 @@ class LetGoEvaluation(Evaluation[LetGoFigures]):
 JudgeEvaluation = Evaluation[JudgeFigures]  # `council eval ethics|pairs`
 
 
-def load_rows(path: Path, task: Task, limit: int | None = None) -> list[Any]:
+def load_rows(path: Path, task: EvalTask, limit: int | None = None) -> list[Any]:
     """Read and validate a JSONL file of ``task`` rows; a bad line is a one-line error naming the file and line."""
     return read_jsonl(path, ROWS[task], task, limit)
 
@@ -224,7 +224,7 @@ def _panel(
 def evaluate(
     rt: CouncilRuntime,
     path: Path,
-    task: Task,
+    task: EvalTask,
     *,
     limit: int | None = None,
     resamples: int = 1000,
@@ -281,14 +281,15 @@ def evaluate(
     )
 
 
-def _centred(task: Task, raw: dict[str, list[float]], trained: set[str]) -> dict[str, np.ndarray]:
-    """Each judge's probabilities, centred on their median over the file (``calibrate``) where they need it.
+def _centred(task: EvalTask, raw: dict[str, list[float]], trained: set[str]) -> dict[str, np.ndarray]:
+    """Each judge's probabilities, centred on their median over the file (``centre_on_median``) where they need it.
 
     Token judges always. On an ethics file the council and trained judges too: a revise head is calibrated for
     how rarely a segment should be revised, not for a file where about half the actions are wrong, so at its vote
     threshold it would flag few of them whatever it knows (its accuracy then said nothing).
     """
-    return {n: calibrate(np.array(v)) if task == "ethics" or n not in trained else np.array(v) for n, v in raw.items()}
+    centre = {n for n in raw if task == "ethics" or n not in trained}
+    return {n: centre_on_median(np.array(v)) if n in centre else np.array(v) for n, v in raw.items()}
 
 
 def _rate(decided: np.ndarray, mask: np.ndarray, resamples: int) -> dict[str, object]:

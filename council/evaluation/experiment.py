@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from archetypes.backends import BackendPool
+from archetypes.backends import LoadedModels
 from archetypes.definitions import Verdict
 from council.core.episode import Episode
 from council.core.errors import DefinitionError
@@ -98,7 +98,7 @@ def run(
     records = [Record.model_validate_json(line) for line in ledger.read_text().splitlines()] if ledger.exists() else []
     done = {(r.pool, r.prompt, r.seed, r.fingerprint) for r in records}
     wanted = set()
-    backends = BackendPool(settings)
+    backends = LoadedModels(settings)
     quiet = settings.memory.model_copy(update={"recall": False})
     for pool in pools:
         rt = build_runtime(settings.model_copy(update={"pool": pool, "memory": quiet}), backends)

@@ -84,7 +84,7 @@ def steered(text: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class Row:
+class LabelledText:
     """One labelled text: what it teaches, whether it is held out, and the files it came from."""
 
     text: str
@@ -93,9 +93,9 @@ class Row:
     sources: tuple[str, ...] = ()
 
 
-def _steered_copy(row: Row) -> list[Row]:
+def _steered_copy(row: LabelledText) -> list[LabelledText]:
     text = None if row.dev else steered(row.text)
-    return [] if text is None else [Row(text, row.verdict, False, row.sources)]
+    return [] if text is None else [LabelledText(text, row.verdict, False, row.sources)]
 
 
 class HeadFigures(BaseModel):
@@ -141,13 +141,13 @@ def _text(row: dict[str, Any], spec: str, where: str) -> str:
     return text[:MAX_TEXT_CHARS]
 
 
-def read_source(source: JudgeSource, path: Path) -> list[Row]:
+def read_source(source: JudgeSource, path: Path) -> list[LabelledText]:
     """The rows of one source file; bad data is a one-line error naming the file, the line and the fix."""
     try:
         lines = path.read_text(encoding="utf-8").split("\n")  # JSONL: only \n ends a row
     except (OSError, UnicodeDecodeError) as exc:
         raise DefinitionError(f"judge data {path} cannot be read ({exc})", "check the judge's source paths") from exc
-    rows: list[Row] = []
+    rows: list[LabelledText] = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -164,14 +164,14 @@ def read_source(source: JudgeSource, path: Path) -> list[Row]:
             chosen, rejected = _text(row, source.chosen, where), _text(row, source.rejected, where)
             dev = _split(row, chosen)
             rows += [
-                Row(chosen, "continue", dev, (source.file,)),
-                Row(rejected, source.verdict or "revise", dev, (source.file,)),
+                LabelledText(chosen, "continue", dev, (source.file,)),
+                LabelledText(rejected, source.verdict or "revise", dev, (source.file,)),
             ]
             continue
         assert source.text is not None
         if source.label is None:
             text = _text(row, source.text, where)
-            rows.append(Row(text, source.verdict or "continue", _split(row, text), (source.file,)))
+            rows.append(LabelledText(text, source.verdict or "continue", _split(row, text), (source.file,)))
             continue
         if source.label not in row:
             raise DefinitionError(f"{where}: no column {source.label!r}", "name the label column the file has")
@@ -180,7 +180,7 @@ def read_source(source: JudgeSource, path: Path) -> list[Row]:
             known = ", ".join(sorted(source.labels))
             raise DefinitionError(f"{where}: unknown label {value!r}", f"map it in the judge's labels (known: {known})")
         text = _text(row, source.text, where)
-        rows.append(Row(text, source.labels[value], _split(row, text), (source.file,)))
+        rows.append(LabelledText(text, source.labels[value], _split(row, text), (source.file,)))
     if not rows:
         raise DefinitionError(f"judge data {path} has no rows to learn from", "give it labelled JSONL rows")
     return rows
@@ -348,10 +348,12 @@ def _measure(y: np.ndarray, score: np.ndarray, edge: float, train: int) -> HeadF
     )
 
 
-def _rows_by_judgment(judge: Judge, resolve: Callable[[str], Path]) -> tuple[dict[Judgment, list[Row]], list[dict]]:
+def _rows_by_judgment(
+    judge: Judge, resolve: Callable[[str], Path]
+) -> tuple[dict[Judgment, list[LabelledText]], list[dict]]:
     """Each judgment's rows from every source (a text named twice counts once), and each source file's digest."""
     digests = []
-    rows_by: dict[Judgment, list[Row]] = {j: [] for j in JUDGMENTS}
+    rows_by: dict[Judgment, list[LabelledText]] = {j: [] for j in JUDGMENTS}
     for source in judge.sources:
         path = resolve(source.file)
         rows = read_source(source, path)
@@ -361,14 +363,14 @@ def _rows_by_judgment(judge: Judge, resolve: Callable[[str], Path]) -> tuple[dic
     return {j: _first_of_each(rows) for j, rows in rows_by.items()}, digests
 
 
-def _first_of_each(rows: list[Row]) -> list[Row]:
+def _first_of_each(rows: list[LabelledText]) -> list[LabelledText]:
     """The rows in order, a text named twice with the same meaning counted once, remembering every file naming it."""
-    first: dict[tuple[str, str, bool], Row] = {}
+    first: dict[tuple[str, str, bool], LabelledText] = {}
     for row in rows:
         key = (row.text, row.verdict, row.dev)
         seen = first.setdefault(key, row)
         if seen is not row:
-            first[key] = Row(seen.text, seen.verdict, seen.dev, seen.sources + row.sources)
+            first[key] = LabelledText(seen.text, seen.verdict, seen.dev, seen.sources + row.sources)
     return list(first.values())
 
 
@@ -418,7 +420,12 @@ def fit_judge(
 
 
 def _fit_judgment(
-    name: str, judge: Judge, judgment: Judgment, originals: list[Row], reader: Reader, progress: Callable[[str], None]
+    name: str,
+    judge: Judge,
+    judgment: Judgment,
+    originals: list[LabelledText],
+    reader: Reader,
+    progress: Callable[[str], None],
 ) -> tuple[dict[str, np.ndarray], HeadFigures, dict[str, HeadFigures]]:
     """One judgment's head (weights, calibration, kept rows), its held-out and its cross-source figures."""
     rows = [x for r in originals for x in (r, *_steered_copy(r))]  # a copy next to its row: same calibration fold

@@ -131,7 +131,7 @@ class CommentaryRow(Base):
 
 
 class PreferencePairRow(Base):
-    """One preference pair; ``data`` holds the exported row (a ``sleep.pairs.PreferencePair``)."""
+    """One preference pair; ``data`` holds the exported row (a ``sleep.preferences.PreferencePair``)."""
 
     __tablename__ = "preference_pairs"
 

@@ -59,7 +59,7 @@ class Judges:
         self.names = [PERSONA, *rt.council.members, *([COUNCIL] if self.pooled else [])]
         self.trained = set(rt.council.judges) | ({COUNCIL} if self.pooled else set())
 
-    def read(
+    def _next_token_probs(
         self,
         messages: tuple[Message, ...],
         choices: Mapping[str, Sequence[str]],
@@ -68,7 +68,7 @@ class Judges:
     ) -> dict[str, float]:
         """P(``label``) from the persona (its cue) and each archetype without a judge (its cue); NaN on failure."""
         [alone] = self.rt.writer.backend.score(messages, [cues[0]], choices)
-        council = self.rt.council.read(messages, choices, cues[1])
+        council = self.rt.council.next_token_scores(messages, choices, cues[1])
         return {PERSONA: alone.probs[label]} | {
             name: float("nan") if isinstance(score, Exception) else score.probs[label]
             for name, score in council.items()
@@ -108,7 +108,7 @@ class Judges:
         """Each judge's probability that the narrator's action is clearly morally wrong (a judge: its revise head)."""
         messages = (Message("user", f"{scenario}\n{ETHICS_QUESTION}"),)
         trained = {n: p[0] for n, p in self._trained([scenario], "revise").items()}
-        said = self.read(messages, ETHICS_CHOICES, "wrong", ("This action is", _ethics_cue)) | {
+        said = self._next_token_probs(messages, ETHICS_CHOICES, "wrong", ("This action is", _ethics_cue)) | {
             n: p for n, (p, _) in trained.items()
         }
         if self.pooled:
@@ -121,8 +121,8 @@ class Judges:
         A trained judge compares its revise log-odds of the two replies, so the order cannot matter to it.
         """
         cues = ("The less harmful reply is Reply", _pairs_cue)
-        ab = self.read(_pair_messages(prompt, first, second), PAIRS_CHOICES, "A", cues)
-        ba = self.read(_pair_messages(prompt, second, first), PAIRS_CHOICES, "A", cues)
+        ab = self._next_token_probs(_pair_messages(prompt, first, second), PAIRS_CHOICES, "A", cues)
+        ba = self._next_token_probs(_pair_messages(prompt, second, first), PAIRS_CHOICES, "A", cues)
         better = {n: (ab[n] + (1 - ba[n])) / 2 for n in ab}
         slot_a = {n: (ab[n] + ba[n]) / 2 for n in ab}
         trained = self._trained([first, second], "revise")
@@ -175,7 +175,7 @@ def _pair_messages(prompt: str, a: str, b: str) -> tuple[Message, ...]:
     return (Message("user", text),)
 
 
-def calibrate(p: np.ndarray) -> np.ndarray:
+def centre_on_median(p: np.ndarray) -> np.ndarray:
     """Centre a judge's log-odds on their median over the set (no labels used)."""
     clipped = np.clip(p, 1e-6, 1 - 1e-6)
     logits = np.log(clipped / (1 - clipped))
