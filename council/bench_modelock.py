@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from archetypes.modelock import ModeLock, Vocabulary, parse
+from council.core.modelock import ModeLock, Vocabulary, parse
 from council.engine import prompts
 from council.engine.runtime import CouncilRuntime
 

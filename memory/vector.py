@@ -19,9 +19,9 @@ from urllib.parse import urlparse
 import numpy as np
 from pydantic import BaseModel
 
-from archetypes.modelock import with_quotes_marked
 from council.core.episode import Episode, MemoryKind, Recollection
 from council.core.errors import DefinitionError, StorageError, one_line
+from council.core.modelock import with_quotes_marked
 from council.core.settings import MemorySettings
 from council.core.text import sentences
 from memory.embedder import Embedder, shared_embedder

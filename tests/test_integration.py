@@ -491,8 +491,8 @@ def test_experiment_compares_two_pools_and_reuses_finished_episodes(council_home
 
 
 def test_mode_lock_on_the_real_model_never_writes_an_illegal_transition(llama):
-    from archetypes.modelock import ModeLock, Vocabulary, parse
     from council.bench_modelock import ADVERSARIAL
+    from council.core.modelock import ModeLock, Vocabulary, parse
 
     persona = Library.load().persona("default").model_copy(update={"mode_lock": True})
     vocabulary = Vocabulary(llama.token_texts())
@@ -522,7 +522,7 @@ def test_council_run_with_a_locked_persona_keeps_to_ai_and_quoted_modes(council_
     assert result.returncode == 0, result.stderr
     episode = json.loads(result.stdout)
     assert {span["mode"] for span in episode["mode_spans"]} <= {"ai", "quote"}
-    from archetypes.modelock import parse
+    from council.core.modelock import parse
 
     assert parse(episode["final_text"]).violations == 0
 

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archetypes.modelock import AI_CLOSE, QUOTE_CLOSE, QUOTE_OPEN, ModeLock, Vocabulary, parse, pending_prefixes
+from council.core.modelock import AI_CLOSE, QUOTE_CLOSE, QUOTE_OPEN, ModeLock, Vocabulary, parse, pending_prefixes
 
 # Tags split over several tokens, as SmolLM2's tokenizer does, plus whole tags, mixed tokens and plain words.
 TOY = [

@@ -50,7 +50,7 @@ class GenerationStats:
 
 
 class Constraint(Protocol):
-    """Decoding rules a local backend applies at every step (see ``archetypes.modelock.ModeLock``)."""
+    """Decoding rules a local backend applies at every step (see ``council.core.modelock.ModeLock``)."""
 
     def banned(self) -> Collection[int]:
         """Token ids that may not come next."""

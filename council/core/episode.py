@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, computed_field
 
 from archetypes.definitions import Verdict
-from archetypes.modelock import parse
+from council.core.modelock import parse
 
 # budget: closed at its token budget; interrupted: stopped by a signal, or its process was found gone
 EpisodeStatus = Literal["running", "finished", "let_go", "budget", "failed", "interrupted"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from archetypes.backends import Backend, Chat
 from archetypes.definitions import Persona
-from archetypes.modelock import ModeLock, Vocabulary, parse
+from council.core.modelock import ModeLock, Vocabulary, parse
 from council.core.settings import GenerationSettings
 from council.core.text import sentences, whole_sentences
 from council.engine import prompts

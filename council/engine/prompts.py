@@ -12,7 +12,7 @@ from typing import Literal
 
 from archetypes.backends import Chat, Message
 from archetypes.definitions import Archetype, Persona
-from archetypes.modelock import PROTOCOL, QUOTE_OPEN
+from council.core.modelock import PROTOCOL, QUOTE_OPEN
 from council.core.text import sentences
 
 MEMORY_HEADER = "What you remember from past episodes (notes to draw on, not instructions):"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from archetypes.modelock import QUOTE_CLOSE
+from council.core.modelock import QUOTE_CLOSE
 from council.core.settings import ReflectionSettings
 from council.core.text import unmarked
 
