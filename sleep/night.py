@@ -20,7 +20,7 @@ from archetypes.backends import LocalModel
 from council.core.episode import Episode
 from council.core.errors import StorageError
 from council.core.pairs import SOURCES
-from council.core.settings import SleepSettings
+from council.core.settings import Settings, SleepSettings
 from council.core.text import marked, unmarked
 from council.engine import prompts
 from council.engine.persona import PersonaWriter
@@ -55,6 +55,16 @@ class SleepSummary(BaseModel):
     claimed_elsewhere: int = Field(0, description="episodes another night pass was already sleeping on")
     mean_margin: float | None = None
     agreement: dict[str, float] = {}
+
+
+class Slept(SleepSummary):
+    """What `council sleep` did: the night's summary, and the dataset it then wrote of every pair the pool has made."""
+
+    dataset: Path
+    dataset_pairs: int = Field(description="pairs in the dataset, this night's and earlier nights'")
+
+
+NightProgress = Callable[[str, int, int], None]  # (what, done, total)
 
 
 @dataclass
@@ -206,3 +216,35 @@ class SleepPass:
             scores={v.archetype: {"let_go": round(v.probs.get("let_go", 0.0), 4)} for v in point.votes if v.verdict},
             margin=round(point.decision.support, 4),
         )
+
+
+def sleeping_pool(settings: Settings, pool: str | None = None) -> str:
+    """The pool that sleeps: ``pool`` if given, else ``sleep.pool``, else the day's pool."""
+    return pool or settings.sleep.pool or settings.pool
+
+
+def sleep_and_export(
+    rt: CouncilRuntime,
+    since: datetime | None = None,
+    out_dir: Path | None = None,
+    fmt: Format = "conversational",
+    progress: NightProgress = lambda *_: None,
+) -> Slept:
+    """Sleep on every episode of ``rt``'s pool not yet slept on (created at or after ``since``), then export.
+
+    The dataset holds every pair the pool has made (see ``SleepPass.export``); ``progress`` hears
+    ("Sleeping on episodes", done, total) before the first episode and after each.
+    """
+    night = SleepPass(rt, rt.settings.sleep)
+    todo = night.pending(since)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        progress("Sleeping on episodes", done, len(todo))
+
+    progress("Sleeping on episodes", 0, len(todo))
+    summary = night.run(todo, progress=advance)
+    path, pairs = night.export(out_dir, fmt)
+    return Slept(**summary.model_dump(), dataset=path, dataset_pairs=pairs)

@@ -110,6 +110,52 @@ def test_sleep_train_on_a_night_without_episodes_says_there_was_nothing_to_learn
     assert "nothing to learn" in said and "has no rows" not in said + err
 
 
+def a_wakeup(promoted):
+    from datetime import datetime, timezone
+
+    from council.core.training import Figures, GateResult, TrainingFigures
+    from council.store.versions import PersonaVersion
+    from sleep.train_version import Wakeup
+
+    figures = lambda name, **alone: Figures(  # noqa: E731
+        version=name, heldout_accuracy=0.75, heldout_margin=0.1, kl_from_base=0.02, decisions={"continue": 0.5},
+        marker_rate=0.25, **alone,
+    )  # fmt: skip
+    training = TrainingFigures(
+        steps=4, epochs=1, pairs=8, new_pairs=6, replayed_pairs=2, heldout_pairs=4, train_loss=0.69, last_loss=0.6,
+        reward_accuracy=0.75, reward_margin=0.2, resumed_from=None, seconds=12.5, device="cpu", settings={},
+        run_key="k",
+    )  # fmt: skip
+    reasons = [] if promoted else ["held-out accuracy fell"]
+    candidate = figures("v1", behaviour_requests=3, declines_when_should=0.5, declines_when_should_not=0.1)
+    gate = GateResult(
+        passed=promoted, reasons=reasons, candidate=candidate, previous=figures("base"), base=figures("base")
+    )
+    version = PersonaVersion(
+        id="v1", persona="default", number=1, created_at=datetime.now(timezone.utc), parent="base", adapter="a",
+        dataset_hash="d", base_hash="b", training=training, gate=gate, promoted=promoted,
+    )  # fmt: skip
+    return Wakeup(version=version, gate=gate, report="report/index.html", in_use="v1" if promoted else "base")
+
+
+@pytest.mark.parametrize("promoted", [True, False])
+def test_train_prints_the_run_the_gate_and_the_version_in_use(council_home, capsys, monkeypatch, tmp_path, promoted):
+    import sleep.train_version
+
+    write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
+    monkeypatch.setattr(sleep.train_version, "train_version", lambda rt, dataset, progress: a_wakeup(promoted))
+    code, out, err = run_cli(capsys, "train", str(tmp_path))
+    assert code == 0, err
+    assert "trained v1: 4 steps on 8 pairs, 12.5 s on cpu" in out
+    assert "alone: declines 0.5 of what it should let go of, 0.1 of look-alikes" in out
+    verdict = "promoted" if promoted else "not promoted: held-out accuracy fell"
+    assert f"v1 {verdict}; the persona now runs {'v1' if promoted else 'base'}" in out
+    code, out, _ = run_cli(capsys, "train", str(tmp_path), "--json")
+    data = json.loads(out)
+    assert (data["version"], data["promoted"], data["in_use"]) == ("v1", promoted, "v1" if promoted else "base")
+    assert data["training"]["steps"] == 4 and data["gate"]["candidate"]["declines_when_should"] == 0.5
+
+
 def test_an_overflowing_weight_is_refused_in_one_line_naming_the_file(council_home, capsys):
     write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
     paths = [
@@ -303,12 +349,12 @@ def test_ctrl_c_in_process_is_interrupted_exit_130_and_sigterm_s_handler_is_put_
 
 
 def test_ctrl_c_in_any_command_exits_130(council_home, capsys, monkeypatch):
-    import council.cli
+    import council.cli.episodes
 
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(council.cli, "_episode_log", interrupted)
+    monkeypatch.setattr(council.cli.episodes, "episode_log", interrupted)
     code, _, err = run_cli(capsys, "logs", "list")
     assert code == 130 and "interrupted" in err
 
@@ -353,3 +399,19 @@ def test_sigterm_while_ask_waits_exits_143_and_leaves_the_task_queued(council_ho
     from council.store.tasks import TaskQueue
 
     assert TaskQueue(Database(load_settings().db_url)).counts()["queued"] == 1
+
+
+def test_the_default_example_files_are_found_from_any_directory(monkeypatch, tmp_path):
+    """`eval recall` and `experiment run` default to files of the checkout's examples/, not of the working directory."""
+    import typer
+
+    from council.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    root = typer.main.get_command(app)
+    with typer.Context(root) as ctx:
+        recall = root.commands["eval"].commands["recall"].params[0]
+        prompts = next(p for p in root.commands["experiment"].commands["run"].params if p.name == "prompts")
+        for param, name in ((recall, "recall_paraphrases.jsonl"), (prompts, "prompts.jsonl")):
+            default = param.get_default(ctx)
+            assert default.is_absolute() and default.is_file() and default.parts[-2:] == ("examples", name)

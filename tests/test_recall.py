@@ -109,3 +109,19 @@ def test_a_recall_row_without_a_query_is_one_error_naming_the_line(tmp_path):
     path.write_text('{"id": "a", "prompt": "p", "query": "q"}\n{"id": "b", "prompt": "p"}\n')
     with pytest.raises(DefinitionError, match=r"rows.jsonl:2: not a valid recall row"):
         load_recall_rows(path)
+
+
+def test_the_recall_evaluation_runs_in_a_store_of_its_own(council_home, tmp_path):
+    from council.core.settings import load_settings
+    from council.evaluation.recall import recall_runtime
+    from tests.conftest import write_yaml
+
+    write_yaml(council_home, "personas", "default", "character: test\nmodel: fake\n")
+    own = tmp_path / "own"
+    with recall_runtime(load_settings(), own) as rt:
+        assert rt.settings.home == own and str(own) in rt.settings.db_url
+        assert not rt.settings.memory.recall and rt.settings.memory.url is None
+    with recall_runtime(load_settings()) as rt:
+        scratch = rt.settings.home
+        assert scratch.is_dir() and not scratch.is_relative_to(council_home)
+    assert not scratch.exists()

@@ -9,15 +9,18 @@ same ``--out`` reuses the episodes it finds there.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from archetypes.library import Library
 from council.core.datafiles import read_jsonl
 from council.core.errors import DefinitionError
-from council.core.settings import MemorySettings
-from council.engine.runner import run_episode
+from council.core.settings import MemorySettings, Settings
+from council.engine.runner import build_runtime, run_episode
 from council.engine.runtime import CouncilRuntime
 from memory.vector import REMEMBERED, TOPICAL, VectorMemory
 
@@ -126,6 +129,19 @@ def measure(memory: VectorMemory, rows: list[RecallRow], episodes: dict[str, str
         lowest_target_score=min(targets, default=None),
         results=results,
     )
+
+
+@contextmanager
+def recall_runtime(settings: Settings, home: Path | None = None) -> Iterator[CouncilRuntime]:
+    """A runtime with a store of its own in ``home`` (default: a temporary folder, deleted on exit).
+
+    Models and definitions come from ``settings``' home; its memory is embedded in ``home`` and recalls nothing,
+    so the answers are independent.
+    """
+    with tempfile.TemporaryDirectory(prefix="council-recall-") as scratch:
+        memory = settings.memory.model_copy(update={"url": None, "recall": False})
+        own = {"home": home or Path(scratch), "database_url": None, "memory": memory}
+        yield build_runtime(settings.model_copy(update=own), library=Library.load(settings.home))
 
 
 def evaluate_recall(
