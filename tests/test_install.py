@@ -34,3 +34,36 @@ def test_an_editable_install_prints_no_warning_of_the_projects_own(tmp_path):
     index_notes = re.compile(r"Location '.*' is ignored")
     said = [line for line in done.stderr.splitlines() if line.strip() and not index_notes.search(line)]
     assert not [line for line in said if re.search(r"warn|deprecat", line, re.I)], "\n".join(said)
+
+
+BLOCKER = """
+import importlib.abc, sys
+BLOCKED = ("fastapi", "psycopg", "matplotlib", "torch", "sklearn", "transformers", "langgraph.checkpoint.postgres")
+class Absent(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Absent())
+from council.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def council_without_extras(*args: str) -> subprocess.CompletedProcess[str]:
+    """`council ARGS` as after `pip install .` alone: the extras' imports fail as if never installed."""
+    return subprocess.run([sys.executable, "-c", BLOCKER, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_a_command_of_an_extra_that_is_not_installed_says_which_in_one_line(council_home):
+    done = council_without_extras("serve")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: this needs fastapi, which the 'serve' extra installs. Fix: pip install 'archetype-council[serve]'"
+    ]
+
+
+@pytest.mark.integration
+def test_council_run_needs_no_extra(council_home):
+    done = council_without_extras("run", "Say hello.", "--max-tokens", "24", "--json")
+    assert done.returncode == 0, done.stderr
+    assert '"status"' in done.stdout and "Traceback" not in done.stderr

@@ -25,6 +25,7 @@ except ImportError:  # typer before 0.29 uses click itself
 from council.cli import benchmarks, daemon, episodes, evals, library, night, run
 from council.cli._common import err
 from council.core.errors import CouncilError, Interrupt
+from council.core.extras import missing_extra
 from council.core.text import invalid_text, printable
 
 app = typer.Typer(
@@ -126,15 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     except (click.exceptions.Abort, typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
         return 130
-    except CouncilError as exc:
-        if debug:
-            raise
-        err.print(Text("error: ", style="red") + Text(printable(str(exc))), soft_wrap=True)
-        return 1
     except Exception as exc:
         if debug:
             raise
+        known = missing_extra(exc) if isinstance(exc, ModuleNotFoundError) else exc
         line = f"{type(exc).__name__}: {exc} (run with --debug for the traceback)"
+        line = str(known) if isinstance(known, CouncilError) else line
         err.print(Text("error: ", style="red") + Text(printable(line)), soft_wrap=True)
         return 1
     if code == 130:  # typer answers a KeyboardInterrupt with exit code 130 in place of the command's result
