@@ -10,8 +10,8 @@ from rich.table import Table
 
 from council.evaluation import behaviour as b
 from council.evaluation.evaluate import Evaluation, LetGoFigures
-from council.evaluation.judge_fit import FitReport, HeadFigures
 from council.evaluation.recall import RecallFigures
+from council.fitting.heads import FitReport, HeadFigures
 
 
 def head_figures(f: HeadFigures) -> str:

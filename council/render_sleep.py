@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from council.store.versions import PersonaVersion
     from sleep.night import Slept
     from sleep.nights import Nights
-    from sleep.train_version import Wakeup
+    from sleep.train_version import TrainedVersion
 
 
 def print_night(console: Console, night: Slept) -> None:
@@ -30,25 +30,25 @@ def print_night(console: Console, night: Slept) -> None:
     console.print(f"dataset: {night.dataset} ({night.dataset_pairs} pairs)")
 
 
-def wakeup_fields(woke: Wakeup) -> dict[str, Any]:
+def trained_version_fields(trained: TrainedVersion) -> dict[str, Any]:
     """What `council train --json` prints of a training run."""
     return {
-        "version": woke.version.id,
-        "promoted": woke.version.promoted,
-        "reasons": woke.gate.reasons,
-        "in_use": woke.in_use,
-        "report": woke.report,
-        "training": woke.version.training.model_dump() if woke.version.training else {},
-        "gate": woke.gate.model_dump(),
+        "version": trained.version.id,
+        "promoted": trained.version.promoted,
+        "reasons": trained.gate.reasons,
+        "in_use": trained.in_use,
+        "report": trained.report,
+        "training": trained.version.training.model_dump() if trained.version.training else {},
+        "gate": trained.gate.model_dump(),
     }
 
 
-def print_wakeup(console: Console, woke: Wakeup) -> None:
+def print_trained_version(console: Console, trained: TrainedVersion) -> None:
     """The training run, each version's gate figures, the verdict and the version in use."""
-    version, t = woke.version, woke.version.training
+    version, t = trained.version, trained.version.training
     if t is not None:  # train_version always measures the run it stores
         console.print(f"trained {version.id}: {t.steps} steps on {t.pairs} pairs, {t.seconds} s on {t.device}")
-    for f in woke.gate.versions():
+    for f in trained.gate.versions():
         console.print(
             f"  {f.version:<6} held-out accuracy {f.heldout_accuracy}  KL {f.kl_from_base}"
             f"  approval {f.approval}  markers {f.marker_rate}  people {f.dev_agreement}",
@@ -61,9 +61,9 @@ def print_wakeup(console: Console, woke: Wakeup) -> None:
                 f"  perplexity {f.perplexity}",
                 soft_wrap=True,
             )
-    verdict = "promoted" if version.promoted else "not promoted: " + "; ".join(woke.gate.reasons)
-    console.print(f"{version.id} {verdict}; the persona now runs {woke.in_use}")
-    console.print(f"report: {woke.report}")
+    verdict = "promoted" if version.promoted else "not promoted: " + "; ".join(trained.gate.reasons)
+    console.print(f"{version.id} {verdict}; the persona now runs {trained.in_use}")
+    console.print(f"report: {trained.report}")
 
 
 def print_nights(console: Console, result: Nights, page: Path) -> None:

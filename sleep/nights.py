@@ -43,7 +43,7 @@ from council.evaluation.behaviour import (
     version_figures,
 )
 from council.evaluation.report import figure, table, write_page
-from sleep.night import SleepPass, SleepSummary
+from sleep.night import Slept, sleep_and_export
 from sleep.train import Progress
 from sleep.train_version import train_version
 
@@ -57,7 +57,7 @@ class Night(BaseModel):
     started_with: str = Field(description="the persona version the day's episodes ran with")
     in_use: str = Field(description="the version in use after the night")
     with_council: VersionFigures = Field(description="the day's episodes, the council deciding")
-    slept: SleepSummary
+    slept: Slept
     dataset_pairs: int
     trained: str | None = Field(description="the version trained tonight (None: nothing new to train on)")
     promoted: bool = False
@@ -136,9 +136,8 @@ def live_night(
     seconds["episodes"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
     step(f"night {k}: sleeping on the day")
-    sleeper = SleepPass(rt, rt.settings.sleep)
-    slept = sleeper.run(sleeper.pending())
-    path, pairs = sleeper.export()
+    slept = sleep_and_export(rt)
+    path, pairs = slept.dataset, slept.dataset_pairs
     seconds["sleep"] = round(time.perf_counter() - start, 1)
     start = time.perf_counter()
     step(f"night {k}: training on {pairs} pairs")
@@ -155,16 +154,16 @@ def live_night(
         seconds=seconds,
     )
     try:
-        woke = train_version(rt, path, progress)
+        trained = train_version(rt, path, progress)
     except NothingToTrainError as exc:
         night.reasons = [exc.what]
         return night, None
     finally:
         seconds["training"] = round(time.perf_counter() - start, 1)
-    night.trained, night.promoted, night.reasons = woke.version.id, woke.version.promoted, woke.gate.reasons
-    night.in_use, night.report = woke.in_use, woke.report
-    night.alone = woke.gate.candidate if woke.version.promoted else woke.gate.previous
-    return night, woke.gate.previous
+    night.trained, night.promoted, night.reasons = trained.version.id, trained.version.promoted, trained.gate.reasons
+    night.in_use, night.report = trained.in_use, trained.report
+    night.alone = trained.gate.candidate if trained.version.promoted else trained.gate.previous
+    return night, trained.gate.previous
 
 
 ALONE_LINES = (

@@ -27,7 +27,7 @@ from sleep.train import Progress, TrainingData, read_pairs, require_train_extra,
 from sleep.train_report import write_report
 
 
-class Wakeup(BaseModel):
+class TrainedVersion(BaseModel):
     """What `council train` did: the new version, its gate, where its report is, and the version now in use."""
 
     version: PersonaVersion
@@ -54,7 +54,7 @@ class TrainInputs:
         return self.gate.persona
 
 
-def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | None = None) -> Wakeup:
+def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | None = None) -> TrainedVersion:
     """Train a new version of ``rt``'s persona on ``dataset_dir``, gate it against the one in use, store both.
 
     The one place training reads the runtime: it takes what it uses and hands it to ``train_persona``.
@@ -80,7 +80,7 @@ def train_version(rt: CouncilRuntime, dataset_dir: Path, progress: Progress | No
     return train_persona(inputs, dataset_dir, progress)
 
 
-def train_persona(inputs: TrainInputs, dataset_dir: Path, progress: Progress | None = None) -> Wakeup:
+def train_persona(inputs: TrainInputs, dataset_dir: Path, progress: Progress | None = None) -> TrainedVersion:
     """Train a new version of the persona on ``dataset_dir``, gate it against the one in use, store both.
 
     Everything that can be refused (missing extra, no new pairs, a dataset the gate cannot score, a bad dev set,
@@ -133,7 +133,7 @@ def train_persona(inputs: TrainInputs, dataset_dir: Path, progress: Progress | N
         stored = versions.get(persona.name, version_id) or version
         report = write_report(stored, figures, gate, out_dir / "report")
         shutil.rmtree(home / "runs", ignore_errors=True)
-        return Wakeup(version=stored, gate=gate, report=str(report), in_use=versions.current(persona.name))
+        return TrainedVersion(version=stored, gate=gate, report=str(report), in_use=versions.current(persona.name))
 
 
 @dataclass

@@ -115,7 +115,7 @@ def a_wakeup(promoted):
 
     from council.core.training import Figures, GateResult, TrainingFigures
     from council.store.versions import PersonaVersion
-    from sleep.train_version import Wakeup
+    from sleep.train_version import TrainedVersion
 
     figures = lambda name, **alone: Figures(  # noqa: E731
         version=name, heldout_accuracy=0.75, heldout_margin=0.1, kl_from_base=0.02, decisions={"continue": 0.5},
@@ -135,7 +135,7 @@ def a_wakeup(promoted):
         id="v1", persona="default", number=1, created_at=datetime.now(timezone.utc), parent="base", adapter="a",
         dataset_hash="d", base_hash="b", training=training, gate=gate, promoted=promoted,
     )  # fmt: skip
-    return Wakeup(version=version, gate=gate, report="report/index.html", in_use="v1" if promoted else "base")
+    return TrainedVersion(version=version, gate=gate, report="report/index.html", in_use="v1" if promoted else "base")
 
 
 @pytest.mark.parametrize("promoted", [True, False])

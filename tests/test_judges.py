@@ -13,7 +13,7 @@ from council.core.errors import DefinitionError
 from council.core.text import sentences
 from council.engine.judges import Reader, load_heads
 from council.engine.voting import Point
-from council.evaluation.judge_fit import fit_judge, read_source
+from council.fitting.heads import fit_judge, read_source
 from memory.embedder import Embedder
 from tests.conftest import write_yaml
 

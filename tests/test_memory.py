@@ -16,8 +16,8 @@ from council.core.errors import DefinitionError, ModelError, StorageError
 from council.core.settings import load_settings
 from council.store.database import Database
 from council.store.episodes import EpisodeLog
+from memory.digest import digest
 from memory.embedder import Embedder, resolve_embedder
-from memory.recall import digest
 from memory.vector import TOPICAL, VectorMemory, documents_for, passages
 
 DATA = Path(__file__).parent / "data"

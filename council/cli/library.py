@@ -49,7 +49,7 @@ def archetypes_fit(
     packaged file. Built-in judges rebuild byte for byte from the vendored data.
     """
     from council.engine.judges import Reader
-    from council.evaluation.judge_fit import fit_judge
+    from council.fitting.heads import fit_judge
     from council.render_evals import print_judge_fits
     from memory.embedder import DEFAULT_EMBEDDER, Embedder
 

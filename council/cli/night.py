@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from council.engine.runtime import CouncilRuntime
     from council.store.versions import PersonaVersions
     from sleep.export import Format
-    from sleep.train_version import Wakeup
+    from sleep.train_version import TrainedVersion
 
 persona_app = typer.Typer(help="Trained persona versions: list, choose, roll back.", no_args_is_help=True)
 
@@ -45,7 +45,7 @@ def sleep(
     persona then learns from the pairs (see `council train`).
     """
     from council.engine.runner import build_runtime
-    from council.render_sleep import print_night, print_wakeup, wakeup_fields
+    from council.render_sleep import print_night, print_trained_version, trained_version_fields
     from sleep.night import sleep_and_export, sleeping_pool
 
     if fmt not in ("conversational", "standard"):
@@ -61,22 +61,26 @@ def sleep(
             bar.update(task, description=phase, completed=done, total=total)
 
         slept = sleep_and_export(rt, start, out_dir, cast("Format", fmt), progress)  # the format is checked above
-    woke: Wakeup | NothingToTrainError | None = None
+    trained: TrainedVersion | NothingToTrainError | None = None
     if train:
         try:
-            woke = _train(rt, slept.dataset)
+            trained = _train(rt, slept.dataset)
         except NothingToTrainError as exc:  # after a night with nothing new, `sleep --train` just says so
-            woke = exc
+            trained = exc
     if as_json:
         data = slept.model_dump()
-        if woke is not None:
-            data["training"] = {"skipped": woke.what} if isinstance(woke, NothingToTrainError) else wakeup_fields(woke)
+        if trained is not None:
+            data["training"] = (
+                {"skipped": trained.what}
+                if isinstance(trained, NothingToTrainError)
+                else trained_version_fields(trained)
+            )
         return dump(data)
     print_night(out, slept)
-    if isinstance(woke, NothingToTrainError):
-        out.print(f"nothing to train: {woke.what}")
-    elif woke is not None:
-        print_wakeup(out, woke)
+    if isinstance(trained, NothingToTrainError):
+        out.print(f"nothing to train: {trained.what}")
+    elif trained is not None:
+        print_trained_version(out, trained)
 
 
 def _since(since: str | None) -> datetime | None:
@@ -140,15 +144,15 @@ def train_command(
     base and stays fluent (train.max_perplexity_ratio). A killed run resumes from its last checkpoint.
     """
     from council.engine.runner import build_runtime
-    from council.render_sleep import print_wakeup, wakeup_fields
+    from council.render_sleep import print_trained_version, trained_version_fields
 
     with err.status("Loading models…"):
         rt = build_runtime(load_settings(persona=persona))
-    woke = _train(rt, dataset)
-    dump(wakeup_fields(woke)) if as_json else print_wakeup(out, woke)
+    trained = _train(rt, dataset)
+    dump(trained_version_fields(trained)) if as_json else print_trained_version(out, trained)
 
 
-def _train(rt: CouncilRuntime, dataset: Path) -> Wakeup:
+def _train(rt: CouncilRuntime, dataset: Path) -> TrainedVersion:
     """Train and gate a persona version, with a progress bar of its phases."""
     from sleep.train_version import train_version
 

@@ -23,7 +23,7 @@ from council.engine.prompts import Closing
 from council.engine.runtime import CouncilRuntime
 from council.engine.voting import Point
 from council.store.tasks import this_process
-from memory.recall import digest
+from memory.digest import digest
 from memory.vector import TOPICAL
 
 logger = logging.getLogger(__name__)

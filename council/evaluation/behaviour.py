@@ -214,7 +214,7 @@ def _pick_c(x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
 
     Folds are contiguous blocks of pairs, so both replies of a pair are in one fold.
     """
-    from council.evaluation.judge_fit import fit_head
+    from council.fitting.heads import fit_head
 
     fold = (np.arange(len(y)) // 2) * FOLDS // max(len(y) // 2, 1)
     best: tuple[float, float, np.ndarray] = (-1.0, C_GRID[0], np.zeros(len(y)))
@@ -265,7 +265,7 @@ def fit_detector(
     """Fit the decline detector on the train rows of ``detector_features``, measure it on the dev rows, write it."""
     from safetensors.numpy import save
 
-    from council.evaluation.judge_fit import fit_head
+    from council.fitting.heads import fit_head
 
     c, held_out = _pick_c(x[~dev], y[~dev])
     wb = fit_head(x[~dev], y[~dev], c)
