@@ -8,7 +8,6 @@ A run is keyed by what it trains on; a killed run finds its checkpoints under th
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import math
 import random
@@ -23,7 +22,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from council.core.datafiles import read_jsonl
-from council.core.errors import CouncilError, ModelError
+from council.core.errors import ModelError
+from council.core.extras import require
 from council.core.settings import TrainSettings
 from council.core.training import TrainingFigures
 from sleep.adapter import write_gguf_adapter
@@ -123,15 +123,6 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
-def require_train_extra() -> None:
-    """Fail early, in one line, when the training stack is not installed."""
-    for module in ("torch", "transformers", "trl", "peft", "datasets", "gguf"):
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise CouncilError(f"training needs {module}", "pip install 'archetype-council[train]'") from exc
-
-
 def train_adapter(
     base_dir: Path,
     parent_peft: Path | None,
@@ -148,7 +139,7 @@ def train_adapter(
     First (unless resuming a run that has passed it) the marker's own tokens are taught where the chosen texts
     pause at ``marker`` (``teach_marker``), then DPO runs.
     """
-    require_train_extra()
+    require("train")
     import torch
 
     torch.manual_seed(settings.seed)

@@ -14,6 +14,7 @@ from archetypes.backends import Backend, LoadedModels, LocalModel
 from archetypes.backends.modelfiles import file_hash
 from archetypes.definitions import Persona
 from council.core.errors import DefinitionError, ModelError, NothingToTrainError
+from council.core.extras import require
 from council.core.locks import exclusive
 from council.core.settings import TrainSettings
 from council.core.training import GateResult
@@ -23,8 +24,7 @@ from council.evaluation.evaluate import PairRow
 from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.base_model import base_checkpoint
 from sleep.gate import GateInputs, VersionProbe, decide, load_dev
-from sleep.train import Progress, TrainingData, read_pairs, require_train_extra, run_key, split, train_adapter
-from sleep.train_report import write_report
+from sleep.train import Progress, TrainingData, read_pairs, run_key, split, train_adapter
 
 
 class TrainedVersion(BaseModel):
@@ -95,7 +95,7 @@ def train_persona(inputs: TrainInputs, dataset_dir: Path, progress: Progress | N
     base = inputs.backends.get(persona.model)
     if not isinstance(base, LocalModel):
         raise ModelError(f"training needs a llama.cpp persona model, not {base.model_id}", "give the persona a GGUF")
-    require_train_extra()  # after the cheap refusals: importing the training stack takes seconds
+    require("train")  # after the cheap refusals: importing the training stack takes seconds
     gguf = base.path
     home = inputs.personas_dir / persona.name
     with exclusive(home / "train.lock", "another `council train`", "wait for it to finish"):
@@ -131,6 +131,8 @@ def train_persona(inputs: TrainInputs, dataset_dir: Path, progress: Progress | N
         )
         versions.add(version)
         stored = versions.get(persona.name, version_id) or version
+        from sleep.train_report import write_report  # plots: imported once the training stack is known to be there
+
         report = write_report(stored, figures, gate, out_dir / "report")
         shutil.rmtree(home / "runs", ignore_errors=True)
         return TrainedVersion(version=stored, gate=gate, report=str(report), in_use=versions.current(persona.name))

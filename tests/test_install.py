@@ -67,3 +67,11 @@ def test_council_run_needs_no_extra(council_home):
     done = council_without_extras("run", "Say hello.", "--max-tokens", "24", "--json")
     assert done.returncode == 0, done.stderr
     assert '"status"' in done.stdout and "Traceback" not in done.stderr
+
+
+def test_the_training_commands_name_the_train_extra_whatever_else_is_missing(council_home):
+    done = council_without_extras("nights", str(ROOT / "examples" / "day.jsonl"))
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: this needs torch, which the 'train' extra installs. Fix: pip install 'archetype-council[train]'"
+    ]

@@ -110,7 +110,10 @@ def nights(
     as real episodes in the log; the night sleeps on them, trains a version and gates it (see `council train`).
     The report plots, night by night, the persona alone (the gate's dev requests) and with its council.
     """
+    from council.core.extras import require
     from council.render_sleep import print_nights
+
+    require("train")  # before the days: every night trains
     from sleep.nights import run_nights, write_nights_report
 
     settings = load_settings(generation={"max_tokens": max_tokens} if max_tokens else None)

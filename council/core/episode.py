@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypedDict
 
 from pydantic import BaseModel, Field, computed_field
 
@@ -14,6 +14,16 @@ from council.core.modelock import parse
 # budget: closed at its token budget; interrupted: stopped by a signal, or its process was found gone
 EpisodeStatus = Literal["running", "finished", "let_go", "budget", "failed", "interrupted"]
 MemoryKind = Literal["episode", "request", "answer", "reflection", "commentary"]
+
+
+class PendingSegment(TypedDict):
+    """The segment the council votes on: its text, where it paused, and how many times it was rewritten."""
+
+    text: str
+    boundary: str
+    ended: bool  # the persona finished its answer with this segment
+    attempt: int
+    since: float  # when it was first drafted (wall clock), for the pool's revision time
 
 
 class Vote(BaseModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 from council.core.errors import CouncilError
 
 EXTRAS = {
@@ -29,7 +31,19 @@ def missing_extra(exc: ModuleNotFoundError) -> MissingExtraError | None:
     name = exc.name or ""
     for module, extra in EXTRAS.items():
         if name == module or name.startswith(module + "."):
-            return MissingExtraError(
-                f"this needs {module}, which the {extra!r} extra installs", f"pip install 'archetype-council[{extra}]'"
-            )
+            return _missing(module, extra)
     return None
+
+
+def _missing(module: str, extra: str) -> MissingExtraError:
+    what = f"this needs {module}, which the {extra!r} extra installs"
+    return MissingExtraError(what, f"pip install 'archetype-council[{extra}]'")
+
+
+def require(extra: str) -> None:
+    """Fail early, in one line, when a module of ``extra`` is not installed (importing it takes seconds)."""
+    for module in (m for m, e in EXTRAS.items() if e == extra):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            raise _missing(module, extra) from exc

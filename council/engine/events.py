@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from council.core.episode import EpisodeStatus, Recollection, ReflectionPoint
-from council.engine.graph import PendingSegment
+from council.core.episode import EpisodeStatus, PendingSegment, Recollection, ReflectionPoint
 
 
 @dataclass(frozen=True)

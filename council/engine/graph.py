@@ -16,7 +16,7 @@ from langgraph.graph import START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from council.core.episode import Episode, EpisodeStatus, Recollection, ReflectionPoint
+from council.core.episode import Episode, EpisodeStatus, PendingSegment, Recollection, ReflectionPoint
 from council.core.errors import CouncilError
 from council.core.text import marked, whole_sentences
 from council.engine.prompts import Closing
@@ -30,16 +30,6 @@ logger = logging.getLogger(__name__)
 
 
 BUDGET_STOP = {"stop_reason": "the answer reached its token budget", "closing": "budget"}
-
-
-class PendingSegment(TypedDict):
-    """The segment the council votes on: its text, where it paused, and how many times it was rewritten."""
-
-    text: str
-    boundary: str
-    ended: bool  # the persona finished its answer with this segment
-    attempt: int
-    since: float  # when it was first drafted (wall clock), for the pool's revision time
 
 
 class EpisodeState(TypedDict, total=False):
