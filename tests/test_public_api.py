@@ -7,6 +7,7 @@ import council
 
 
 def test_every_public_name_comes_from_the_package_itself():
+    assert set(council.__all__) == set(council._HOMES) | {"__version__"}  # every exported name has a home
     for name in council.__all__:
         assert getattr(council, name) is not None, name
     from council.engine.runner import run_episode

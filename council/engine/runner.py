@@ -128,8 +128,7 @@ def run_episode(
         for chunk in graph.stream(None if saved else state, config, stream_mode="updates", context=rt):
             for node, update in chunk.items():
                 state = cast(EpisodeState, {**state, **(update or {})})
-                event = event_of(node, update or {}) if on_event else None
-                if on_event and event is not None:
+                if on_event and (event := event_of(node, update or {})) is not None:
                     on_event(event)
             if should_stop():
                 return None
