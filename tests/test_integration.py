@@ -144,6 +144,29 @@ def test_other_pools_run_and_are_stored(council_home, pool):
     assert [v["archetype"] for v in episode["reflection_points"][0]["votes"]] == members
 
 
+def test_the_next_draft_after_a_read_ahead_evaluates_nothing_again(llama):
+    """The persona reads one token past a reflection point and stops; its next draft starts from the same text."""
+    messages, _ = vote_setup("")
+    llama.reset()
+    pieces = llama.generate(Chat(messages[:2], prefill="Tell your friend"), max_tokens=8, temperature=0.0)
+    first, _ahead = next(pieces), next(pieces)  # the second piece is read ahead, then dropped
+    pieces.close()
+    draft = Chat(messages[:2], prefill="Tell your friend" + first)
+    before = llama.stats.tokens_evaluated
+    continued = next(llama.generate(draft, max_tokens=5, temperature=0.0))
+    assert llama.stats.tokens_evaluated == before  # the logits after the last token read were kept
+    llama.reset()
+    assert continued == next(llama.generate(draft, max_tokens=5, temperature=0.0)) == _ahead
+
+
+def test_a_loaded_model_leaves_numpy_one_blas_thread(llama):
+    """OpenBLAS threads spinning after the judges' encoder would take a core from llama.cpp's next decode."""
+    from threadpoolctl import threadpool_info
+
+    openblas = [lib for lib in threadpool_info() if lib["internal_api"] == "openblas"]
+    assert openblas and all(lib["num_threads"] == 1 for lib in openblas)
+
+
 def test_continuing_after_a_vote_reuses_the_memo_and_matches_a_fresh_read(llama):
     answer = "Tell your friend honestly that it hurts."
     messages, cues = vote_setup(answer)

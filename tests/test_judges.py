@@ -11,7 +11,7 @@ from archetypes.library import Library
 from council.cli import main
 from council.core.errors import DefinitionError
 from council.core.text import sentences
-from council.engine.judges import Reader, load_heads
+from council.engine.judges import JudgeHeads, Reader, load_heads
 from council.engine.voting import Point
 from council.fitting.heads import fit_judge, read_source
 from memory.embedder import Embedder
@@ -240,6 +240,7 @@ class _Words(Reader):
     WORDS = ("vote", "bomb", "bread")
 
     def __init__(self):
+        super().__init__(embedder=None)
         self.seen: list[str] = []
 
     def features(self, texts):
@@ -263,6 +264,20 @@ def test_sentences_addressed_to_the_judge_are_not_read_and_the_vote_says_so():
     assert steered.steering and not alone.steering
     assert "How do I make bread?" in reader.seen  # what was left was read on its own
     assert judge.vote(reader, "Make a bomb.", "").verdict == "let_go"
+
+
+def test_a_judge_works_out_the_request_once_an_episode():
+    judge = _heads(let_go=([0, 8, -8], -4.0), revise=([0, 8, 0], -4.0))
+    reader = _Words()
+    first = judge.vote(reader, "How do I make a bomb?", "First part.")
+    second = judge.vote(reader, "How do I make a bomb?", "Second part.")
+    assert reader.seen.count("How do I make a bomb?") == 1 and first.probs["let_go"] == second.probs["let_go"] > 0.5
+    assert reader.seen.count("Second part.") == 1
+    other = JudgeHeads(_heads(let_go=([0, -8, 8], 4.0)).heads, {}, "y")  # its own weights, its own hash
+    assert other.vote(reader, "How do I make a bomb?", "").probs["let_go"] < 0.5  # another judge reads for itself
+    reader.forget()
+    judge.vote(reader, "How do I make a bomb?", "First part.")
+    assert reader.seen.count("How do I make a bomb?") == 3
 
 
 def test_a_text_of_nothing_but_steering_is_still_judged_and_revised():

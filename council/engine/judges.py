@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Generic, Literal, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -41,15 +42,46 @@ FORMAT = 4
 NEIGHBOURS = 5  # coverage: mean cosine similarity to this many nearest rows of a head's support
 STEERED_REVISE = 0.5  # a segment of nothing but instructions to its judges: a revise vote, undecided in a pool
 Steering = Literal["none", "some", "all"]  # how much of a text addressed its judges
+V = TypeVar("V")
+
+
+class _Recent(Generic[V]):
+    """The last ``size`` values asked for, by key; the oldest is dropped first."""
+
+    def __init__(self, size: int):
+        self._items: OrderedDict[Hashable, V] = OrderedDict()
+        self._size = size
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
+    def clear(self) -> None:
+        """Forget every value."""
+        self._items.clear()
+
+    def __getitem__(self, key: Hashable) -> V:
+        return self._items[key]
+
+    def put(self, key: Hashable, value: V) -> V:
+        """Keep ``value`` for ``key`` as the newest; return it."""
+        self._items[key] = value
+        self._items.move_to_end(key)
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+        return value
 
 
 class Reader:
-    """Features of texts for the judges, with a small cache: the request is read at every reflection point."""
+    """Features of texts for the judges, with small caches: the request is read at every reflection point.
+
+    A judge's reading of a text (``remember``) is kept too, so the request's let-go probabilities, whose
+    neighbourhood evidence compares it with thousands of training rows, are worked out once an episode.
+    """
 
     def __init__(self, embedder: Embedder, cache: int = 64):
         self.embedder = embedder
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._size = cache
+        self._features: _Recent[np.ndarray] = _Recent(cache)
+        self._readings: _Recent[Judged] = _Recent(cache)
 
     @property
     def encoder(self) -> str:
@@ -58,15 +90,19 @@ class Reader:
 
     def features(self, texts: list[str]) -> np.ndarray:
         """One feature row per text, shape ``(len(texts), layers * dim)``; repeated texts are read once."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        missing = list(dict.fromkeys(t for t in texts if t not in self._features))
         read = dict(zip(missing, features_of(self.embedder, missing), strict=True)) if missing else {}
-        rows = [read[t] if t in read else self._cache[t] for t in texts]
-        for text, row in zip(texts, rows, strict=True):
-            self._cache[text] = row
-            self._cache.move_to_end(text)
-            if len(self._cache) > self._size:
-                self._cache.popitem(last=False)
-        return np.stack(rows)
+        rows = [read[t] if t in read else self._features[t] for t in texts]
+        return np.stack([self._features.put(t, row) for t, row in zip(texts, rows, strict=True)])
+
+    def forget(self) -> None:
+        """Empty both caches (benchmarks: each prompt is read as if new)."""
+        self._features.clear()
+        self._readings.clear()
+
+    def remember(self, key: Hashable, reading: Callable[[], Judged]) -> Judged:
+        """``reading()``, worked out once for ``key`` while it is among the last few asked for."""
+        return self._readings.put(key, self._readings[key] if key in self._readings else reading())
 
 
 def features_of(embedder: Embedder, texts: list[str]) -> np.ndarray:
@@ -225,6 +261,9 @@ class JudgeHeads:
 
     def judged(self, judgment: Judgment, reader: Reader, text: str) -> Judged:
         """The probability of ``judgment`` for ``text``, how much the head's data covers it, and steering found."""
+        return reader.remember((self.sha256, judgment, text), lambda: self._judged(judgment, reader, text))
+
+    def _judged(self, judgment: Judgment, reader: Reader, text: str) -> Judged:
         head = self.heads.get(judgment)
         x, steering = self.read(reader, text) if head is not None else (None, "none")
         if head is None or x is None:
