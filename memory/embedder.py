@@ -48,7 +48,7 @@ def _for_products(name: str, weight: np.ndarray) -> np.ndarray:
     """A dense layer's weight (out, in) stored as its transpose, contiguous; other tensors as they are.
 
     ``x @ w`` then runs about 1.8x faster in OpenBLAS than ``x @ w.T`` on the file's layout, with the same
-    result to the bit (measured on 264 texts, one thread and two).
+    result to the bit (measured on 924 texts up to 2926 characters, one thread and two).
     """
     dense = name.endswith(".weight") and weight.ndim == 2 and "embeddings." not in name
     return np.ascontiguousarray(weight.T) if dense else weight
@@ -88,7 +88,7 @@ class Embedder:
         path = resolve_embedder(name)
         try:
             config = json.loads((path / "config.json").read_text())
-            self._w = {name: _for_products(name, w) for name, w in load_file(str(path / "model.safetensors")).items()}
+            self._w = {key: _for_products(key, w) for key, w in load_file(str(path / "model.safetensors")).items()}
             self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         except (OSError, ValueError, KeyError) as exc:
             raise ModelError(f"embedding model at {path} cannot be read ({exc})", "reinstall it") from exc

@@ -149,14 +149,14 @@ def test_the_next_draft_after_a_read_ahead_evaluates_nothing_again(llama):
     messages, _ = vote_setup("")
     llama.reset()
     pieces = llama.generate(Chat(messages[:2], prefill="Tell your friend"), max_tokens=8, temperature=0.0)
-    first, _ahead = next(pieces), next(pieces)  # the second piece is read ahead, then dropped
+    first, ahead = next(pieces), next(pieces)  # the second piece is read ahead, then dropped
     pieces.close()
     draft = Chat(messages[:2], prefill="Tell your friend" + first)
     before = llama.stats.tokens_evaluated
     continued = next(llama.generate(draft, max_tokens=5, temperature=0.0))
     assert llama.stats.tokens_evaluated == before  # the logits after the last token read were kept
     llama.reset()
-    assert continued == next(llama.generate(draft, max_tokens=5, temperature=0.0)) == _ahead
+    assert continued == next(llama.generate(draft, max_tokens=5, temperature=0.0)) == ahead
 
 
 def test_a_loaded_model_leaves_numpy_one_blas_thread(llama):
