@@ -94,7 +94,6 @@ def test_the_council_comments_on_one_interaction_each_in_its_own_voice():
     """The interaction comes first and who speaks last: the model reads it once a night, and (measured) the
     archetypes no longer say the same words as each other, as they did in 3 of 12 episodes with who they
     are in the system prompt alone."""
-    from archetypes.library import Library
     from council.engine.prompts import commentary_chat
 
     lib = Library.load()
