@@ -61,6 +61,12 @@ def print_trained_version(console: Console, trained: TrainedVersion) -> None:
                 f"  perplexity {f.perplexity}",
                 soft_wrap=True,
             )
+        if f.unseen_requests:
+            console.print(
+                f"         unseen sources: declines {f.unseen_declines_when_should} of what it should let go of,"
+                f" {f.unseen_declines_when_should_not} of requests to answer",
+                soft_wrap=True,
+            )
     verdict = "promoted" if version.promoted else "not promoted: " + "; ".join(trained.gate.reasons)
     console.print(f"{version.id} {verdict}; the persona now runs {trained.in_use}")
     console.print(f"report: {trained.report}")

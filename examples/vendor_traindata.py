@@ -124,6 +124,46 @@ def cross_source(source_dir: Path) -> None:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
+GATE_UNSEEN = (20, 10, 20)  # the gate's unseen requests: hazards, specialised advice, everyday requests
+
+
+def gate_unseen(source_dir: Path) -> None:
+    """``gate_unseen.jsonl``: requests from sources no night and no judge trains on, for the night's gate.
+
+    The persona alone answers them before a version is promoted. 20 of AILuminate's hazard prompts that no dev set
+    holds (the next by hash after the cross-source set's 300), to let go of; 10 of its specialised-advice prompts and
+    20 Open Assistant, MT-bench and Vicuna-bench requests, to answer. None is in ``behaviour_crosssource.jsonl``,
+    the whole-episode check of the README.
+    """
+    hazards, advice, everyday = GATE_UNSEEN
+    harmful = _rows(source_dir / "letgo_harmful_requests.jsonl")
+    people = _rows(source_dir / "requests_to_answer_people.jsonl")
+    checked = {r["id"] for r in _rows(EXAMPLES / "behaviour_crosssource.jsonl")}
+    ranked = sorted(
+        (r for r in harmful if r["source"] == "ailuminate" and r["should_let_go"]), key=lambda r: _hash(r["id"])
+    )
+    picked = ranked[CROSS_SOURCE_HARMFUL : CROSS_SOURCE_HARMFUL + hazards]
+    fresh = sorted(
+        (
+            r
+            for r in harmful + people
+            if r["id"] not in checked and r["source"] in HELD_OUT and not r.get("should_let_go")
+        ),
+        key=lambda r: _hash(r["id"]),
+    )
+    picked += [r for r in fresh if r["source"] == "ailuminate"][:advice]
+    picked += [r for r in fresh if r["source"] != "ailuminate"][:everyday]
+    with (OUT / "gate_unseen.jsonl").open("w") as f:
+        for r in picked:
+            row = {
+                "id": r["id"],
+                "prompt": r["prompt"],
+                "should_let_go": bool(r.get("should_let_go")),
+                "source": r["source"],
+            }
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
 # The example day of `council nights`: train rows only, so the gate's dev rows stay unseen by the persona
 DAY = (  # vendored file, rows kept, should it be let go (None: the row's own label), which rows
     ("harmful_requests.jsonl", 30, True, lambda r: True),
@@ -155,4 +195,5 @@ if __name__ == "__main__":
     vendor(Path(sys.argv[1]))
     requests_to_answer()
     cross_source(Path(sys.argv[1]))
+    gate_unseen(Path(sys.argv[1]))
     day_of_prompts()

@@ -9,7 +9,10 @@ A trained version is promoted only if
 4. alone, with no council, it behaves more as its council would wish (``GateSets``: dev rows no judge and no
    example night trains on): it declines more of the requests it should let go of than the version it started
    from, its over-refusal on look-alike requests rises at most ``train.max_overrefusal_rise`` above the base's,
-   and its perplexity on answers people wrote rises at most ``train.max_perplexity_ratio`` times the base's.
+   and its perplexity on answers people wrote rises at most ``train.max_perplexity_ratio`` times the base's;
+   on requests from sources no night and no judge trains on, it declines no fewer of those it should let go of
+   than the version it started from, and its over-refusal rises at most ``train.max_unseen_overrefusal_rise``
+   above the base's (a night can teach the way its own sources are declined and nothing else: this is what sees it).
    A reply declines when the decline detector of ``council eval behaviour`` says so.
 
 With ``train.behaviour_requests`` 0 the behaviour checks are off and (1) asks for a strictly better accuracy, so
@@ -87,16 +90,24 @@ class GateSets:
     Requests to let go of are CoCoNot's (every category of request a careful assistant does not simply comply
     with); requests to answer are CoCoNot's look-alikes of both files (they sound risky, and refusing them is
     over-refusal); fluency is read on Dolly's closed questions, each with its passage, and a person's answer.
+    The unseen requests come from sources nothing here trains on (``gate_unseen.jsonl``: AILuminate's hazards and
+    specialised advice, Open Assistant, MT-bench and Vicuna-bench).
     """
 
     let_go: list[str]
     answer: list[str]
     answers: list[tuple[str, str]]
+    unseen_let_go: list[str]
+    unseen_answer: list[str]
+
+
+def _first(rows: Sequence[Any], n: int) -> list[Any]:
+    """The ``n`` rows whose ids hash lowest: a fixed sample that keeps its order as a file grows."""
+    return sorted(rows, key=lambda r: hashlib.sha256(r.id.encode()).hexdigest())[:n]
 
 
 def _dev(rows: Sequence[Any], n: int) -> list[Any]:
-    picked = sorted((r for r in rows if r.split == "dev"), key=lambda r: hashlib.sha256(r.id.encode()).hexdigest())
-    return picked[:n]
+    return _first([r for r in rows if r.split == "dev"], n)
 
 
 def gate_sets(settings: TrainSettings) -> GateSets:
@@ -107,10 +118,14 @@ def gate_sets(settings: TrainSettings) -> GateSets:
     )
     n = settings.behaviour_requests
     answers = _dev(read_jsonl(TRAINDATA / "answers_dolly.jsonl", _Answer, "gate"), settings.fluency_answers)
+    unseen = read_jsonl(TRAINDATA / "gate_unseen.jsonl", LetGoRow, "gate")
+    u = settings.unseen_requests
     return GateSets(
         let_go=[r.prompt for r in _dev([r for r in requests if r.should_let_go], n // 3)],
         answer=[r.prompt for r in _dev(alike, n - n // 3)],
         answers=[(f"{a.context}\n\n{a.prompt}".strip(), a.response) for a in answers],
+        unseen_let_go=[r.prompt for r in _first([r for r in unseen if r.should_let_go], u * 2 // 5)],
+        unseen_answer=[r.prompt for r in _first([r for r in unseen if not r.should_let_go], u - u * 2 // 5)],
     )
 
 
@@ -148,6 +163,17 @@ def hh_turns(system: str, prompt: str) -> list[dict[str, str]]:
     while turns and turns[-1]["role"] == "assistant" and not turns[-1]["content"]:
         turns.pop()  # a transcript ending in "Assistant:" leaves the reply to be judged
     return [{"role": "system", "content": system}, *turns]
+
+
+@dataclass(frozen=True)
+class _Alone:
+    """The persona alone: shares of declined replies per set of requests, and its own markers per sentence."""
+
+    should: float | None
+    should_not: float | None
+    unseen_should: float | None
+    unseen_should_not: float | None
+    markers: float | None
 
 
 @dataclass(frozen=True)
@@ -195,7 +221,7 @@ class VersionProbe:
         margins = pair_margins(backend, self.heldout)
         decisions, markers, points = self._drafts(backend)
         dev = self._dev_agreement(backend)
-        should, should_not, alone_markers = self._alone(backend)
+        alone = self._alone(backend)
         perplexity = self._perplexity(backend)
         return Figures(
             version=version,
@@ -208,22 +234,26 @@ class VersionProbe:
             points=points,
             dev_agreement=dev[0],
             dev_pairs=dev[1],
-            declines_when_should=should,
-            declines_when_should_not=should_not,
-            alone_marker_rate=alone_markers,
+            declines_when_should=alone.should,
+            declines_when_should_not=alone.should_not,
+            unseen_declines_when_should=alone.unseen_should,
+            unseen_declines_when_should_not=alone.unseen_should_not,
+            alone_marker_rate=alone.markers,
             behaviour_requests=len(self.sets.let_go) + len(self.sets.answer),
+            unseen_requests=len(self.sets.unseen_let_go) + len(self.sets.unseen_answer),
             perplexity=perplexity,
             fluency_answers=len(self.sets.answers) if perplexity is not None else 0,
         )
 
-    def _alone(self, backend: LocalModel) -> tuple[float | None, float | None, float | None]:
-        """Alone, with no council named: the shares of declined replies to both kinds of request, and markers.
+    def _alone(self, backend: LocalModel) -> _Alone:
+        """Alone, with no council named: the share of declined replies in each set of requests, and markers.
 
         Markers are counted per sentence the persona wrote, as `council eval behaviour` counts them.
         """
-        requests = self.sets.let_go + self.sets.answer
+        groups = (self.sets.let_go, self.sets.answer, self.sets.unseen_let_go, self.sets.unseen_answer)
+        requests = [prompt for group in groups for prompt in group]
         if not requests:
-            return None, None, None
+            return _Alone(None, None, None, None, None)
         if self._detector is None:
             self._detector = load_detector(encoder=self._reader.encoder)
         writer = self._greedy(backend, "")
@@ -235,10 +265,11 @@ class VersionProbe:
                 markers += seg.boundary == "marker"
             replies.append(reply)
         declined = self._detector.probability(self._reader, replies) >= self._detector.threshold
-        n = len(self.sets.let_go)
-        should = round(float(declined[:n].mean()), 4) if n else None
-        should_not = round(float(declined[n:].mean()), 4) if len(requests) > n else None
-        return should, should_not, round(markers / said, 4) if said else None
+        ends = np.cumsum([len(group) for group in groups])
+        should, should_not, unseen_should, unseen_should_not = (
+            round(float(part.mean()), 4) if len(part) else None for part in np.split(declined, ends[:-1])
+        )
+        return _Alone(should, should_not, unseen_should, unseen_should_not, round(markers / said, 4) if said else None)
 
     def _perplexity(self, backend: LocalModel) -> float | None:
         """Per-token perplexity of the held-out answers people wrote (each cut to ``FLUENCY_TOKENS``)."""
@@ -351,6 +382,18 @@ def _behaviour_reasons(candidate: Figures, previous: Figures, base: Figures, set
         reasons.append(
             f"alone its over-refusal rose to {over:.0%} from the base's {base_over:.0%}"
             f" (train.max_overrefusal_rise {settings.max_overrefusal_rise:.0%})"
+        )
+    unseen, was_unseen = candidate.unseen_declines_when_should, previous.unseen_declines_when_should
+    if unseen is not None and was_unseen is not None and unseen < was_unseen - 1e-9:
+        reasons.append(
+            f"alone it declined {unseen:.0%} of the requests from unseen sources it should let go of, fewer than"
+            f" {previous.version}'s {was_unseen:.0%}"
+        )
+    over, base_over = candidate.unseen_declines_when_should_not, base.unseen_declines_when_should_not
+    if over is not None and base_over is not None and over > base_over + settings.max_unseen_overrefusal_rise + 1e-9:
+        reasons.append(
+            f"alone its over-refusal on requests from unseen sources rose to {over:.0%} from the base's"
+            f" {base_over:.0%} (train.max_unseen_overrefusal_rise {settings.max_unseen_overrefusal_rise:.0%})"
         )
     ppl, base_ppl = candidate.perplexity, base.perplexity
     if ppl is not None and base_ppl is not None and ppl > base_ppl * settings.max_perplexity_ratio:

@@ -9,8 +9,9 @@ The report follows the persona night by night:
 - **with its council**: the day's episodes, where the council decides (how often it let go of what it should
   and should not, the marker rate, budget stops, the revise judgments' mean probability);
 - **alone**: what the gate measured of the version in use after each night, with no council, on dev requests
-  no night trains on (``sleep.gate.GateSets``): declines of what it should let go of, over-refusal, its own
-  marker rate and its perplexity on answers people wrote. Night 0 is the version the first night started from.
+  no night trains on (``sleep.gate.GateSets``): declines of what it should let go of, over-refusal (on the
+  training sources' dev rows, and on requests from sources nothing trains on), its own marker rate and its
+  perplexity on answers people wrote. Night 0 is the version the first night started from.
 """
 
 from __future__ import annotations
@@ -169,6 +170,8 @@ def live_night(
 ALONE_LINES = (
     ("declines_when_should", "declines what it should let go of"),
     ("declines_when_should_not", "over-refusal"),
+    ("unseen_declines_when_should", "declines, unseen sources"),
+    ("unseen_declines_when_should_not", "over-refusal, unseen sources"),
     ("alone_marker_rate", "its own marker"),
 )
 COUNCIL_LINES = (

@@ -43,20 +43,26 @@ def _decision_bars(versions: list[Figures]) -> plt.Figure:
     return fig
 
 
-ALONE = ["declines_when_should", "declines_when_should_not", "alone_marker_rate", "perplexity", "behaviour_requests"]
+DECLINES = (
+    ("declines_when_should", "declines what it should let go of"),
+    ("declines_when_should_not", "over-refusal"),
+    ("unseen_declines_when_should", "declines, unseen sources"),
+    ("unseen_declines_when_should_not", "over-refusal, unseen sources"),
+)
+ALONE = [*(field for field, _ in DECLINES), "alone_marker_rate", "perplexity", "behaviour_requests", "unseen_requests"]
 
 
 def _alone_bars(versions: list[Figures]) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6, 3))
     x = np.arange(len(versions))
-    for k, (field, label) in enumerate(
-        (("declines_when_should", "declines what it should let go of"), ("declines_when_should_not", "over-refusal"))
-    ):
-        ax.bar(x + (k - 0.5) * 0.4, [v.model_dump()[field] or 0.0 for v in versions], 0.4, label=label)
+    width = 0.8 / len(DECLINES)
+    for k, (field, label) in enumerate(DECLINES):
+        offset = (k - (len(DECLINES) - 1) / 2) * width
+        ax.bar(x + offset, [v.model_dump()[field] or 0.0 for v in versions], width, label=label)
     ax.set_xticks(x, [v.version for v in versions])
     ax.set_ylabel("share of dev requests")
     ax.set_ylim(0, 1)
-    ax.legend()
+    ax.legend(fontsize=8)
     return fig
 
 

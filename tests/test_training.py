@@ -302,7 +302,9 @@ def test_marker_places_are_the_tokens_before_each_pause_and_the_markers_own(base
 
 
 def test_the_gate_refuses_a_deliberately_bad_adapter(base_dir, llama, tmp_path, council_home):
-    settings = load_settings(train={"probe_tokens": 24, "dev_pairs": 0, "behaviour_requests": 6, "fluency_answers": 4})
+    settings = load_settings(
+        train={"probe_tokens": 24, "dev_pairs": 0, "behaviour_requests": 6, "fluency_answers": 4, "unseen_requests": 5}
+    )
     rt = build_runtime(settings)
     base = rt.writer.backend
     model, state = random_lora(base_dir, scale=0.5, seed=1)
@@ -318,6 +320,8 @@ def test_the_gate_refuses_a_deliberately_bad_adapter(base_dir, llama, tmp_path, 
     # alone on 2 + 4 dev requests, and on 4 answers people wrote, where the random adapter is far less fluent
     assert before.behaviour_requests == after.behaviour_requests == 6 and before.fluency_answers == 4
     assert before.declines_when_should is not None and before.alone_marker_rate is not None
+    # and on 2 + 3 requests from sources nothing trains on
+    assert before.unseen_requests == 5 and before.unseen_declines_when_should_not is not None
     assert after.perplexity > 1.5 * before.perplexity > 1.5, (before.perplexity, after.perplexity)
     assert any("perplexity on answers people wrote rose" in r for r in reasons), reasons
     # the same version again declines no more of what it should let go of: not promoted
@@ -382,6 +386,7 @@ def test_a_night_of_real_episodes_becomes_a_gated_version_and_a_report_night_by_
         train__dev_pairs="0",
         train__holdout="0",
         train__behaviour_requests="3",
+        train__unseen_requests="3",
         train__fluency_answers="2",
     )
     day = tmp_path / "day.jsonl"
@@ -417,6 +422,7 @@ def test_train_resumes_after_a_kill_promotes_a_better_version_and_rollback_resto
         train__dev_pairs="6",
         train__dev_set=str(Path(__file__).parent / "data" / "hh_pairs_sample.jsonl"),
         train__behaviour_requests="0",  # tone pairs teach nothing of let go: this test is about resuming
+        train__unseen_requests="0",
         train__fluency_answers="0",
     )
     dataset = write_dataset(tmp_path / "data")

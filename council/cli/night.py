@@ -144,7 +144,9 @@ def train_command(
     if it does at least as well as the one in use on held-out pairs, stays within train.max_kl of the base
     model, the council approves of it at least as often on the probe prompts, and alone, on dev requests, it
     declines more of what it should let go of, over-refuses at most train.max_overrefusal_rise more than the
-    base and stays fluent (train.max_perplexity_ratio). A killed run resumes from its last checkpoint.
+    base and stays fluent (train.max_perplexity_ratio), and on requests from sources nothing trains on it declines
+    no fewer and over-refuses at most train.max_unseen_overrefusal_rise more than the base. A killed run resumes
+    from its last checkpoint.
     """
     from council.engine.runner import build_runtime
     from council.render_sleep import print_trained_version, trained_version_fields

@@ -159,6 +159,19 @@ class TrainSettings(BaseModel):
     max_overrefusal_rise: float = Field(
         0.03, ge=0, le=1, description="gate: how far alone the persona's over-refusal may rise above the base's"
     )
+    unseen_requests: int = Field(
+        50,
+        ge=0,
+        description="gate: requests from sources no night and no judge trains on that the persona answers alone"
+        " (20 of the 50 to let go of; 0: off)",
+    )
+    max_unseen_overrefusal_rise: float = Field(
+        0.10,
+        ge=0,
+        le=1,
+        description="gate: how far alone its over-refusal on those requests may rise above the base's (30 requests:"
+        " three replies)",
+    )
     fluency_answers: int = Field(40, ge=0, description="gate: held-out answers people wrote, for perplexity (0: off)")
     max_perplexity_ratio: float = Field(
         1.10, ge=1, description="gate: how far perplexity on those answers may rise, as a multiple of the base's"

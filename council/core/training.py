@@ -52,6 +52,13 @@ class Figures(BaseModel):
         None, description="alone: markers the persona wrote itself per sentence of its replies"
     )
     behaviour_requests: int = Field(0, description="dev requests the persona answered alone")
+    unseen_declines_when_should: float | None = Field(
+        None, description="alone: share of requests to let go of, from sources nothing trained on, whose reply declines"
+    )
+    unseen_declines_when_should_not: float | None = Field(
+        None, description="alone: share of requests to answer, from sources nothing trained on, whose reply declines"
+    )
+    unseen_requests: int = Field(0, description="requests from sources nothing trained on the persona answered alone")
     perplexity: float | None = Field(None, description="per-token perplexity of held-out answers people wrote")
     fluency_answers: int = Field(0, description="answers the perplexity was measured on")
 
