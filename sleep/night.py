@@ -172,10 +172,16 @@ class SleepPass:
             plain = unmarked(text, self.marker)
             votes = self.rt.council.vote(Point(episode.prompt, plain, plain, episode.recalled))
             samples.append((weighted(votes, self.rt.council.members, "continue"), text, votes))
-        if len(samples) < 2:
+        comparable = [
+            (better, worse)
+            for better in samples
+            for worse in samples
+            if better[0] > worse[0]
+            and _comparable_lengths(unmarked(better[1], self.marker), unmarked(worse[1], self.marker), s.length_ratio)
+        ]
+        if not comparable:
             return None
-        samples.sort(key=lambda item: item[0])
-        (low, rejected, low_votes), (high, chosen, high_votes) = samples[0], samples[-1]
+        (high, chosen, high_votes), (low, rejected, low_votes) = max(comparable, key=lambda p: p[0][0] - p[1][0])
         if high - low < s.min_margin:
             return None
         return PreferencePair(
@@ -216,6 +222,18 @@ class SleepPass:
             scores={v.archetype: {"let_go": round(v.probs.get("let_go", 0.0), 4)} for v in point.votes if v.verdict},
             margin=round(point.decision.support, 4),
         )
+
+
+def _comparable_lengths(a: str, b: str, ratio: float) -> bool:
+    """Whether the longer of two texts has at most ``ratio`` times the shorter's words.
+
+    The council reads a whole alternative at once, and a shorter one gives its judges less to object to: with
+    the best and worst of four alternatives, the chosen side was the shorter in 68% of one night's 102 ranking
+    pairs (median 27 words against 64), and the persona trained on them answered everyday requests with
+    fragments. A preference between texts of like length is one for what they say.
+    """
+    short, long = sorted((len(a.split()), len(b.split())))
+    return long <= ratio * max(short, 1)
 
 
 def sleeping_pool(settings: Settings, pool: str | None = None) -> str:

@@ -313,6 +313,7 @@ def test_sleep_on_the_real_model_gives_every_source_and_trl_accepts_the_data(cou
         "COUNCIL_SLEEP__SAMPLES": "3",
         "COUNCIL_SLEEP__ANSWER_TOKENS": "40",
         "COUNCIL_SLEEP__MIN_MARGIN": "0",
+        "COUNCIL_SLEEP__LENGTH_RATIO": "1000",
         "COUNCIL_SLEEP__COMMENTARY_TOKENS": "30",
         "COUNCIL_SLEEP__PUSH_ON_TOKENS": "30",
     }
@@ -357,6 +358,7 @@ SMALL_NIGHT = {
     "COUNCIL_SLEEP__SAMPLES": "2",
     "COUNCIL_SLEEP__ANSWER_TOKENS": "30",
     "COUNCIL_SLEEP__MIN_MARGIN": "0",
+    "COUNCIL_SLEEP__LENGTH_RATIO": "1000",  # every episode gets its ranking pair, whatever its samples' lengths
     "COUNCIL_SLEEP__COMMENTARY_TOKENS": "20",
     "COUNCIL_SLEEP__PUSH_ON_TOKENS": "20",
 }

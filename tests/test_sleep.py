@@ -45,7 +45,7 @@ def night_script(fake, episode, push_on=False):
     fake.enqueue(*[f"{name} on {episode}: be kind." for name in ("reason", "libido", "child", "empathy")])
     fake.enqueue("A warm answer. And an honest one.", "")
     fake.enqueue_scores(*[CONT] * 4)
-    fake.enqueue("A curt answer.", "")
+    fake.enqueue("A curt answer, cold and short.", "")
     fake.enqueue_scores(*[MEH] * 4)
     if push_on:
         fake.enqueue("Then I will go on and push anyway.", "")
@@ -74,7 +74,10 @@ def test_a_night_yields_pairs_of_every_source_with_markers_and_commentary(fake_s
     assert set(revision.scores["reason"]) == {"chosen", "rejected"}
 
     ranking = pairs[(revised.episode_id, "ranking")]
-    assert ranking.chosen == "A warm answer. " + MARK + " And an honest one." and ranking.rejected == "A curt answer."
+    assert (
+        ranking.chosen == "A warm answer. " + MARK + " And an honest one."
+        and ranking.rejected == "A curt answer, cold and short."
+    )
     assert ranking.margin == pytest.approx(0.5)
 
     close = pairs[(let_go.episode_id, "let_go")]  # the council let go at its first point: decline from the start
@@ -94,6 +97,27 @@ def test_a_night_yields_pairs_of_every_source_with_markers_and_commentary(fake_s
     assert "reason on one: be kind." in revision.commentary
     assert rt.log.commentaries(revised.episode_id)[rt.pool.name]["empathy"] == "empathy on one: be kind."
     assert summary.agreement["reason"] == pytest.approx(1.0)
+
+
+def test_ranking_pairs_compare_answers_of_like_length(fake_setup):
+    rt, fake = fake_setup(reflection={"min_segment_tokens": 2}, sleep={"samples": 3, "length_ratio": 1.5})
+    revised, let_go = day(rt, fake)
+    for episode, push_on in ((revised, False), (let_go, True)):
+        fake.enqueue(*[f"{name}: be kind." for name in ("reason", "libido", "child", "empathy")])
+        fake.enqueue("Yes. Sure.", "")  # the best liked, and a quarter of the others' length
+        fake.enqueue_scores(*[CONT] * 4)
+        fake.enqueue("Say it calmly. Say why it hurt you.", "")
+        fake.enqueue_scores(*[MEH] * 4)
+        fake.enqueue("Shout at them. Make them say sorry.", "")
+        fake.enqueue_scores(*[REV] * 4)
+        if push_on:
+            fake.enqueue("Then I will go on and push anyway.", "")
+    night = SleepPass(rt, rt.settings.sleep)
+    night.run(night.pending())
+    ranking = {(p.episode_id, p.source): p for p in night.store.pairs(rt.pool.name)}[(revised.episode_id, "ranking")]
+    assert ranking.chosen == "Say it calmly. " + MARK + " Say why it hurt you."  # not "Yes. Sure.": not brevity
+    assert ranking.rejected == "Shout at them. " + MARK + " Make them say sorry."
+    assert ranking.margin == pytest.approx(0.2)
 
 
 def test_a_second_night_adds_nothing(fake_setup):

@@ -382,6 +382,7 @@ def test_a_night_of_real_episodes_becomes_a_gated_version_and_a_report_night_by_
         sleep__answer_tokens="30",
         sleep__commentary_tokens="12",
         sleep__min_margin="0",
+        sleep__length_ratio="1000",
         train__probe_tokens="16",
         train__dev_pairs="0",
         train__holdout="0",

@@ -88,6 +88,12 @@ class SleepSettings(BaseModel):
     temperature: float = Field(0.9, ge=0, description="sampling temperature of those alternatives")
     answer_tokens: int = Field(120, ge=8, description="length of each alternative answer")
     min_margin: float = Field(0.05, ge=0, le=1, description="ranking pairs with a smaller score gap are dropped")
+    length_ratio: float = Field(
+        1.5,
+        ge=1,
+        description="ranking pairs: the longer side has at most this many times the shorter's words, so the"
+        " council's preference taught is not one for length",
+    )
     commentary_tokens: int = Field(60, ge=8, description="length of each archetype's commentary")
     push_on_tokens: int = Field(60, ge=8, description="length of the pushing-on continuation of let-go pairs")
     seed: int = Field(0, ge=0, lt=2**32, description="sampling seed (NumPy takes 0 to 2**32 - 1)")
