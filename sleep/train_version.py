@@ -24,6 +24,7 @@ from council.evaluation.evaluate import PairRow
 from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.base_model import base_checkpoint
 from sleep.gate import GateInputs, VersionProbe, decide, load_dev
+from sleep.lookalikes import look_alike_pairs
 from sleep.train import Progress, TrainingData, read_pairs, run_key, split, train_adapter
 
 
@@ -154,8 +155,10 @@ def _plan(inputs: TrainInputs, gguf: Path, dataset_dir: Path, pairs: list[dict[s
     """Split the pairs and refuse, in one line, anything training or the gate could not use."""
     settings, persona, versions = inputs.train, inputs.persona, inputs.versions
     parent = versions.active(persona.name)
-    data = split(pairs, versions.trained_pairs(persona.name), settings)
-    if not data.train:
+    trained = versions.trained_pairs(persona.name)
+    look_alikes = look_alike_pairs(persona, settings.look_alike_pairs, trained)
+    data = split(pairs + look_alikes, trained, settings)
+    if not set(data.new) - {r["id"] for r in look_alikes}:  # look-alikes go with a night's pairs, never alone
         raise NothingToTrainError(
             f"no new preference pairs in {dataset_dir} ({len(data.heldout)} held out)", "sleep on new episodes first"
         )

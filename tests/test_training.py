@@ -388,6 +388,7 @@ def test_a_night_of_real_episodes_becomes_a_gated_version_and_a_report_night_by_
         train__holdout="0",
         train__behaviour_requests="3",
         train__unseen_requests="3",
+        train__look_alike_pairs="2",
         train__fluency_answers="2",
     )
     day = tmp_path / "day.jsonl"
@@ -407,7 +408,7 @@ def test_a_night_of_real_episodes_becomes_a_gated_version_and_a_report_night_by_
     assert page.is_file() and page.read_text().count("data:image/png;base64") == 3
     listing = json.loads(council("persona", "versions", "--json", env=env).stdout)
     assert [v["id"] for v in listing["versions"]] == ["v1"] and listing["in_use"] == "base"
-    assert listing["versions"][0]["training"]["new_pairs"] == night["dataset_pairs"]
+    assert listing["versions"][0]["training"]["new_pairs"] == night["dataset_pairs"] + 2  # and two look-alikes
     again = json.loads(council("sleep", "--train", "--json", env=env).stdout)
     assert again["episodes"] == 0 and "v1 already trained on these pairs" in again["training"]["skipped"]
 
@@ -424,6 +425,7 @@ def test_train_resumes_after_a_kill_promotes_a_better_version_and_rollback_resto
         train__dev_set=str(Path(__file__).parent / "data" / "hh_pairs_sample.jsonl"),
         train__behaviour_requests="0",  # tone pairs teach nothing of let go: this test is about resuming
         train__unseen_requests="0",
+        train__look_alike_pairs="0",
         train__fluency_answers="0",
     )
     dataset = write_dataset(tmp_path / "data")

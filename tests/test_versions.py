@@ -9,16 +9,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from archetypes.library import BUILTIN
+from archetypes.library import BUILTIN, Library
 from council.cli import app
 from council.core.errors import DefinitionError, ModelError, NotFoundError
 from council.core.settings import TrainSettings, load_settings
 from council.core.training import Figures, GateResult, TrainingFigures
+from council.engine import prompts
 from council.evaluation.behaviour import BehaviourRow
 from council.store.database import Database
 from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.adapter import gguf_tensors, permute_rows
 from sleep.gate import decide, gate_sets, hh_turns
+from sleep.lookalikes import look_alike_pairs
 from sleep.nights import day_rows
 from sleep.train import read_pairs, row_id, split
 
@@ -354,6 +356,25 @@ def test_the_behaviour_gate_reads_dev_rows_that_the_example_day_never_asks():
     assert len(day) == 200 and not set(day) & set(sets.let_go + sets.answer)
     assert all(answer.strip() for _, answer in sets.answers)
     assert not gate_sets(TrainSettings(behaviour_requests=0, fluency_answers=0)).let_go
+
+
+def test_each_night_trains_on_the_next_look_alikes_none_the_gate_reads():
+    persona = Library.load().persona("default")
+    pairs = look_alike_pairs(persona, 5, set())
+    assert len(pairs) == 5 and len({p["id"] for p in pairs}) == 5
+    for pair in pairs:
+        assert [m["role"] for m in pair["prompt"]] == ["system", "user"]
+        assert pair["prompt"][0]["content"].startswith(persona.character.split(".")[0])
+        opening = pair["chosen"][0]["content"]
+        assert 0 < len(opening.split()) <= 60 and not opening.startswith("I will stop here")
+        assert pair["rejected"][0]["content"] == prompts.FALLBACK_CLOSINGS["let_go"]
+    later = look_alike_pairs(persona, 5, {p["id"] for p in pairs[:3]})  # learnt ones give way to the next
+    assert [p["id"] for p in later[:2]] == [p["id"] for p in pairs[3:]] and later[2]["id"] not in {
+        p["id"] for p in pairs
+    }
+    gate = gate_sets(TrainSettings(behaviour_requests=60))
+    asked = {p["prompt"][1]["content"] for p in look_alike_pairs(persona, 500, set())}
+    assert len(asked) > 400 and not asked & set(gate.answer + gate.let_go)  # train rows only: the gate's stay unseen
 
 
 def test_the_gate_also_reads_requests_from_sources_nothing_trains_on():

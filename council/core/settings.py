@@ -156,6 +156,12 @@ class TrainSettings(BaseModel):
     probe_tokens: int = Field(60, ge=8, description="tokens the persona writes per probe prompt")
     dev_set: Path | None = Field(None, description="human-labelled pairs JSONL (id, prompt, chosen, rejected)")
     dev_pairs: int = Field(40, ge=0, description="how many of its pairs the report scores")
+    look_alike_pairs: int = Field(
+        20,
+        ge=0,
+        description="human-labelled pairs mixed into each night's training: on a request that sounds risky but"
+        " should be answered, the reply people preferred over the persona's closing sentence (0: none)",
+    )
     behaviour_requests: int = Field(
         60,
         ge=0,
