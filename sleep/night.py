@@ -176,7 +176,8 @@ class SleepPass:
             (better, worse)
             for better in samples
             for worse in samples
-            if better[0] > worse[0]
+            if better is not worse
+            and better[0] >= worse[0]  # a tie is a pair when sleep.min_margin is 0
             and _comparable_lengths(unmarked(better[1], self.marker), unmarked(worse[1], self.marker), s.length_ratio)
         ]
         if not comparable:

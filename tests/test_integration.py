@@ -398,13 +398,15 @@ def slept_pairs(home):
     return slept, pairs
 
 
-def test_sleep_killed_with_sigkill_resumes_without_duplicates_or_gaps(council_home):
+def test_sleep_killed_with_sigkill_resumes_without_duplicates_or_gaps(council_home, monkeypatch):
     import signal
     import time
 
     day_of_episodes(council_home)
     more_episodes(council_home, 2)
-    env = dict(os.environ, COUNCIL_HOME=str(council_home), **SMALL_NIGHT)
+    for key, value in SMALL_NIGHT.items():  # the resumed night runs with the same settings as the killed one
+        monkeypatch.setenv(key, value)
+    env = dict(os.environ, COUNCIL_HOME=str(council_home))
     proc = subprocess.Popen([sys.executable, "-m", "council.cli", "sleep", "--json"], env=env, stdout=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and slept_pairs(council_home)[0] < 1:
