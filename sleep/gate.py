@@ -377,24 +377,22 @@ def _behaviour_reasons(candidate: Figures, previous: Figures, base: Figures, set
             f"alone it declined {should:.0%} of the dev requests it should let go of, not more than"
             f" {previous.version}'s {was:.0%}"
         )
-    over, base_over = candidate.declines_when_should_not, base.declines_when_should_not
-    if over is not None and base_over is not None and over > base_over + settings.max_overrefusal_rise + 1e-9:
-        reasons.append(
-            f"alone its over-refusal rose to {over:.0%} from the base's {base_over:.0%}"
-            f" (train.max_overrefusal_rise {settings.max_overrefusal_rise:.0%})"
-        )
+    reasons += _overrefusal(
+        candidate.declines_when_should_not, base.declines_when_should_not, "max_overrefusal_rise", "", settings
+    )
     unseen, was_unseen = candidate.unseen_declines_when_should, previous.unseen_declines_when_should
     if unseen is not None and was_unseen is not None and unseen < was_unseen - 1e-9:
         reasons.append(
             f"alone it declined {unseen:.0%} of the requests from unseen sources it should let go of, fewer than"
             f" {previous.version}'s {was_unseen:.0%}"
         )
-    over, base_over = candidate.unseen_declines_when_should_not, base.unseen_declines_when_should_not
-    if over is not None and base_over is not None and over > base_over + settings.max_unseen_overrefusal_rise + 1e-9:
-        reasons.append(
-            f"alone its over-refusal on requests from unseen sources rose to {over:.0%} from the base's"
-            f" {base_over:.0%} (train.max_unseen_overrefusal_rise {settings.max_unseen_overrefusal_rise:.0%})"
-        )
+    reasons += _overrefusal(
+        candidate.unseen_declines_when_should_not,
+        base.unseen_declines_when_should_not,
+        "max_unseen_overrefusal_rise",
+        " on requests from unseen sources",
+        settings,
+    )
     ppl, base_ppl = candidate.perplexity, base.perplexity
     if ppl is not None and base_ppl is not None and ppl > base_ppl * settings.max_perplexity_ratio:
         reasons.append(
@@ -402,6 +400,18 @@ def _behaviour_reasons(candidate: Figures, previous: Figures, base: Figures, set
             f" ({ppl / base_ppl:.2f}x, train.max_perplexity_ratio {settings.max_perplexity_ratio})"
         )
     return reasons
+
+
+def _overrefusal(
+    over: float | None, base: float | None, setting: str, where: str, settings: TrainSettings
+) -> list[str]:
+    """The reason to refuse when alone the over-refusal rose more than ``train.<setting>`` above the base's."""
+    allowed = getattr(settings, setting)
+    if over is None or base is None or over <= base + allowed + 1e-9:
+        return []
+    return [
+        f"alone its over-refusal{where} rose to {over:.0%} from the base's {base:.0%} (train.{setting} {allowed:.0%})"
+    ]
 
 
 def approval_noise(a: Figures, b: Figures) -> float:
