@@ -377,8 +377,9 @@ def _behaviour_reasons(candidate: Figures, previous: Figures, base: Figures, set
             f"alone it declined {should:.0%} of the dev requests it should let go of, not more than"
             f" {previous.version}'s {was:.0%}"
         )
+    rise = settings.max_overrefusal_rise
     reasons += _overrefusal(
-        candidate.declines_when_should_not, base.declines_when_should_not, "max_overrefusal_rise", "", settings
+        candidate.declines_when_should_not, base.declines_when_should_not, rise, "max_overrefusal_rise"
     )
     unseen, was_unseen = candidate.unseen_declines_when_should, previous.unseen_declines_when_should
     if unseen is not None and was_unseen is not None and unseen < was_unseen - 1e-9:
@@ -389,9 +390,9 @@ def _behaviour_reasons(candidate: Figures, previous: Figures, base: Figures, set
     reasons += _overrefusal(
         candidate.unseen_declines_when_should_not,
         base.unseen_declines_when_should_not,
+        settings.max_unseen_overrefusal_rise,
         "max_unseen_overrefusal_rise",
         " on requests from unseen sources",
-        settings,
     )
     ppl, base_ppl = candidate.perplexity, base.perplexity
     if ppl is not None and base_ppl is not None and ppl > base_ppl * settings.max_perplexity_ratio:
@@ -402,11 +403,8 @@ def _behaviour_reasons(candidate: Figures, previous: Figures, base: Figures, set
     return reasons
 
 
-def _overrefusal(
-    over: float | None, base: float | None, setting: str, where: str, settings: TrainSettings
-) -> list[str]:
-    """The reason to refuse when alone the over-refusal rose more than ``train.<setting>`` above the base's."""
-    allowed = getattr(settings, setting)
+def _overrefusal(over: float | None, base: float | None, allowed: float, setting: str, where: str = "") -> list[str]:
+    """Why to refuse when alone the over-refusal rose more than ``allowed`` (``train.<setting>``) above the base."""
     if over is None or base is None or over <= base + allowed + 1e-9:
         return []
     return [
