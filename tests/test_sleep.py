@@ -37,16 +37,19 @@ def day(rt, fake):
     return revised, let_go
 
 
-def night_script(fake, episode, push_on=False):
-    """What the persona and council say at night about one episode: 4 commentaries, 2 samples, maybe a push-on.
+SAMPLES = (("A warm answer. And an honest one.", CONT), ("A curt answer, cold and short.", MEH))
 
-    An empty text ends each answer, as the real model's end-of-turn token would.
+
+def night_script(fake, episode, push_on=False, samples=SAMPLES):
+    """What the persona and council say at night about one episode: 4 commentaries, the samples, maybe a push-on.
+
+    Each sample is a text and the scores every member gives it. An empty text ends each answer, as the real
+    model's end-of-turn token would.
     """
     fake.enqueue(*[f"{name} on {episode}: be kind." for name in ("reason", "libido", "child", "empathy")])
-    fake.enqueue("A warm answer. And an honest one.", "")
-    fake.enqueue_scores(*[CONT] * 4)
-    fake.enqueue("A curt answer, cold and short.", "")
-    fake.enqueue_scores(*[MEH] * 4)
+    for text, scores in samples:
+        fake.enqueue(text, "")
+        fake.enqueue_scores(*[scores] * 4)
     if push_on:
         fake.enqueue("Then I will go on and push anyway.", "")
 
@@ -102,16 +105,13 @@ def test_a_night_yields_pairs_of_every_source_with_markers_and_commentary(fake_s
 def test_ranking_pairs_compare_answers_of_like_length(fake_setup):
     rt, fake = fake_setup(reflection={"min_segment_tokens": 2}, sleep={"samples": 3, "length_ratio": 1.5})
     revised, let_go = day(rt, fake)
-    for episode, push_on in ((revised, False), (let_go, True)):
-        fake.enqueue(*[f"{name}: be kind." for name in ("reason", "libido", "child", "empathy")])
-        fake.enqueue("Yes. Sure.", "")  # the best liked, and a quarter of the others' length
-        fake.enqueue_scores(*[CONT] * 4)
-        fake.enqueue("Say it calmly. Say why it hurt you.", "")
-        fake.enqueue_scores(*[MEH] * 4)
-        fake.enqueue("Shout at them. Make them say sorry.", "")
-        fake.enqueue_scores(*[REV] * 4)
-        if push_on:
-            fake.enqueue("Then I will go on and push anyway.", "")
+    samples = (
+        ("Yes. Sure.", CONT),  # the best liked, and a quarter of the others' length
+        ("Say it calmly. Say why it hurt you.", MEH),
+        ("Shout at them. Make them say sorry.", REV),
+    )
+    night_script(fake, "one", samples=samples)
+    night_script(fake, "two", push_on=True, samples=samples)
     night = SleepPass(rt, rt.settings.sleep)
     night.run(night.pending())
     ranking = {(p.episode_id, p.source): p for p in night.store.pairs(rt.pool.name)}[(revised.episode_id, "ranking")]
