@@ -192,8 +192,8 @@ class Worker(TaskThread):
         generation = self.rt.settings.generation.model_copy(update=updates)
         settings = self.rt.settings.model_copy(update={"generation": generation})
         rt = replace(self.rt, settings=settings)
-        done = threading.Event()
-        lease = threading.Thread(target=self._renew, args=(task.id, done), name="council-lease", daemon=True)
+        done, lost = threading.Event(), threading.Event()
+        lease = threading.Thread(target=self._renew, args=(task.id, done, lost), name="council-lease", daemon=True)
         lease.start()
         try:
             episode = run_episode(
@@ -202,7 +202,7 @@ class Worker(TaskThread):
                 lambda event: self._emit(task.id, Step(event)),
                 episode_id=task.episode_id,
                 checkpointer=self._saver,
-                should_stop=self._stopping.is_set,
+                should_stop=lambda: self._stopping.is_set() or lost.is_set(),
             )
         except Exception as exc:  # noqa: BLE001 - one failed task must not stop the daemon
             logger.warning("task %s failed: %s", task.id, exc)
@@ -212,18 +212,20 @@ class Worker(TaskThread):
         finally:
             done.set()
             lease.join()
-        if episode is None:
-            return  # stopping: the episode is checkpointed and the task stays running, to resume at start-up
+        if episode is None:  # stopping, or the lease ran out: the task stays running, for this or another worker
+            return
         self.queue.finish(task.id, "done", worker=self.worker_id)
         self._saver.delete_thread(task.episode_id)  # the log has the episode; its steps are no longer needed
         self._emit(task.id, Done(episode))
 
-    def _renew(self, task_id: str, done: threading.Event) -> None:
-        """Renew the lease on ``task_id`` every third of its length until ``done``."""
+    def _renew(self, task_id: str, done: threading.Event, lost: threading.Event) -> None:
+        """Renew the lease on ``task_id`` every third of its length until ``done``; set ``lost`` if it ran out."""
         while not done.wait(self.lease_s / 3):
             try:
                 if not self.queue.renew(task_id, self.worker_id, self.lease_s):
-                    logger.warning("task %s is no longer this worker's: its lease ran out", task_id)
+                    logger.warning("task %s is no longer this worker's: its lease ran out; leaving it", task_id)
+                    lost.set()
+                    return
             except Exception as exc:  # noqa: BLE001 - a busy database: the next renewal may succeed
                 logger.warning("lease renewal of task %s failed: %s", task_id, exc)
 

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import numpy as np
 from pydantic import BaseModel
 
-from council.core.episode import Episode, MemoryKind, Recollection
+from council.core.episode import ENDED, Episode, MemoryKind, Recollection
 from council.core.errors import DefinitionError, StorageError, one_line
 from council.core.modelock import with_quotes_marked
 from council.core.settings import MemorySettings
@@ -29,7 +29,7 @@ from memory.embedder import Embedder, shared_embedder
 if TYPE_CHECKING:
     from council.store.episodes import EpisodeLog
 
-REMEMBERED = ("finished", "let_go", "budget")
+REMEMBERED = ENDED  # an episode is remembered once it has ended
 SHOWN = ("episode", "reflection", "commentary")  # shown as they are; a request or passage shows its exchange
 TOPICAL: tuple[MemoryKind, ...] = ("request", "reflection", "commentary")  # what recall ranks by: what was asked
 PASSAGE_WORDS = 50  # an answer is embedded in passages of whole sentences, about this many words each

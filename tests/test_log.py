@@ -78,6 +78,18 @@ def test_saving_again_replaces_not_duplicates(db_url):
         assert c.execute(text("select count(*) from votes")).scalar() == 3
 
 
+@pytest.mark.parametrize("stale", ["running", "failed", "interrupted"])
+def test_an_ended_episode_is_not_undone_by_a_stale_copy(db_url, stale):
+    log = EpisodeLog(Database(db_url))
+    log.save(episode().model_copy(update={"status": "running", "final_text": ""}))
+    log.save(episode())  # a running episode is replaced when it ends
+    log.save(episode().model_copy(update={"status": stale, "final_text": ""}))  # a worker that lost its lease
+    kept = log.get("abc123")
+    assert (kept.status, kept.final_text, len(kept.reflection_points)) == ("finished", "Good.", 2)
+    log.save(episode().model_copy(update={"status": "let_go", "final_text": "Enough."}))  # ended by ended: replaced
+    assert (log.get("abc123").status, log.get("abc123").final_text) == ("let_go", "Enough.")
+
+
 def test_list_filters_by_pool_and_get_needs_a_unique_prefix(db_url):
     log = EpisodeLog(Database(db_url))
     log.save(episode("aa1"))

@@ -208,6 +208,29 @@ def test_a_stopped_worker_leaves_the_episode_checkpointed_and_the_next_one_resum
     assert second._saver.get_tuple(config) is None  # finished episodes leave no checkpoints behind
 
 
+def test_a_worker_whose_lease_was_taken_over_leaves_the_task_at_its_next_step(fake_setup, council_home):
+    rt, fake = fake_setup(reflection={"min_segment_tokens": 2})
+    fake.enqueue("Tell them it hurts. Then listen. Then hug.")
+    fake.enqueue_scores(*[CONT] * 12)
+    queue = TaskQueue(rt.db)
+    task = queue.put("How do I tell my friend?", "api")
+    stale = Worker(rt, queue, council_home / "checkpoints.db", poll_s=0.01, take_over=False, lease_s=0.15)
+    votes = []
+
+    def taken_over_at_first_vote(event):
+        if isinstance(event, Step) and isinstance(event.event, Voted):
+            votes.append(event)
+            if len(votes) == 1:  # a slow worker: another claims the task, and its next renewal fails
+                assert queue.claim("another", lease_s=30, take_over=True).id == task.id
+                time.sleep(0.3)
+
+    stale.listen(task.id, taken_over_at_first_vote)
+    stale.execute(queue.claim(stale.worker_id, lease_s=0.15))
+    assert len(votes) == 1  # it stopped instead of writing on
+    assert queue.get(task.id).status == "running" and queue.renew(task.id, "another")  # still the other's
+    assert rt.log.get(task.episode_id).status == "running"
+
+
 def test_a_stopping_worker_answers_new_listeners_at_once(fake_setup, council_home):
     rt, _ = fake_setup()
     worker = Worker(rt, TaskQueue(rt.db), council_home / "checkpoints.db")

@@ -13,6 +13,7 @@ from council.core.modelock import parse
 
 # budget: closed at its token budget; interrupted: stopped by a signal, or its process was found gone
 EpisodeStatus = Literal["running", "finished", "let_go", "budget", "failed", "interrupted"]
+ENDED: tuple[EpisodeStatus, ...] = ("finished", "let_go", "budget")  # an episode that ran to its end
 MemoryKind = Literal["episode", "request", "answer", "reflection", "commentary"]
 
 

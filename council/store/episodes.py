@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 
 from sqlalchemy import Select, func, inspect, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import selectinload
 
-from council.core.episode import Decision, Episode, Recollection, ReflectionPoint, Vote
+from council.core.episode import ENDED, Decision, Episode, Recollection, ReflectionPoint, Vote
 from council.core.errors import NotFoundError, StorageError
 from council.store.database import Database, short, storage_fix
 from council.store.rows import (
@@ -22,6 +23,8 @@ from council.store.rows import (
 )
 from council.store.tasks import worker_gone
 
+logger = logging.getLogger(__name__)
+
 
 class EpisodeLog:
     """Episodes with their segments, reflection points, votes and recollections."""
@@ -30,11 +33,19 @@ class EpisodeLog:
         self.db = db
 
     def save(self, episode: Episode) -> None:
-        """Insert or replace ``episode`` with its segments, reflection points and votes."""
+        """Insert or replace ``episode`` with its segments, reflection points and votes.
+
+        An episode that has ended is never replaced by one that has not: a worker that lost its task's lease may
+        still be running its copy, and what it writes (``running`` when it starts, ``failed`` or ``interrupted``
+        when it stops) must not undo the finished episode another worker logged.
+        """
         self.db.check()
         try:
             with self.db.sessions.begin() as session:
                 existing = session.get(EpisodeRow, episode.episode_id)
+                if existing is not None and existing.status in ENDED and episode.status not in ENDED:
+                    logger.warning("episode %s has ended; a stale %s copy was not written", existing.id, episode.status)
+                    return
                 if existing is not None:
                     session.delete(existing)
                     session.flush()
