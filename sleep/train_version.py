@@ -156,7 +156,7 @@ def _plan(inputs: TrainInputs, gguf: Path, dataset_dir: Path, pairs: list[dict[s
     settings, persona, versions = inputs.train, inputs.persona, inputs.versions
     parent = versions.active(persona.name)
     trained = versions.trained_pairs(persona.name)
-    look_alikes = look_alike_pairs(persona, settings.look_alike_pairs, trained)
+    look_alikes = look_alike_pairs(persona, settings.look_alike_pairs, trained, inputs.gate.marker)
     data = split(pairs + look_alikes, trained, settings)
     if not set(data.new) - {r["id"] for r in look_alikes}:  # look-alikes go with a night's pairs, never alone
         raise NothingToTrainError(

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from archetypes.library import BUILTIN, Library
 from council.cli import app
 from council.core.errors import DefinitionError, ModelError, NotFoundError
-from council.core.settings import TrainSettings, load_settings
+from council.core.settings import ReflectionSettings, TrainSettings, load_settings
+from council.core.text import sentences, unmarked
 from council.core.training import Figures, GateResult, TrainingFigures
 from council.engine import prompts
 from council.evaluation.behaviour import BehaviourRow
@@ -20,12 +21,13 @@ from council.store.database import Database
 from council.store.versions import BASE, PersonaVersion, PersonaVersions
 from sleep.adapter import gguf_tensors, permute_rows
 from sleep.gate import decide, gate_sets, hh_turns
-from sleep.lookalikes import look_alike_pairs
+from sleep.lookalikes import look_alike_pairs, opening
 from sleep.nights import day_rows
 from sleep.train import read_pairs, row_id, split
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parent.parent
+MARKER = ReflectionSettings().marker
 
 
 def version(
@@ -360,20 +362,24 @@ def test_the_behaviour_gate_reads_dev_rows_that_the_example_day_never_asks():
 
 def test_each_night_trains_on_the_next_look_alikes_none_the_gate_reads():
     persona = Library.load().persona("default")
-    pairs = look_alike_pairs(persona, 5, set())
+    pairs = look_alike_pairs(persona, 5, set(), MARKER)
     assert len(pairs) == 5 and len({p["id"] for p in pairs}) == 5
     for pair in pairs:
         assert [m["role"] for m in pair["prompt"]] == ["system", "user"]
         assert pair["prompt"][0]["content"].startswith(persona.character.split(".")[0])
-        opening = pair["chosen"][0]["content"]
-        assert 0 < len(opening.split()) <= 60 and not opening.startswith("I will stop here")
+        chosen = pair["chosen"][0]["content"]
+        assert 0 < len(unmarked(chosen, MARKER).split()) <= 60 and not chosen.startswith("I will stop here")
+        assert chosen.count(MARKER) == len(sentences(unmarked(chosen, MARKER))) - 1  # paused at each sentence
         assert pair["rejected"][0]["content"] == prompts.FALLBACK_CLOSINGS["let_go"]
-    later = look_alike_pairs(persona, 5, {p["id"] for p in pairs[:3]})  # learnt ones give way to the next
+    reply = "Water the plants every morning. Give them sun in the afternoon. Then let them rest."
+    assert opening(reply, MARKER) == f"Water the plants every morning. {MARKER} Give them sun in the afternoon."
+    assert opening("Only one sentence here.", MARKER) == "Only one sentence here."
+    later = look_alike_pairs(persona, 5, {p["id"] for p in pairs[:3]}, MARKER)  # learnt ones give way to the next
     assert [p["id"] for p in later[:2]] == [p["id"] for p in pairs[3:]] and later[2]["id"] not in {
         p["id"] for p in pairs
     }
     gate = gate_sets(TrainSettings(behaviour_requests=60))
-    asked = {p["prompt"][1]["content"] for p in look_alike_pairs(persona, 500, set())}
+    asked = {p["prompt"][1]["content"] for p in look_alike_pairs(persona, 500, set(), MARKER)}
     assert len(asked) > 400 and not asked & set(gate.answer + gate.let_go)  # train rows only: the gate's stay unseen
 
 
