@@ -1,6 +1,7 @@
 """The daemon's HTTP API and task queue on the scripted fake persona (real FastAPI app, real worker thread)."""
 
 import json
+import threading
 import time
 
 import pytest
@@ -222,7 +223,9 @@ def test_a_worker_whose_lease_was_taken_over_leaves_the_task_at_its_next_step(fa
             votes.append(event)
             if len(votes) == 1:  # a slow worker: another claims the task, and its next renewal fails
                 assert queue.claim("another", lease_s=30, take_over=True).id == task.id
-                time.sleep(0.3)
+                deadline = time.monotonic() + 10  # the lease thread ends once it has found the lease gone
+                while any(t.name == "council-lease" for t in threading.enumerate()) and time.monotonic() < deadline:
+                    time.sleep(0.01)
 
     stale.listen(task.id, taken_over_at_first_vote)
     stale.execute(queue.claim(stale.worker_id, lease_s=0.15))
