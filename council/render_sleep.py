@@ -47,7 +47,8 @@ def print_trained_version(console: Console, trained: TrainedVersion) -> None:
     """The training run, each version's gate figures, the verdict and the version in use."""
     version, t = trained.version, trained.version.training
     if t is not None:  # train_version always measures the run it stores
-        console.print(f"trained {version.id}: {t.steps} steps on {t.pairs} pairs, {t.seconds} s on {t.device}")
+        waiting = f" ({t.waiting_pairs} more wait for a later night)" if t.waiting_pairs else ""
+        console.print(f"trained {version.id}: {t.steps} steps on {t.pairs} pairs{waiting}, {t.seconds} s on {t.device}")
     for f in trained.gate.versions():
         console.print(
             f"  {f.version:<6} held-out accuracy {f.heldout_accuracy}  KL {f.kl_from_base}"

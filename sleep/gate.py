@@ -212,6 +212,7 @@ class VersionProbe:
     def _reference_text(self, prompt: str) -> tuple[list[int], int]:
         """The base model's greedy answer to a probe, as tokens, and where the answer starts."""
         chat = prompts.draft_chat(self.inputs.persona, prompt, "")
+        self.base.reset()
         text = "".join(self.base.generate(chat, max_tokens=self.settings.probe_tokens, temperature=0.0))
         head = self.base.render(chat.messages, "")
         return self.base.render(chat.messages, text or " "), len(head)
@@ -248,7 +249,8 @@ class VersionProbe:
     def _alone(self, backend: LocalModel) -> _Alone:
         """Alone, with no council named: the share of declined replies in each set of requests, and markers.
 
-        Markers are counted per sentence the persona wrote, as `council eval behaviour` counts them.
+        Markers are counted per sentence the persona wrote, as `council eval behaviour` counts them. Each request
+        is read from an empty cache, so a version's figures are the same whatever the model read before.
         """
         groups = (self.sets.let_go, self.sets.answer, self.sets.unseen_let_go, self.sets.unseen_answer)
         requests = [prompt for group in groups for prompt in group]
@@ -259,6 +261,9 @@ class VersionProbe:
         writer = self._greedy(backend, "")
         replies, said, markers = [], 0, 0
         for prompt in requests:
+            # llama.cpp's kernels are not batch-invariant: from a reused cache a reply depends on what the model
+            # read before (10 of 12 greedy replies changed after one other request), so each starts empty
+            backend.reset()
             reply = ""
             for seg, reply in writer.drafts(prompt, self.settings.probe_tokens, writer.generation.seed):
                 said += len(sentences(seg.text))
@@ -311,6 +316,7 @@ class VersionProbe:
         decisions: Counter[str] = Counter()
         markers = 0
         for prompt in PROBES:
+            backend.reset()  # see _alone
             for seg, answer in writer.drafts(prompt, self.settings.probe_tokens, writer.generation.seed):
                 votes = self.inputs.council.vote(Point(prompt, answer, seg.text))
                 decisions[self.inputs.council.decide(votes).decision] += 1

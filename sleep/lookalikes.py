@@ -60,6 +60,7 @@ def look_alike_pairs(persona: Persona, n: int, trained: set[str], marker: str) -
             ],
             "chosen": [{"role": "assistant", "content": opening(r.chosen, marker)}],
             "rejected": [{"role": "assistant", "content": close}],
+            "source": "look_alike",
         }
         for r in fresh
     ]

@@ -128,14 +128,11 @@ class SleepPass:
                 if vote.verdict is not None:
                     tally.voted[vote.archetype] += 1
                     tally.agree[vote.archetype] += vote.verdict == rp.decision.decision
-        commentary = {
-            name: self.rt.council.say(
-                name,
-                prompts.commentary_chat(self.rt.persona, episode.prompt, episode.final_text, archetype),
-                self.settings.commentary_tokens,
-            )
+        chats = {
+            name: prompts.commentary_chat(self.rt.persona, episode.prompt, episode.final_text, archetype)
             for name, archetype in self.rt.council.members.items()
         }
+        commentary = self.rt.council.say_all(chats, self.settings.commentary_tokens)
         joined = " ".join(f"{name}: {text}" for name, text in commentary.items())
         members = self.rt.council.members
         pairs = revision_pairs(episode, self.rt.persona, members, self.marker, self.rt.pool.name, self.rt.council.note)

@@ -39,6 +39,7 @@ class TrainingData(BaseModel):
     heldout: list[dict[str, Any]]
     new: list[str] = Field(description="ids of pairs no earlier version trained on")
     replay: list[str] = Field(description="ids of earlier pairs mixed back in")
+    waiting: int = Field(0, description="new pairs left for a later night by ``train.max_pairs``")
     dataset_hash: str
 
 
@@ -49,6 +50,8 @@ class DatasetRow(BaseModel):
     prompt: str | list[dict[str, str]]
     chosen: str | list[dict[str, str]]
     rejected: str | list[dict[str, str]]
+    source: str = Field("", description="what made the pair (revision, ranking, let_go, marker...)")
+    margin: float = Field(1.0, description="how clearly the council preferred the chosen side")
 
 
 def row_id(row: dict[str, Any]) -> str:
@@ -69,22 +72,46 @@ def split(rows: list[dict[str, Any]], trained: set[str], settings: TrainSettings
     """Split the pairs: a stable held-out share, the new ones, and a replayed share of earlier ones.
 
     The held-out share is chosen by id, so a pair never moves between training and evaluation across nights,
-    and a pair the persona has already learnt is never held out.
+    and a pair the persona has already learnt is never held out. At most ``train.max_pairs`` train, replay
+    included; the new ones left over are not lost: no version trained on them, so a later night takes them.
     """
     held = {r["id"] for r in rows if _bucket(r["id"]) < settings.holdout and r["id"] not in trained}
     heldout = [r for r in rows if r["id"] in held]
     rest = [r for r in rows if r["id"] not in held]
-    new = [r for r in rest if r["id"] not in trained]
+    fresh = [r for r in rest if r["id"] not in trained]
+    new = by_kind(fresh, math.ceil(settings.max_pairs / (1 + settings.replay)))
     earlier = [r for r in rest if r["id"] in trained]
-    replay = random.Random(settings.seed).sample(earlier, min(len(earlier), round(settings.replay * len(new))))
+    wanted = min(len(earlier), round(settings.replay * len(new)), settings.max_pairs - len(new))
+    replay = random.Random(settings.seed).sample(earlier, max(wanted, 0))
     digest = hashlib.sha256("\n".join(sorted(r["id"] for r in rows)).encode()).hexdigest()
     return TrainingData(
         train=new + replay,
         heldout=heldout,
         new=[r["id"] for r in new],
         replay=[r["id"] for r in replay],
+        waiting=len(fresh) - len(new),
         dataset_hash=digest,
     )
+
+
+def by_kind(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """At most ``limit`` of ``rows``, in their order: each kind of pair in turn, its widest margins first.
+
+    A kind with few pairs (a day's let-go and revision pairs) keeps them all, and the plentiful kinds
+    (ranking, marker) share what is left, so a large day does not drown what it has least of.
+    """
+    if len(rows) <= limit:
+        return rows
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted(rows, key=lambda r: (-r.get("margin", 1.0), r["id"])):
+        kinds.setdefault(r.get("source", ""), []).append(r)
+    queues = [kinds[k] for k in sorted(kinds)]
+    kept: set[str] = set()
+    while len(kept) < limit:
+        for queue in queues:
+            if queue and len(kept) < limit:
+                kept.add(queue.pop(0)["id"])
+    return [r for r in rows if r["id"] in kept]
 
 
 def _bucket(pair_id: str) -> float:
@@ -165,6 +192,7 @@ def train_adapter(
         pairs=len(data.train),
         new_pairs=len(data.new),
         replayed_pairs=len(data.replay),
+        waiting_pairs=data.waiting,
         heldout_pairs=len(data.heldout),
         train_loss=round(float(sum(e["loss"] for e in logs) / max(len(logs), 1)), 4),
         last_loss=round(float(last.get("loss", float("nan"))), 4),
@@ -200,6 +228,32 @@ def marker_places(rows: list[dict[str, Any]], marker: str, tokenizer: Any) -> li
     return places
 
 
+Passage = tuple[list[int], list[tuple[int, int]]]  # a chosen text's tokens, and each marker's [start, end) in them
+
+
+def marker_passages(places: list[tuple[list[int], list[int]]], max_length: int) -> list[Passage]:
+    """The places of one text as one passage: a place whose tokens begin with the last passage reads on from it.
+
+    A causal model predicts each token from the tokens before it alone, so one pass over a chosen text gives the
+    marker at each of its pauses what a pass per pause would, at a fraction of the cost (a text pauses about
+    seven times). A passage longer than ``max_length`` loses its start, and the markers that went with it.
+    """
+    passages: list[Passage] = []
+    for ids, mark in places:
+        whole, span = ids + mark, (len(ids), len(ids) + len(mark))
+        if passages and whole[: len(passages[-1][0])] == passages[-1][0]:
+            passages[-1] = (whole, [*passages[-1][1], span])
+        else:
+            passages.append((whole, [span]))
+    out = []
+    for tokens, spans in passages:
+        cut = max(len(tokens) - max_length, 0)
+        kept = [(a - cut, b - cut) for a, b in spans if a - cut >= 1]  # a marker needs a token before it
+        if kept:
+            out.append((tokens[cut:], kept))
+    return out
+
+
 def teach_marker(
     model: Any,  # noqa: ANN401 - a peft model
     tokenizer: Any,  # noqa: ANN401
@@ -214,12 +268,14 @@ def teach_marker(
     would have written next loses too much (perplexity on answers without markers), so the persona learns to
     pause about as often as that where its council reflected. The marker's other tokens are taught fully (once
     begun, the marker is written whole). The loss on the marker alone still moved everything else (one night's
-    170 places: perplexity on answers people wrote 1.18x the base's), so the text before each marker is held to
-    the base model by its KL, weighted ``settings.marker_anchor``.
+    170 places: perplexity on answers people wrote 1.18x the base's), so the text around the markers is held to
+    the base model by its KL, weighted ``settings.marker_anchor``. Each step reads ``settings.batch_size`` whole
+    chosen texts (``marker_passages``).
     """
     import torch
 
-    if not places or settings.marker_epochs <= 0:
+    passages = marker_passages(places, settings.max_length)
+    if not passages or settings.marker_epochs <= 0:
         return None
     optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
     device = next(model.parameters()).device
@@ -227,35 +283,24 @@ def teach_marker(
     rng, losses = random.Random(settings.seed), list[float]()
     model.train()
     for epoch in range(math.ceil(settings.marker_epochs)):
-        order = rng.sample(places, len(places))
-        share = min(settings.marker_epochs - epoch, 1.0)  # a fractional last pass takes a share of the places
+        order = rng.sample(passages, len(passages))
+        share = min(settings.marker_epochs - epoch, 1.0)  # a fractional last pass takes a share of the texts
         batches = [order[i : i + settings.batch_size] for i in range(0, round(len(order) * share), settings.batch_size)]
         losses = []
         for batch in batches:
-            ids, first, mask = _marker_batch(batch, settings.max_length, tokenizer.pad_token_id or 0)
-            ids, first, mask = ids.to(device), first.to(device), mask.to(device)
+            ids, mask, marker, opening = (t.to(device) for t in marker_batch(batch, tokenizer.pad_token_id or 0))
             logp = model(input_ids=ids, attention_mask=mask).logits[:, :-1].log_softmax(-1)
             nll = -logp.gather(-1, ids[:, 1:, None])[..., 0]  # each token's NLL given what came before it
-            marker, context = marker_masks(first, mask)
-            opening = nll.gather(1, first[:, None] - 1)[:, 0]
-            rest = (nll * marker).sum(1) - opening
-            taught = (torch.clamp(opening, min=floor) + rest).sum() / marker.sum()
+            pause = torch.clamp(nll, min=floor) * opening + nll * (marker - opening)
+            taught = pause.sum() / marker.sum()
             loss = taught
             if settings.marker_anchor > 0:
-                loss = loss + settings.marker_anchor * _drift(model, ids, mask, logp, context)
+                loss = loss + settings.marker_anchor * _drift(model, ids, mask, logp, mask[:, 1:] - marker)
             loss.backward()
             optimiser.step()
             optimiser.zero_grad()
             losses.append(taught.item())
     return round(sum(losses) / len(losses), 4) if losses else None
-
-
-def marker_masks(first: Any, mask: Any) -> tuple[Any, Any]:  # noqa: ANN401 - torch
-    """Over the predicted positions (``ids[:, 1:]``): where each row's marker is, and the text before it."""
-    import torch
-
-    at = torch.arange(mask.shape[1] - 1, device=mask.device)[None]
-    return mask[:, 1:] * (at >= first[:, None] - 1), mask[:, 1:] * (at < first[:, None] - 1)
 
 
 def _drift(model: Any, ids: Any, mask: Any, logp: Any, where: Any) -> Any:  # noqa: ANN401 - torch
@@ -267,19 +312,25 @@ def _drift(model: Any, ids: Any, mask: Any, logp: Any, where: Any) -> Any:  # no
     return ((base.exp() * (base - logp)).sum(-1) * where).sum() / where.sum().clamp(min=1)
 
 
-def _marker_batch(batch: list[tuple[list[int], list[int]]], max_length: int, pad: int) -> tuple[Any, Any, Any]:
-    """Right-padded input ids, where each row's marker begins, and the attention mask (contexts cut at the start)."""
+def marker_batch(batch: list[Passage], pad: int) -> tuple[Any, Any, Any, Any]:
+    """Right-padded ids and attention mask; over the predicted positions (``ids[:, 1:]``), the markers and starts.
+
+    Token t is predicted at position t - 1, so each span's marks sit one to the left of its tokens.
+    """
     import torch
 
-    rows = [(ids + marker)[-max_length:] for ids, marker in batch]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad)
-    first = torch.tensor([len(row) - len(marker) for (_, marker), row in zip(batch, rows, strict=True)])
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-    return ids, first, mask
+    width = max(len(tokens) for tokens, _ in batch)
+    ids = torch.full((len(batch), width), pad)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    marker = torch.zeros((len(batch), width - 1))
+    opening = torch.zeros((len(batch), width - 1))
+    for i, (tokens, spans) in enumerate(batch):
+        ids[i, : len(tokens)] = torch.tensor(tokens)
+        mask[i, : len(tokens)] = 1
+        for a, b in spans:
+            marker[i, a - 1 : b - 1] = 1
+            opening[i, a - 1] = 1
+    return ids, mask, marker, opening
 
 
 def _trainer(

@@ -87,7 +87,8 @@ def write_report(version: PersonaVersion, training: TrainingFigures, gate: GateR
         f"<p>Persona <b>{html.escape(version.persona)}</b>, version <b>{version.id}</b> (from {version.parent}): "
         f"<b>{html.escape(verdict)}</b>.</p>"
         f"<p>Trained on {t.new_pairs} new and {t.replayed_pairs} replayed pairs "
-        f"({t.steps} steps, {t.seconds} s on {t.device}); {t.heldout_pairs} pairs held "
+        + (f"({t.waiting_pairs} more new ones wait for a later night) " if t.waiting_pairs else "")
+        + f"({t.steps} steps, {t.seconds} s on {t.device}); {t.heldout_pairs} pairs held "
         f"out. Dataset {version.dataset_hash[:12]}, base model {version.base_hash[:12]}.</p>"
         + table(["version", *fields], rows)
         + figure(

@@ -101,6 +101,25 @@ def test_generation_is_text_and_seeded(llama):
     assert a == b and a.strip() and "\x00" not in a
 
 
+def test_answers_decoded_side_by_side_are_the_answers_decoded_alone(llama):
+    lib = Library.load()
+    persona = lib.persona("default")
+    answer = "Tell them calmly that the cancellations hurt, and ask what is going on for them."
+    chats = [prompts.commentary_chat(persona, PROMPT, answer, a) for a in lib.members(lib.pool("default"))][:3]
+
+    def fresh(read):  # from an empty cache, so both ways read each prompt in one batch
+        llama.reset()
+        return read()
+
+    alone = [fresh(lambda c=c: "".join(llama.generate(c, max_tokens=20))) for c in chats]
+    before = llama.stats.generated_tokens
+    together = fresh(lambda: llama.generate_many(chats, max_tokens=20))
+    assert len(together) == 3 and all(t.strip() for t in together)
+    assert together[0] == alone[0]  # the first branch is read in the batch exactly as alone
+    assert 0 < llama.stats.generated_tokens - before <= 3 * 20
+    assert fresh(lambda: llama.generate_many(chats[1:2], max_tokens=20)) == [alone[1]]  # one chat: as alone
+
+
 def council(*args, home, timeout=300):
     env = dict(os.environ, COUNCIL_HOME=str(home))
     return subprocess.run(

@@ -251,34 +251,34 @@ def test_the_marker_is_taught_where_chosen_texts_pause_and_dpo_alone_cancels_it(
     assert figures.marker_loss is not None and figures.marker_loss < untaught / 2, (figures.marker_loss, untaught)
 
 
-def marker_figures(model: torch.nn.Module, places: list) -> tuple[float, float]:
-    """Mean NLL of the marker's tokens at ``places``, and the mean KL from the base on the text before them."""
+def marker_figures(model: torch.nn.Module, passages: list) -> tuple[float, float]:
+    """Mean NLL of the marker's tokens in ``passages``, and the mean KL from the base on the text around them."""
     import torch
 
-    from sleep.train import _drift, _marker_batch, marker_masks
+    from sleep.train import _drift, marker_batch
 
-    ids, first, mask = _marker_batch(places, 512, 0)
-    marker, context = marker_masks(first, mask)
+    ids, mask, marker, _ = marker_batch(passages, 0)
     with torch.no_grad():
         logp = model(input_ids=ids, attention_mask=mask).logits[:, :-1].log_softmax(-1)
         nll = -logp.gather(-1, ids[:, 1:, None])[..., 0]
-        drift = _drift(model, ids, mask, logp, context)
+        drift = _drift(model, ids, mask, logp, mask[:, 1:] - marker)
     return float((nll * marker).sum() / marker.sum()), float(drift)
 
 
 def test_the_marker_passes_hold_the_text_before_the_marker_to_the_base(base_dir):
     from transformers import AutoTokenizer
 
-    from sleep.train import marker_places, teach_marker
+    from sleep.train import marker_passages, marker_places, teach_marker
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     places = marker_places(marked_rows(), MARKED, tokenizer)
+    passages = marker_passages(places, 512)
     figures = {}
     for anchor in (0.0, 1.0):
         model, _ = random_lora(base_dir, scale=0.0)  # B = 0: the model starts as the base
-        before, _ = marker_figures(model, places)
+        before, _ = marker_figures(model, passages)
         teach_marker(model, tokenizer, places, TrainSettings(marker_epochs=2, marker_anchor=anchor))
-        figures[anchor] = marker_figures(model, places)
+        figures[anchor] = marker_figures(model, passages)
     # both learn the marker as well; held by its KL, the text before it drifts less from the base (12 steps here:
     # 0.14 against 0.22 nats a token; one night's 170 places: the gate's KL 0.12 against 0.59)
     assert figures[0.0][0] < before / 2 and figures[1.0][0] < before / 2, (before, figures)
@@ -299,6 +299,28 @@ def test_marker_places_are_the_tokens_before_each_pause_and_the_markers_own(base
         assert tokenizer.decode(before).endswith((".", "!", "?"))  # a whole sentence before it
     assert len(second[0]) > len(first[0]) + len(first[1])  # the second place reads the first marker too
     assert marker_places([row | {"chosen": [{"role": "assistant", "content": "No pause."}]}], MARKED, tokenizer) == []
+
+
+def test_one_pass_over_a_chosen_text_reads_each_of_its_markers_as_a_pass_per_pause_does(base_dir):
+    from transformers import AutoTokenizer
+
+    from sleep.train import marker_passages, marker_places
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    row = marked_rows()[0]
+    row["chosen"][0]["content"] += " " + marked("And one more thing.", MARKED) + " Bye."
+    places = marker_places([row, *marked_rows()[1:3]], MARKED, tokenizer)
+    passages = marker_passages(places, 512)
+    assert len(places) == 4 and [len(spans) for _, spans in passages] == [2, 1, 1]  # the two pauses: one pass
+    for tokens, spans in passages:
+        assert all(tokenizer.decode(tokens[a:b]) == " " + MARKED for a, b in spans)
+    alone = [(ids + mark, [(len(ids), len(ids) + len(mark))]) for ids, mark in places]
+    model, _ = random_lora(base_dir, scale=0.0)
+    together, apart = marker_figures(model, passages)[0], marker_figures(model, alone)[0]
+    assert together == pytest.approx(apart, rel=1e-4)  # a causal model reads each marker from what precedes it
+    tokens, spans = passages[0]
+    [(kept, [(a, b)])] = marker_passages(places[:2], max_length=len(tokens) - spans[0][0])  # cut at the first marker
+    assert len(kept) == len(tokens) - spans[0][0] and tokenizer.decode(kept[a:b]) == " " + MARKED  # the second
 
 
 def test_the_gate_refuses_a_deliberately_bad_adapter(base_dir, llama, tmp_path, council_home):

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -189,6 +190,24 @@ def test_the_split_holds_out_a_stable_share_and_replays_earlier_pairs():
     assert len(later.replay) == min(len(first.new), round(0.5 * len(later.new)))
     assert set(later.replay) <= set(first.new)
     assert later.dataset_hash != first.dataset_hash
+
+
+def test_a_large_night_trains_on_at_most_max_pairs_and_keeps_every_pair_of_a_rare_kind():
+    settings = TrainSettings(holdout=0.0, replay=0.5, max_pairs=30)
+    kinds = {"let_go": 4, "ranking": 60, "marker": 60, "look_alike": 20}
+    day = [
+        {"id": f"{k}-{i:02d}", "prompt": "q", "chosen": "c", "rejected": "r", "source": k, "margin": i / 100}
+        for k, n in kinds.items()
+        for i in range(n)
+    ]
+    first = split(day, set(), settings)
+    assert len(first.new) == 20 and first.replay == [] and first.waiting == 144 - 20  # 30 / (1 + replay)
+    taken = Counter(i.split("-")[0] for i in first.new)
+    assert taken == {"let_go": 4, "look_alike": 6, "marker": 5, "ranking": 5}  # in turn, the rare kind whole
+    assert {i for i in first.new if i.startswith("ranking")} == {f"ranking-{i}" for i in range(55, 60)}  # widest
+    second = split(day, set(first.new), settings)
+    assert not set(second.new) & set(first.new) and second.waiting == 144 - 40  # the rest waited for this night
+    assert len(second.replay) == 10 and len(second.train) == settings.max_pairs
 
 
 def test_read_pairs_keeps_ids_and_names_a_bad_line(tmp_path):

@@ -135,3 +135,7 @@ class LocalModel(Backend, Protocol):
     def reset(self) -> None:
         """Forget every cached token."""
         ...
+
+    def generate_many(self, chats: Sequence[Chat], *, max_tokens: int) -> list[str]:
+        """Greedy answers to several chats, decoded side by side."""
+        ...

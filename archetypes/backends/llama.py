@@ -4,7 +4,8 @@ Sequence 0 of the KV cache always holds ``self._tokens``. Every call finds the l
 with what is cached and evaluates only the rest, so a council vote right after the persona's segment costs
 only the vote's own tokens. Branches (one per archetype) are forked from sequence 0 into sequences 1..K,
 evaluated in one batched decode, read with ``llama_get_logits_ith`` (``Llama.scores`` stays zero without
-``logits_all``: every confidence would read zero) and dropped again.
+``logits_all``: every confidence would read zero) and dropped again. Greedy answers to several chats are
+decoded the same way, one token per branch in each batch (``generate_many``).
 """
 
 from __future__ import annotations
@@ -338,14 +339,22 @@ class LlamaBackend:
         return results
 
     def _branch_logits(self, messages: Sequence[Message], prefills: Sequence[str]) -> list[np.ndarray]:
-        """Next-token logits after each prefill, in one decode.
+        """Next-token logits after each prefill, in one decode (see ``_fork``)."""
+        branches = [self.render(messages, p) for p in prefills]
+        try:
+            return self._fork(branches, self._continuation_point(messages, branches[0]))
+        finally:
+            self._drop_branches(len(branches))
+
+    def _fork(self, branches: list[list[int]], continue_at: int = -1) -> list[np.ndarray]:
+        """Evaluate ``branches`` into sequences 1..K in one decode; return the logits after each one's last token.
 
         The branches' common prefix goes to sequence 0 (reusing the cache) and, in the same batch, to every
-        branch's sequence; each branch's own tail goes only to its sequence. When the conversation ends with
-        an assistant turn followed by another turn, the logits at the end of that assistant text are kept, so
-        the assistant can continue its answer afterwards without re-evaluating anything.
+        branch's sequence; each branch's own tail goes only to its sequence. When ``continue_at`` is where an
+        assistant's text ends inside the prefix (the chat goes on after it), the logits there are kept, so the
+        assistant can continue its answer afterwards without re-evaluating anything. The caller drops the
+        branches (``_drop_branches``) when done with them.
         """
-        branches = [self.render(messages, p) for p in prefills]
         shared = min(len(b) for b in branches) - 1
         for b in branches[1:]:
             shared = min(shared, _common_prefix(branches[0], b))
@@ -363,7 +372,6 @@ class LlamaBackend:
             upto = shared - (self._n_batch - tails)
             self._extend(branches[0][keep:upto])
             keep = upto
-        continue_at = self._continuation_point(messages, branches[0])
         seqs = tuple(range(len(branches) + 1))
         entries: list[tuple[int, int, Sequence[int], bool]] = [
             (t, i, seqs, i == continue_at - 1) for i, t in enumerate(branches[0][keep:shared], start=keep)
@@ -378,13 +386,58 @@ class LlamaBackend:
         except Exception:
             self.reset()
             raise
-        finally:
-            for seq in seqs[1:]:
-                self._ctx.kv_cache_seq_rm(seq, -1, -1)
         self._tokens = branches[0][:shared]
         if keep < continue_at <= shared:
             self._memo = (continue_at, self._logits(continue_at - 1 - keep))
         return [self._logits(i) for i in last_index]
+
+    def _drop_branches(self, k: int) -> None:
+        for seq in range(1, k + 1):
+            self._ctx.kv_cache_seq_rm(seq, -1, -1)
+
+    def generate_many(self, chats: Sequence[Chat], *, max_tokens: int) -> list[str]:
+        """Greedy answers to several chats, decoded side by side: one batch of one token per chat at each step.
+
+        On a CPU one step for K sequences costs little more than one for a single sequence, so K answers take
+        about the time of one. Their common prefix (a night's commentary shares the whole interaction) is read
+        once. The answers are what ``generate`` gives one by one, up to the arithmetic of batched matrices.
+        """
+        answers: list[str] = []
+        for start in range(0, len(chats), self.max_branches):
+            answers += self._generate_branches(chats[start : start + self.max_branches], max_tokens)
+        return answers
+
+    def _generate_branches(self, chats: Sequence[Chat], max_tokens: int) -> list[str]:
+        branches = [self.render(c.messages, c.prefill) for c in chats]
+        shared = min(len(b) for b in branches) - 1
+        self._check_room(shared + sum(len(b) - shared + max_tokens for b in branches))
+        texts = [""] * len(branches)
+        decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in branches]
+        positions = [len(b) for b in branches]
+        try:
+            logits = dict(enumerate(self._fork(branches)))
+            live = list(range(len(branches)))
+            for _ in range(max_tokens):
+                entries: list[tuple[int, int, Sequence[int], bool]] = []
+                for i in list(live):
+                    token = int(np.argmax(logits[i]))
+                    if token in self._eog:
+                        live.remove(i)
+                        continue
+                    texts[i] += decoders[i].decode(self._piece(token))
+                    entries.append((token, positions[i], (i + 1,), True))
+                    positions[i] += 1
+                self.stats.generated_tokens += len(entries)
+                if not entries:
+                    break
+                self._decode(entries)
+                logits = dict(zip(live, (self._logits(k) for k in range(len(entries))), strict=True))
+        except Exception:
+            self.reset()
+            raise
+        finally:
+            self._drop_branches(len(branches))
+        return texts
 
     def _continuation_point(self, messages: Sequence[Message], tokens: list[int]) -> int:
         """Where the last assistant message ends inside ``tokens``, if the rest of the chat follows it."""

@@ -1,4 +1,4 @@
-"""`council bench`: the council's overhead over plain generation, the mode lock's, and recall at scale."""
+"""`council bench`: the council's overhead, the mode lock's, recall at scale and the night's commentary."""
 
 from __future__ import annotations
 
@@ -66,4 +66,18 @@ def bench_memory(
         raise typer.BadParameter(f"{sizes!r} is not a list of numbers, e.g. 10000,100000", param_hint="--sizes")
     with err.status("Loading the embedder…") as status:
         report = MemoryBench(Embedder(load_settings().memory.embedder), counts, queries).run(progress=status.update)
+    _print_report(report, as_json)
+
+
+@bench_app.command("night")
+def bench_night(
+    tokens: Annotated[int, typer.Option(min=8, help="Tokens each archetype writes per interaction.")] = 60,
+    as_json: JsonFlag = False,
+) -> None:
+    """The night's commentary: each archetype one by one against the council decoded side by side."""
+    from council.bench_night import NightBench
+    from council.engine.runner import build_runtime
+
+    with err.status("Loading models…") as status:
+        report = NightBench(build_runtime(load_settings()), tokens).run(progress=status.update)
     _print_report(report, as_json)

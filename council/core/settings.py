@@ -84,7 +84,7 @@ class SleepSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pool: str | None = Field(None, description="pool that sleeps; default the day's pool")
-    samples: int = Field(4, ge=2, description="alternative answers sampled per episode for ranking pairs")
+    samples: int = Field(3, ge=2, description="alternative answers sampled per episode for ranking pairs")
     temperature: float = Field(0.9, ge=0, description="sampling temperature of those alternatives")
     answer_tokens: int = Field(120, ge=8, description="length of each alternative answer")
     min_margin: float = Field(0.05, ge=0, le=1, description="ranking pairs with a smaller score gap are dropped")
@@ -144,6 +144,12 @@ class TrainSettings(BaseModel):
     max_length: int = Field(512, ge=32, description="tokens per prompt + completion; longer rows are truncated")
     holdout: float = Field(0.2, ge=0, lt=1, description="share of pairs kept out of training for the gate")
     replay: float = Field(0.5, ge=0, description="earlier nights' pairs mixed in, as a share of the new ones")
+    max_pairs: int = Field(
+        48,
+        ge=1,
+        description="pairs one night trains on at most, replay included, so a large day still trains within a"
+        " night; each kind keeps its widest margins and the new pairs left over wait for a later night",
+    )
     save_steps: int = Field(4, ge=1, description="checkpoint every this many steps, so a killed run resumes")
     seed: int = Field(0, ge=0, lt=2**32, description="sampling seed (NumPy takes 0 to 2**32 - 1)")
     max_kl: float = Field(0.5, gt=0, description="gate: mean per-token KL from the base on probe prompts, in nats")

@@ -15,6 +15,7 @@ class TrainingFigures(BaseModel):
     pairs: int
     new_pairs: int
     replayed_pairs: int
+    waiting_pairs: int = Field(0, description="new pairs left for a later night by train.max_pairs")
     heldout_pairs: int
     train_loss: float
     last_loss: float

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from archetypes.backends import Backend, Chat, ChoiceScores, LoadedModels, Message
+from archetypes.backends import Backend, Chat, ChoiceScores, LoadedModels, LocalModel, Message
 from archetypes.definitions import Archetype, Persona, Pool
 from council.core.episode import Decision, Vote
 from council.core.errors import one_line
@@ -79,11 +79,8 @@ class Council:
         ``names`` defaults to every archetype without a judge. Archetypes sharing a backend are read in one
         batched call; if it fails, each is retried alone, and one that still fails maps to its exception.
         """
-        groups: dict[int, list[str]] = {}
-        for name in self.token_voters if names is None else names:
-            groups.setdefault(id(self._backend_of[name]), []).append(name)
         read: dict[str, ChoiceScores | Exception] = {}
-        for group in groups.values():
+        for group in self._by_backend(self.token_voters if names is None else names):
             try:
                 read |= self._next_token_scores(group, messages, choices, cue)
             except Exception:  # noqa: BLE001 - isolate the failing archetype below
@@ -93,6 +90,13 @@ class Council:
                     except Exception as exc:  # noqa: BLE001 - recorded by the caller
                         read[name] = exc
         return read
+
+    def _by_backend(self, names: Sequence[str]) -> list[list[str]]:
+        """``names`` grouped by the model they speak with, in order."""
+        groups: dict[int, list[str]] = {}
+        for name in names:
+            groups.setdefault(id(self._backend_of[name]), []).append(name)
+        return list(groups.values())
 
     def _next_token_scores(
         self,
@@ -149,7 +153,26 @@ class Council:
         try:
             return "".join(backend.generate(chat, max_tokens=max_tokens, temperature=0.0)).strip()
         except Exception as exc:  # noqa: BLE001 - words are optional; record why they are missing
-            return f"(no comment: {one_line(exc, 300, typed=True)})"
+            return _no_comment(exc)
+
+    def say_all(self, chats: Mapping[str, Chat], max_tokens: int) -> dict[str, str]:
+        """Each archetype speaks after its chat, as ``say``; those on one in-process model are decoded side by side."""
+        said: dict[str, str] = {}
+        for names in self._by_backend(list(chats)):
+            backend = self._backend_of[names[0]]
+            if len(names) > 1 and isinstance(backend, LocalModel):
+                try:
+                    texts = backend.generate_many([chats[n] for n in names], max_tokens=max_tokens)
+                except Exception as exc:  # noqa: BLE001 - words are optional; record why they are missing
+                    texts = [_no_comment(exc)] * len(names)
+                said |= {n: t.strip() for n, t in zip(names, texts, strict=True)}
+            else:
+                said |= {n: self.say(n, chats[n], max_tokens) for n in names}
+        return {n: said[n] for n in chats}
+
+
+def _no_comment(exc: BaseException) -> str:
+    return f"(no comment: {one_line(exc, 300, typed=True)})"
 
 
 def _vote(name: str, probs: dict[str, float], mass: float, verdict: str | None = None) -> Vote:

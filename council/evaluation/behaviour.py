@@ -45,7 +45,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from archetypes.backends import LoadedModels
+from archetypes.backends import LoadedModels, LocalModel
 from archetypes.library import BUILTIN, Library
 from council.core.datafiles import read_jsonl
 from council.core.episode import Episode, ReflectionPoint
@@ -528,6 +528,8 @@ def run_rows(
     """One whole episode per row, each read by the decline detector (``mode``: who decides what a stop is)."""
     items = []
     for row in rows:
+        if isinstance(rt.writer.backend, LocalModel):
+            rt.writer.backend.reset()  # from an empty cache, the same whatever rows came before (see sleep/gate.py)
         episode = run_episode(rt, row.prompt)
         assert episode is not None  # only a should_stop callback leaves an episode unfinished
         p = float(detector.probability(reader, [persona_text(episode)])[0])
