@@ -269,8 +269,8 @@ def teach_marker(
     pause about as often as that where its council reflected. The marker's other tokens are taught fully (once
     begun, the marker is written whole). The loss on the marker alone still moved everything else (one night's
     170 places: perplexity on answers people wrote 1.18x the base's), so the text around the markers is held to
-    the base model by its KL, weighted ``settings.marker_anchor``. Each step reads ``settings.batch_size`` whole
-    chosen texts (``marker_passages``).
+    the base model by its KL, weighted ``settings.marker_anchor``. Each step reads one chosen text and every
+    pause in it (``marker_passages``).
     """
     import torch
 
@@ -285,10 +285,9 @@ def teach_marker(
     for epoch in range(math.ceil(settings.marker_epochs)):
         order = rng.sample(passages, len(passages))
         share = min(settings.marker_epochs - epoch, 1.0)  # a fractional last pass takes a share of the texts
-        batches = [order[i : i + settings.batch_size] for i in range(0, round(len(order) * share), settings.batch_size)]
         losses = []
-        for batch in batches:
-            ids, mask, marker, opening = (t.to(device) for t in marker_batch(batch, tokenizer.pad_token_id or 0))
+        for passage in order[: round(len(order) * share)]:
+            ids, mask, marker, opening = (t.to(device) for t in marker_batch([passage], tokenizer.pad_token_id or 0))
             logp = model(input_ids=ids, attention_mask=mask).logits[:, :-1].log_softmax(-1)
             nll = -logp.gather(-1, ids[:, 1:, None])[..., 0]  # each token's NLL given what came before it
             pause = torch.clamp(nll, min=floor) * opening + nll * (marker - opening)
