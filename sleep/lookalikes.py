@@ -9,7 +9,8 @@ the persona's closing sentence. On the same night with 20 of them the version de
 0.10 (base 0.25 / 0.20), and held both figures on the unseen sources (0.55 / 0.33): it learnt when to close. It
 also wrote the marker less (0.10 -> 0.01): those chosen openings had none, so the chosen side now pauses at each
 sentence with the stop-reflect marker, as the night's own chosen texts do: on the same pairs that version wrote it
-at 0.09, and declined 0.40 with over-refusal 0.225.
+at 0.09, and declined 0.40 with over-refusal 0.225. Under ``train.max_pairs`` the look-alikes are one kind of
+pair among the night's: a large day trains fewer of them (7 of 20 in a night of 200 episodes).
 """
 
 from __future__ import annotations

@@ -68,21 +68,25 @@ def read_pairs(dataset_dir: Path) -> list[dict[str, Any]]:
     return [r | {"id": row_id(r)} for r in rows]
 
 
-def split(rows: list[dict[str, Any]], trained: set[str], settings: TrainSettings) -> TrainingData:
+def split(
+    rows: list[dict[str, Any]], trained: set[str], settings: TrainSettings, tried: frozenset[str] = frozenset()
+) -> TrainingData:
     """Split the pairs: a stable held-out share, the new ones, and a replayed share of earlier ones.
 
     The held-out share is chosen by id, so a pair never moves between training and evaluation across nights,
     and a pair the persona has already learnt is never held out. At most ``train.max_pairs`` train, replay
-    included; the new ones left over are not lost: no version trained on them, so a later night takes them.
+    included; the new ones left over are not lost: no version trained on them, so a later night takes them,
+    after the ones no version has ``tried`` (a refused night's pairs), so a refused night is not repeated.
     """
+    rows = list({r["id"]: r for r in rows}.values())  # a pair given twice is one pair
     held = {r["id"] for r in rows if _bucket(r["id"]) < settings.holdout and r["id"] not in trained}
     heldout = [r for r in rows if r["id"] in held]
     rest = [r for r in rows if r["id"] not in held]
     fresh = [r for r in rest if r["id"] not in trained]
-    new = by_kind(fresh, math.ceil(settings.max_pairs / (1 + settings.replay)))
+    new = by_kind(fresh, math.ceil(settings.max_pairs / (1 + settings.replay)), tried)
     earlier = [r for r in rest if r["id"] in trained]
     wanted = min(len(earlier), round(settings.replay * len(new)), settings.max_pairs - len(new))
-    replay = random.Random(settings.seed).sample(earlier, max(wanted, 0))
+    replay = random.Random(settings.seed).sample(earlier, wanted)
     digest = hashlib.sha256("\n".join(sorted(r["id"] for r in rows)).encode()).hexdigest()
     return TrainingData(
         train=new + replay,
@@ -94,20 +98,21 @@ def split(rows: list[dict[str, Any]], trained: set[str], settings: TrainSettings
     )
 
 
-def by_kind(rows: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+def by_kind(rows: list[dict[str, Any]], limit: int, tried: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     """At most ``limit`` of ``rows``, in their order: each kind of pair in turn, its widest margins first.
 
-    A kind with few pairs (a day's let-go and revision pairs) keeps them all, and the plentiful kinds
-    (ranking, marker) share what is left, so a large day does not drown what it has least of.
+    Every kind gets an equal share (a kind with fewer pairs keeps them all and leaves the rest to the others),
+    so a large day's plentiful ranking and marker pairs do not drown its let-go and revision pairs. Pairs in
+    ``tried`` come after all others of their kind.
     """
     if len(rows) <= limit:
         return rows
     kinds: dict[str, list[dict[str, Any]]] = {}
-    for r in sorted(rows, key=lambda r: (-r.get("margin", 1.0), r["id"])):
+    for r in sorted(rows, key=lambda r: (r["id"] in tried, -r.get("margin", 1.0), r["id"])):
         kinds.setdefault(r.get("source", ""), []).append(r)
     queues = [kinds[k] for k in sorted(kinds)]
     kept: set[str] = set()
-    while len(kept) < limit:
+    while len(kept) < limit and any(queues):
         for queue in queues:
             if queue and len(kept) < limit:
                 kept.add(queue.pop(0)["id"])

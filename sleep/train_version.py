@@ -157,7 +157,8 @@ def _plan(inputs: TrainInputs, gguf: Path, dataset_dir: Path, pairs: list[dict[s
     parent = versions.active(persona.name)
     trained = versions.trained_pairs(persona.name)
     look_alikes = look_alike_pairs(persona, settings.look_alike_pairs, trained, inputs.gate.marker)
-    data = split(pairs + look_alikes, trained, settings)
+    tried = frozenset(i for v in versions.all(persona.name) for i in v.pair_ids)
+    data = split(pairs + look_alikes, trained, settings, tried)
     if not set(data.new) - {r["id"] for r in look_alikes}:  # look-alikes go with a night's pairs, never alone
         raise NothingToTrainError(
             f"no new preference pairs in {dataset_dir} ({len(data.heldout)} held out)", "sleep on new episodes first"

@@ -208,6 +208,9 @@ def test_a_large_night_trains_on_at_most_max_pairs_and_keeps_every_pair_of_a_rar
     second = split(day, set(first.new), settings)
     assert not set(second.new) & set(first.new) and second.waiting == 144 - 40  # the rest waited for this night
     assert len(second.replay) == 10 and len(second.train) == settings.max_pairs
+    again = split(day, set(first.new), settings, tried=frozenset(second.new))  # the second night was refused
+    assert not set(again.new) & set(second.new) and len(again.new) == 20  # the next night tries other pairs
+    assert len(split(day + day, set(), settings).new) == 20  # a pair given twice is still one pair
 
 
 def test_read_pairs_keeps_ids_and_names_a_bad_line(tmp_path):

@@ -59,6 +59,14 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
+def _shared(branches: list[list[int]]) -> int:
+    """How many leading tokens every branch shares, leaving each at least one token of its own."""
+    shared = min(len(b) for b in branches) - 1
+    for b in branches[1:]:
+        shared = min(shared, _common_prefix(branches[0], b))
+    return shared
+
+
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max()
     return shifted - np.log(np.exp(shifted).sum())
@@ -355,9 +363,7 @@ class LlamaBackend:
         assistant can continue its answer afterwards without re-evaluating anything. The caller drops the
         branches (``_drop_branches``) when done with them.
         """
-        shared = min(len(b) for b in branches) - 1
-        for b in branches[1:]:
-            shared = min(shared, _common_prefix(branches[0], b))
+        shared = _shared(branches)
         self._check_room(max(len(b) for b in branches))
         keep = min(_common_prefix(self._tokens, branches[0]), shared)
         self.stats.tokens_reused += keep
@@ -398,9 +404,9 @@ class LlamaBackend:
     def generate_many(self, chats: Sequence[Chat], *, max_tokens: int) -> list[str]:
         """Greedy answers to several chats, decoded side by side: one batch of one token per chat at each step.
 
-        On a CPU one step for K sequences costs little more than one for a single sequence, so K answers take
-        about the time of one. Their common prefix (a night's commentary shares the whole interaction) is read
-        once. The answers are what ``generate`` gives one by one, up to the arithmetic of batched matrices.
+        One step for K sequences costs less than K steps for one (here 2.8x one for 4 sequences), and their common
+        prefix (a night's commentary shares the whole interaction) is read once. The answers are what ``generate``
+        gives one by one, up to the arithmetic of batched matrices.
         """
         answers: list[str] = []
         for start in range(0, len(chats), self.max_branches):
@@ -409,7 +415,7 @@ class LlamaBackend:
 
     def _generate_branches(self, chats: Sequence[Chat], max_tokens: int) -> list[str]:
         branches = [self.render(c.messages, c.prefill) for c in chats]
-        shared = min(len(b) for b in branches) - 1
+        shared = _shared(branches)  # held once in the cache; each branch's tail and answer in cells of its own
         self._check_room(shared + sum(len(b) - shared + max_tokens for b in branches))
         texts = [""] * len(branches)
         decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in branches]

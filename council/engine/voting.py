@@ -156,18 +156,21 @@ class Council:
             return _no_comment(exc)
 
     def say_all(self, chats: Mapping[str, Chat], max_tokens: int) -> dict[str, str]:
-        """Each archetype speaks after its chat, as ``say``; those on one in-process model are decoded side by side."""
+        """Each archetype speaks after its chat, as ``say``; those on one in-process model are decoded side by side.
+
+        If decoding them together fails (their chats too long for one batch), each speaks alone.
+        """
         said: dict[str, str] = {}
         for names in self._by_backend(list(chats)):
             backend = self._backend_of[names[0]]
             if len(names) > 1 and isinstance(backend, LocalModel):
                 try:
                     texts = backend.generate_many([chats[n] for n in names], max_tokens=max_tokens)
-                except Exception as exc:  # noqa: BLE001 - words are optional; record why they are missing
-                    texts = [_no_comment(exc)] * len(names)
-                said |= {n: t.strip() for n, t in zip(names, texts, strict=True)}
-            else:
-                said |= {n: self.say(n, chats[n], max_tokens) for n in names}
+                    said |= {n: t.strip() for n, t in zip(names, texts, strict=True)}
+                    continue
+                except Exception:  # noqa: BLE001 - too long to decode together, say: each speaks alone below
+                    pass
+            said |= {n: self.say(n, chats[n], max_tokens) for n in names}
         return {n: said[n] for n in chats}
 
 
