@@ -32,10 +32,7 @@ class NightBench:
         self.tokens = tokens
 
     def _chats(self, prompt: str, answer: str) -> dict[str, Chat]:
-        return {
-            name: prompts.commentary_chat(self.rt.persona, prompt, answer, archetype)
-            for name, archetype in self.rt.council.members.items()
-        }
+        return prompts.commentary_chats(self.rt.persona, prompt, answer, self.rt.council.members)
 
     def _timed(self, speak: Callable[[dict[str, Chat]], dict[str, str]]) -> tuple[float, int, int]:
         """Seconds and tokens written over every interaction (after a warm-up on the last), and failed comments."""

@@ -128,10 +128,7 @@ class SleepPass:
                 if vote.verdict is not None:
                     tally.voted[vote.archetype] += 1
                     tally.agree[vote.archetype] += vote.verdict == rp.decision.decision
-        chats = {
-            name: prompts.commentary_chat(self.rt.persona, episode.prompt, episode.final_text, archetype)
-            for name, archetype in self.rt.council.members.items()
-        }
+        chats = prompts.commentary_chats(self.rt.persona, episode.prompt, episode.final_text, self.rt.council.members)
         commentary = self.rt.council.say_all(chats, self.settings.commentary_tokens)
         joined = " ".join(f"{name}: {text}" for name, text in commentary.items())
         members = self.rt.council.members

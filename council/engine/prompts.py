@@ -8,7 +8,7 @@ pose as an instruction; the council's questions come after it in a separate user
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from archetypes.backends import Chat, Message
@@ -158,3 +158,8 @@ def commentary_chat(persona: Persona, prompt: str, answer: str, archetype: Arche
         "In two short sentences, in your own voice, say what was good and what should change."
     )
     return Chat((Message("system", system), Message("user", ask)))
+
+
+def commentary_chats(persona: Persona, prompt: str, answer: str, members: Mapping[str, Archetype]) -> dict[str, Chat]:
+    """Every member's ``commentary_chat`` on one interaction, by name."""
+    return {name: commentary_chat(persona, prompt, answer, archetype) for name, archetype in members.items()}
